@@ -1,0 +1,48 @@
+# p3dlab developer and student entry points. Everything runs inside .venv, created on first use.
+# torch is installed pinned first (CPU wheel) so pip never resolves an unpinned CUDA build.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.p3dlab-installed
+TORCH  := torch==2.13.0
+PORT   ?= 8888
+
+export NUMBA_THREADING_LAYER ?= workqueue
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup lab test lint unit cudasim lessons bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[lab,dev]'
+	@touch $@
+
+## Start JupyterLab on the lessons (http://127.0.0.1:$(PORT)).
+lab: setup
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --notebook-dir=lessons --no-browser
+
+## Lint, unit tests, CUDA-simulator kernel tests and the lessons in fast mode.
+test: setup lint unit cudasim lessons
+
+lint: setup
+	$(VENV)/bin/ruff check p3dlab kernels tests benchmarks
+
+unit: setup
+	$(PY) -m pytest -q -m "not cudasim and not browser" tests
+
+cudasim: setup
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cudasim tests
+
+lessons: setup
+	P3DLAB_FAST=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax lessons
+
+## Benchmarks: table printed and written to bench-results/.
+bench: setup
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache bench-results
