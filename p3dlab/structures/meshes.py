@@ -87,17 +87,17 @@ class Meshes:
         verts_list = _as_list(verts, "verts")
         faces_list = _as_list(faces, "faces")
         if len(verts_list) != len(faces_list):
-            raise P3DLabValueError(
-                f"Meshes: got {len(verts_list)} vertex tensors but {len(faces_list)} face tensors"
-            )
+            raise P3DLabValueError(f"Meshes: got {len(verts_list)} vertex tensors but {len(faces_list)} face tensors")
         if padded_faces:
             faces_list = [f[(f >= 0).all(dim=1)] if f.numel() else f for f in faces_list]
         if _validate:
+            devices = {t.device for t in verts_list + faces_list if isinstance(t, torch.Tensor)}
+            if len(devices) > 1:
+                raise P3DLabValueError(
+                    f"Meshes: all verts and faces must be on one device, got {sorted(map(str, devices))}"
+                )
             verts_list = [_check_verts(i, v) for i, v in enumerate(verts_list)]
             faces_list = [_check_faces(i, f, v.shape[0]) for i, (f, v) in enumerate(zip(faces_list, verts_list))]
-            devices = {t.device for t in verts_list + faces_list}
-            if len(devices) > 1:
-                raise P3DLabValueError(f"Meshes: all verts and faces must be on one device, got {sorted(map(str, devices))}")
             dtypes = {v.dtype for v in verts_list}
             if len(dtypes) > 1:
                 raise P3DLabValueError(f"Meshes: all verts must have one dtype, got {sorted(map(str, dtypes))}")
@@ -416,9 +416,7 @@ class Meshes:
     def clone(self) -> "Meshes":
         tex = self.textures.clone() if self.textures is not None else None
         normals = [n.clone() for n in self._verts_normals_list] if self._verts_normals_list else None
-        return self._replace(
-            [v.clone() for v in self._verts_list], [f.clone() for f in self._faces_list], tex, normals
-        )
+        return self._replace([v.clone() for v in self._verts_list], [f.clone() for f in self._faces_list], tex, normals)
 
     def detach(self) -> "Meshes":
         tex = self.textures.detach() if self.textures is not None else None
@@ -451,9 +449,7 @@ class Meshes:
         idx = _normalize_index(index, self._N)
         tex = self.textures[idx] if self.textures is not None else None
         normals = [self._verts_normals_list[i] for i in idx] if self._verts_normals_list else None
-        return self._replace(
-            [self._verts_list[i] for i in idx], [self._faces_list[i] for i in idx], tex, normals
-        )
+        return self._replace([self._verts_list[i] for i in idx], [self._faces_list[i] for i in idx], tex, normals)
 
     def split(self, split_sizes: Sequence[int]) -> List["Meshes"]:
         if sum(split_sizes) != self._N:

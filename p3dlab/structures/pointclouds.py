@@ -66,7 +66,9 @@ class Pointclouds:
             tensors = pts + (nrm or []) + (fts or [])
             devices = {t.device for t in tensors}
             if len(devices) > 1:
-                raise P3DLabValueError(f"Pointclouds: all tensors must be on one device, got {sorted(map(str, devices))}")
+                raise P3DLabValueError(
+                    f"Pointclouds: all tensors must be on one device, got {sorted(map(str, devices))}"
+                )
         self._points, self._normals, self._features = pts, nrm, fts
         self._N = len(pts)
         self.device = pts[0].device if pts else torch.device("cpu")

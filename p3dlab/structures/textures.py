@@ -144,16 +144,14 @@ class TexturesUV(_TexturesBase):
             raise P3DLabValueError(f"TexturesUV: unknown padding_mode {padding_mode!r}")
         if sampling_mode not in ("bilinear", "nearest"):
             raise P3DLabValueError(f"TexturesUV: unknown sampling_mode {sampling_mode!r}")
-        for i, (m, fu, vu) in enumerate(zip(self._maps, self._faces_uvs, self._verts_uvs)):
+        for i, (fu, vu) in enumerate(zip(self._faces_uvs, self._verts_uvs)):
             if vu.shape[-1] != 2 or fu.shape[-1] != 3:
                 raise P3DLabValueError(f"TexturesUV: mesh {i}: verts_uvs must be (T, 2) and faces_uvs (F, 3)")
             if fu.is_floating_point():
                 raise P3DLabValueError(f"TexturesUV: faces_uvs of mesh {i} must be integer")
             valid = fu[(fu >= 0).all(1)] if self._faces_padded else fu
             if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= vu.shape[0]):
-                raise P3DLabValueError(
-                    f"TexturesUV: faces_uvs of mesh {i} index outside the {vu.shape[0]} verts_uvs"
-                )
+                raise P3DLabValueError(f"TexturesUV: faces_uvs of mesh {i} index outside the {vu.shape[0]} verts_uvs")
         self.padding_mode, self.align_corners, self.sampling_mode = padding_mode, align_corners, sampling_mode
 
     def _new(self, _maps, _faces_uvs, _verts_uvs):

@@ -77,9 +77,7 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
     m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
     q_abs = _sqrt_nonneg(
-        torch.stack(
-            [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1
-        )
+        torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
     )  # 2|w|, 2|x|, 2|y|, 2|z|
     # Candidate k is 4 * q_k * q, from which q follows by dividing by 2 * (2|q_k|).
     cands = torch.stack(

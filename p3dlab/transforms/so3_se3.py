@@ -23,7 +23,7 @@ def hat_inv(h: torch.Tensor, tol: float = 1e-5) -> torch.Tensor:
     """(..., 3, 3) skew-symmetric matrices -> (..., 3) vectors (inverse of ``hat``)."""
     if h.shape[-2:] != (3, 3):
         raise P3DLabValueError(f"hat_inv: expected (..., 3, 3), got {tuple(h.shape)}")
-    asym = (h + h.transpose(-1, -2)).abs().max() if h.numel() else h.new_zeros(())
+    asym = (h + h.transpose(-1, -2)).detach().abs().max() if h.numel() else h.new_zeros(())
     if float(asym) > tol:
         raise P3DLabValueError(f"hat_inv: input is not skew-symmetric (|H + H^T| max {float(asym):.3g})")
     return torch.stack([h[..., 2, 1], h[..., 0, 2], h[..., 1, 0]], -1)
@@ -93,7 +93,7 @@ def se3_log_map(transform: torch.Tensor) -> torch.Tensor:
     """(N, 4, 4) row-layout transforms -> (N, 6) ``[log_translation | log_rotation]``."""
     if transform.ndim != 3 or transform.shape[1:] != (4, 4):
         raise P3DLabValueError(f"se3_log_map: expected (N, 4, 4), got {tuple(transform.shape)}")
-    last_col = transform[:, :3, 3].abs().max() if transform.numel() else 0.0
+    last_col = transform[:, :3, 3].detach().abs().max() if transform.numel() else 0.0
     if float(last_col) > 1e-5:
         raise P3DLabValueError("se3_log_map: the last column must be (0, 0, 0, 1) (row layout)")
     R = transform[:, :3, :3].transpose(1, 2)

@@ -1,0 +1,24 @@
+"""Procedural assets: meshes, textures and point clouds generated on the fly (never downloaded)."""
+
+from p3dlab.data.pointclouds import figure_meshes, figure_point_cloud, noisy_point_cloud
+from p3dlab.data.primitives import (
+    capsule,
+    colored_cube,
+    cube,
+    cylinder,
+    dodecahedron,
+    ico_sphere,
+    icosahedron,
+    icosphere,
+    octahedron,
+    parallel_planes,
+    signed_volume,
+    subdivide_faces,
+    tetrahedron,
+    torus,
+    uv_checker_texture,
+    uv_sphere,
+)
+from p3dlab.data.teapot import teapot
+
+__all__ = [name for name in dir() if not name.startswith("_")]

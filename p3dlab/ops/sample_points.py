@@ -1,0 +1,72 @@
+"""Area-weighted random sampling of points on mesh surfaces (conventions §15)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from p3dlab.errors import P3DLabValueError
+
+
+def sample_points_from_meshes(
+    meshes,
+    num_samples: int = 10000,
+    return_normals: bool = False,
+    return_textures: bool = False,
+    generator: Optional[torch.Generator] = None,
+):
+    """Draw ``num_samples`` points uniformly over the surface of every mesh in the batch.
+
+    Faces are drawn with probability proportional to their area (with replacement); inside a face
+    ``p = (1 - sqrt(r1)) v0 + sqrt(r1)(1 - r2) v1 + sqrt(r1) r2 v2`` with r1, r2 ~ U[0, 1), which is
+    uniform over the triangle. Differentiable with respect to the vertices (the face choice and
+    r1, r2 are constants).
+
+    Returns:
+        samples (N, num_samples, 3), plus normals (N, num_samples, 3) (the sampled faces' normals)
+        and/or textures (N, num_samples, C) when requested, in that order.
+    """
+    if meshes.isempty():
+        raise P3DLabValueError("sample_points_from_meshes: the meshes are empty")
+    if not meshes.valid.all():
+        raise P3DLabValueError("sample_points_from_meshes: every mesh needs at least one face")
+    if return_textures and meshes.textures is None:
+        raise P3DLabValueError("sample_points_from_meshes: return_textures needs meshes with textures")
+    verts, faces = meshes.verts_packed(), meshes.faces_packed()
+    areas = meshes.faces_areas_packed().detach()
+    n_meshes = len(meshes)
+    first = meshes.mesh_to_faces_packed_first_idx().tolist()
+    counts = meshes.num_faces_per_mesh().tolist()
+    face_idx = []
+    for i in range(n_meshes):
+        a = areas[first[i] : first[i] + counts[i]]
+        if float(a.sum()) <= 0:
+            raise P3DLabValueError(f"sample_points_from_meshes: mesh {i} has zero surface area")
+        face_idx.append(first[i] + torch.multinomial(a, num_samples, replacement=True, generator=generator))
+    face_idx = torch.stack(face_idx, 0).to(verts.device)  # (N, S)
+    r1 = torch.rand((n_meshes, num_samples, 1), generator=generator, dtype=verts.dtype).to(verts.device)
+    r2 = torch.rand((n_meshes, num_samples, 1), generator=generator, dtype=verts.dtype).to(verts.device)
+    s1 = r1.sqrt()
+    w0, w1, w2 = 1.0 - s1, s1 * (1.0 - r2), s1 * r2
+    f = faces[face_idx]  # (N, S, 3)
+    samples = w0 * verts[f[..., 0]] + w1 * verts[f[..., 1]] + w2 * verts[f[..., 2]]
+    out = [samples]
+    if return_normals:
+        out.append(meshes.faces_normals_packed()[face_idx])
+    if return_textures:
+        feats = _texture_at(meshes, face_idx, torch.cat([w0, w1, w2], -1))
+        out.append(feats)
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _texture_at(meshes, face_idx: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
+    """Sample the meshes' textures at the given packed faces and barycentrics via a fake fragment."""
+
+    class _Frag:
+        pass
+
+    frag = _Frag()
+    frag.pix_to_face = face_idx[:, :, None, None]  # (N, S, 1, 1) = (N, H, W, K)
+    frag.bary_coords = bary[:, :, None, None, :]
+    return meshes.sample_textures(frag)[:, :, 0, 0, :]

@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests run single-threaded torch so Numba's and torch's thread pools don't fight over 2 cores.
+torch.set_num_threads(1)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+TESTDATA = Path(os.environ.get("P3DLAB_TESTDATA", SHARED / "testdata"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def testdata():
+    """Path to ../shared/testdata; the test is skipped when it is absent (a user's clone)."""
+    if not TESTDATA.is_dir():
+        pytest.skip("shared test data not available")
+    return TESTDATA
