@@ -1,6 +1,7 @@
 """Differentiable operations on tensors and structures (pure torch or Numba kernels behind autograd)."""
 
+from p3dlab.ops.chamfer import chamfer_distance
 from p3dlab.ops.interpolate import interpolate_face_attributes
 from p3dlab.ops.sample_points import sample_points_from_meshes
 
-__all__ = ["interpolate_face_attributes", "sample_points_from_meshes"]
+__all__ = ["chamfer_distance", "interpolate_face_attributes", "sample_points_from_meshes"]

@@ -1,0 +1,1 @@
+"""p3dlab benchmarks: ``make bench`` (``python -m benchmarks.run``)."""

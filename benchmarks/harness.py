@@ -1,0 +1,65 @@
+"""A tiny benchmark harness: medians of repeated runs, ratios against a baseline from the same run."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+
+@dataclass
+class Result:
+    name: str
+    median_s: float
+    baseline_name: Optional[str] = None
+    baseline_median_s: Optional[float] = None
+    target: str = ""
+
+    @property
+    def speedup(self) -> Optional[float]:
+        if self.baseline_median_s is None:
+            return None
+        return self.baseline_median_s / self.median_s
+
+
+def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 1, min_time: float = 0.0) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times: List[float] = []
+    start_all = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start_all < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 200:
+            break
+    return statistics.median(times)
+
+
+def format_table(results: List[Result]) -> str:
+    rows = [("benchmark", "median", "baseline", "baseline median", "speed-up", "target")]
+    for r in results:
+        rows.append(
+            (
+                r.name,
+                _fmt(r.median_s),
+                r.baseline_name or "-",
+                _fmt(r.baseline_median_s) if r.baseline_median_s is not None else "-",
+                f"{r.speedup:.1f}x" if r.speedup is not None else "-",
+                r.target or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"

@@ -1,0 +1,51 @@
+"""Run every benchmark, print a table and write it to bench-results/ (``make bench``).
+
+``P3DLAB_FAST=1`` (or ``--fast``) runs the small-size variants where a benchmark has them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import bench_structures
+from benchmarks.harness import format_table
+
+MODULES = [bench_structures]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fast", action="store_true", help="small sizes (same as P3DLAB_FAST=1)")
+    parser.add_argument("-k", default="", help="only benchmarks whose function name contains this")
+    parser.add_argument("--out", default="bench-results", help="output folder")
+    args = parser.parse_args(argv)
+    if args.fast:
+        os.environ["P3DLAB_FAST"] = "1"
+    torch.set_num_threads(os.cpu_count() or 1)
+    results = []
+    for mod in MODULES:
+        for fn in mod.ALL:
+            if args.k in fn.__name__:
+                results.append(fn())
+                print(f"  done: {results[-1].name}", flush=True)
+    table = format_table(results)
+    header = f"p3dlab benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
+    header += f"{os.cpu_count()} cores, torch {torch.__version__}, medians"
+    print(header)
+    print(table)
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    (out / "latest.txt").write_text(header + "\n" + table + "\n")
+    (out / "latest.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

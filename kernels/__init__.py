@@ -1,0 +1,7 @@
+"""Numba kernels of p3dlab, installed as ``p3dlab.kernels``.
+
+Kernels take and return NumPy (or CUDA device) arrays, never torch tensors; ``p3dlab.ops`` wraps
+them in ``torch.autograd.Function``s. Each kernel's per-element math is a plain Python function
+compiled twice, by ``numba.njit`` for the CPU and by ``numba.cuda.jit(device=True)`` for CUDA, so
+there is one source for both. Everything CUDA-specific lives in ``p3dlab.kernels.cuda_adapter``.
+"""
