@@ -1,0 +1,174 @@
+"""Per-pixel, per-face math of the mesh rasterizer: plain Python, compiled twice.
+
+Nothing here is decorated. ``build(jit)`` compiles every function with the given decorator and
+returns them in a namespace: ``numba.njit`` for the CPU kernels (``mesh_raster_cpu``) and
+``numba.cuda.jit(device=True)`` for the CUDA kernels (``cuda_adapter``), so the CPU and GPU
+rasterizers share one source of truth (spec: kernels.md §2.2).
+
+Notation: pixel centre p = (px, py) in NDC; projected vertices (x_i, y_i) with view depth Z_i.
+Edge function ``E(p; a, b) = (p_x - a_x)(b_y - a_y) - (p_y - a_y)(b_x - a_x)``.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+# Candidate status codes returned by ``candidate``.
+SKIP = 0
+KEEP = 1
+
+
+def _edge(px, py, ax, ay, bx, by):
+    """E(p; a, b): twice the signed area of triangle (a, b, p)."""
+    return (px - ax) * (by - ay) - (py - ay) * (bx - ax)
+
+
+def _edge_dist2(px, py, ax, ay, bx, by):
+    """Squared distance from p to segment ab: ``t = clamp((p - a).(b - a) / |b - a|^2, 0, 1)``,
+    ``q = a + t (b - a)``, ``|q - p|^2``; a degenerate edge (|b - a|^2 <= 1e-8) gives |p - b|^2."""
+    ex = bx - ax
+    ey = by - ay
+    l2 = ex * ex + ey * ey
+    if l2 <= 1e-8:
+        dx = bx - px
+        dy = by - py
+        return dx * dx + dy * dy
+    t = ((px - ax) * ex + (py - ay) * ey) / l2
+    t = min(max(t, 0.0), 1.0)
+    qx = ax + t * ex - px
+    qy = ay + t * ey - py
+    return qx * qx + qy * qy
+
+
+def _pixel_ndc(i, n, s):
+    """NDC centre of pixel i along an axis with n pixels, s = min(H, W): ``(n - 2i - 1)/s``
+    (+X left, +Y up: column 0 is at the left edge = largest x)."""
+    return (n - 2.0 * i - 1.0) / s
+
+
+def build(jit):
+    """Compile the rasterizer's device functions with ``jit`` and return them in a namespace."""
+    edge = jit(_edge)
+    edge_dist2 = jit(_edge_dist2)
+    pixel_ndc = jit(_pixel_ndc)
+
+    def candidate(fv, f, px, py, blur, persp, clip, cull):
+        """Test face f at pixel centre (px, py) (kernels.md §2.2 steps 1-9).
+
+        ``fv`` is the (F, 3, 3) array of (x_ndc, y_ndc, Z_view) per face vertex.
+        Returns (status, z, signed_dist2, b0, b1, b2).
+        """
+        x0, y0, z0 = fv[f, 0, 0], fv[f, 0, 1], fv[f, 0, 2]
+        x1, y1, z1 = fv[f, 1, 0], fv[f, 1, 1], fv[f, 1, 2]
+        x2, y2, z2 = fv[f, 2, 0], fv[f, 2, 1], fv[f, 2, 2]
+        # 1. orientation / degenerate faces
+        area = edge(x0, y0, x1, y1, x2, y2)
+        if (cull and area < 0.0) or abs(area) <= 1e-8:
+            return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
+        # 2. grown bounding box, faces touching or behind the camera
+        r = blur**0.5
+        if px < min(x0, x1, x2) - r or px > max(x0, x1, x2) + r:
+            return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
+        if py < min(y0, y1, y2) - r or py > max(y0, y1, y2) + r:
+            return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
+        if min(z0, z1, z2) < 1e-8:
+            return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
+        # 3. screen-space barycentrics lambda_i = E(p; v_j, v_k) / (E(v2; v0, v1) + 1e-8)
+        a_hat = edge(x2, y2, x0, y0, x1, y1) + 1e-8
+        l0 = edge(px, py, x1, y1, x2, y2) / a_hat
+        l1 = edge(px, py, x2, y2, x0, y0) / a_hat
+        l2 = edge(px, py, x0, y0, x1, y1) / a_hat
+        # 4. perspective correction lambda'_i = (lambda_i / Z_i) / sum_k (lambda_k / Z_k)
+        if persp:
+            t0 = l0 * z1 * z2
+            t1 = l1 * z0 * z2
+            t2 = l2 * z0 * z1
+            den = t0 + t1 + t2
+            if den <= 1e-8:  # the pixel's ray meets the face's plane behind the camera
+                return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
+            l0, l1, l2 = t0 / den, t1 / den, t2 / den
+        # 5. strict inside test on the corrected, unclipped barycentrics
+        inside = l0 > 0.0 and l1 > 0.0 and l2 > 0.0
+        # 6. clip to the triangle: m_i = max(lambda'_i, 0) / max(sum m, 1e-5)
+        if clip:
+            m0, m1, m2 = max(l0, 0.0), max(l1, 0.0), max(l2, 0.0)
+            s = max(m0 + m1 + m2, 1e-5)
+            l0, l1, l2 = m0 / s, m1 / s, m2 / s
+        # 7. interpolated view depth
+        z = l0 * z0 + l1 * z1 + l2 * z2
+        if z < 0.0:
+            return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
+        # 8. squared distance to the boundary, edges (v0,v1), (v0,v2), (v1,v2)
+        d2 = min(
+            edge_dist2(px, py, x0, y0, x1, y1),
+            edge_dist2(px, py, x0, y0, x2, y2),
+            edge_dist2(px, py, x1, y1, x2, y2),
+        )
+        # 9. keep if inside or within the blur band; distances are negative inside
+        if not inside and d2 >= blur:
+            return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
+        sd = -d2 if inside else d2
+        return KEEP, z, sd, l0, l1, l2
+
+    candidate = jit(candidate)
+
+    def insert(p2f, zbuf, bary, dists, n, i, j, count, K, f, sibling, z, sd, b0, b1, b2):
+        """Insert (z, f) into pixel (n, i, j)'s list of ``count`` entries sorted by (z, f).
+
+        Faces arrive in increasing index order, so an equal z keeps the earlier (lower) face first.
+        If the z-clip sibling of f is already listed, the entry with the smaller |distance| is kept
+        in place instead. Returns the new count.
+        """
+        if sibling >= 0:
+            for k in range(count):
+                if p2f[n, i, j, k] == sibling:
+                    if abs(sd) < abs(dists[n, i, j, k]):
+                        p2f[n, i, j, k] = f
+                        zbuf[n, i, j, k] = z
+                        dists[n, i, j, k] = sd
+                        bary[n, i, j, k, 0] = b0
+                        bary[n, i, j, k, 1] = b1
+                        bary[n, i, j, k, 2] = b2
+                    return count
+        if count == K and z >= zbuf[n, i, j, K - 1]:
+            return count
+        pos = count if count < K else K - 1
+        while pos > 0 and zbuf[n, i, j, pos - 1] > z:  # shift later entries down one slot
+            p2f[n, i, j, pos] = p2f[n, i, j, pos - 1]
+            zbuf[n, i, j, pos] = zbuf[n, i, j, pos - 1]
+            dists[n, i, j, pos] = dists[n, i, j, pos - 1]
+            bary[n, i, j, pos, 0] = bary[n, i, j, pos - 1, 0]
+            bary[n, i, j, pos, 1] = bary[n, i, j, pos - 1, 1]
+            bary[n, i, j, pos, 2] = bary[n, i, j, pos - 1, 2]
+            pos -= 1
+        p2f[n, i, j, pos] = f
+        zbuf[n, i, j, pos] = z
+        dists[n, i, j, pos] = sd
+        bary[n, i, j, pos, 0] = b0
+        bary[n, i, j, pos, 1] = b1
+        bary[n, i, j, pos, 2] = b2
+        return count + 1 if count < K else K
+
+    insert = jit(insert)
+
+    def rasterize_pixel(fv, sibling, first, count_f, n, i, j, H, W, K, blur, persp, clip, cull, p2f, zbuf, bary, dists):
+        """The naive per-pixel loop: every face of mesh n, in index order (GPU layout)."""
+        s = float(min(H, W))
+        px = pixel_ndc(j, W, s)
+        py = pixel_ndc(i, H, s)
+        count = 0
+        for f in range(first, first + count_f):
+            status, z, sd, b0, b1, b2 = candidate(fv, f, px, py, blur, persp, clip, cull)
+            if status == KEEP:
+                count = insert(p2f, zbuf, bary, dists, n, i, j, count, K, f, sibling[f], z, sd, b0, b1, b2)
+        return count
+
+    rasterize_pixel = jit(rasterize_pixel)
+    return SimpleNamespace(
+        edge=edge,
+        edge_dist2=edge_dist2,
+        pixel_ndc=pixel_ndc,
+        candidate=candidate,
+        insert=insert,
+        rasterize_pixel=rasterize_pixel,
+    )

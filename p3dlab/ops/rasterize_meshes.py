@@ -1,0 +1,184 @@
+"""Mesh rasterization as a torch operation: validation, pre-passes and the kernel call.
+
+``rasterize_meshes`` takes meshes whose vertices are already projected — (x_ndc, y_ndc, Z_view) —
+and returns PyTorch3D's fragments ``(pix_to_face, zbuf, bary_coords, dists)``
+(conventions §8-9, kernels.md §2). The kernel only ever sees validated, contiguous arrays of one
+dtype; it runs on the device of the input: the Numba CPU kernel for CPU tensors, the Numba CUDA
+kernel (through ``p3dlab.kernels.cuda_adapter``) for CUDA tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+
+from p3dlab.errors import P3DLabValueError
+
+MAX_IMAGE_SIDE = 8192
+#: Upper bound on N * H * W * K fragment slots (28 bytes each): about 1.5 GB.
+MAX_SLOTS = 56_000_000
+
+
+def _image_hw(image_size) -> Tuple[int, int]:
+    if isinstance(image_size, (tuple, list)):
+        if len(image_size) != 2:
+            raise P3DLabValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+        h, w = image_size
+    else:
+        h = w = image_size
+    if isinstance(h, torch.Tensor):
+        h, w = int(h), int(w)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w)):
+        raise P3DLabValueError(f"image_size must be integers, got {image_size!r}")
+    if not (0 < h <= MAX_IMAGE_SIDE and 0 < w <= MAX_IMAGE_SIDE):
+        raise P3DLabValueError(f"image_size must be in [1, {MAX_IMAGE_SIDE}], got (H, W) = ({h}, {w})")
+    return h, w
+
+
+def check_raster_settings(image_size, blur_radius: float, faces_per_pixel: int, n_images: int = 1):
+    """Validate settings before anything is allocated; returns (H, W)."""
+    h, w = _image_hw(image_size)
+    if not isinstance(faces_per_pixel, int) or isinstance(faces_per_pixel, bool) or faces_per_pixel < 1:
+        raise P3DLabValueError(f"faces_per_pixel must be an int >= 1, got {faces_per_pixel!r}")
+    if not (isinstance(blur_radius, (int, float)) and math.isfinite(blur_radius) and blur_radius >= 0):
+        raise P3DLabValueError(f"blur_radius must be a finite number >= 0, got {blur_radius!r}")
+    slots = n_images * h * w * faces_per_pixel
+    if slots > MAX_SLOTS:
+        raise P3DLabValueError(
+            f"fragments of {n_images} x {h} x {w} x K={faces_per_pixel} would need about {slots * 28 / 1e9:.1f} GB; "
+            f"use a smaller faces_per_pixel or image_size (limit {MAX_SLOTS:,} slots)"
+        )
+    return h, w
+
+
+class _RasterizeFaces(torch.autograd.Function):
+    """Fragments of packed face vertices (F, 3, 3). Backward: ``p3dlab.ops.rasterize_backward``."""
+
+    @staticmethod
+    def forward(ctx, face_verts, sibling, face_first, face_count, H, W, K, blur, persp, clip, cull):
+        N = face_first.shape[0]
+        dev, dt = face_verts.device, face_verts.dtype
+        p2f = torch.full((N, H, W, K), -1, dtype=torch.int64, device=dev)
+        zbuf = torch.full((N, H, W, K), -1.0, dtype=dt, device=dev)
+        bary = torch.full((N, H, W, K, 3), -1.0, dtype=dt, device=dev)
+        dists = torch.full((N, H, W, K), -1.0, dtype=dt, device=dev)
+        args = (face_verts.detach().contiguous(), sibling, face_first, face_count)
+        settings = (H, W, K, float(blur), bool(persp), bool(clip), bool(cull))
+        if N > 0 and face_verts.shape[0] > 0:
+            if dev.type == "cuda":
+                from p3dlab.kernels.cuda_adapter import rasterize_meshes_cuda
+
+                rasterize_meshes_cuda(*args, *settings, p2f, zbuf, bary, dists)
+            else:
+                from p3dlab.kernels.mesh_raster_cpu import rasterize_meshes_cpu
+
+                arrays = [a.numpy() for a in args]
+                rasterize_meshes_cpu(*arrays, *settings, p2f.numpy(), zbuf.numpy(), bary.numpy(), dists.numpy())
+        ctx.save_for_backward(face_verts.detach(), p2f)
+        ctx.settings = settings
+        ctx.mark_non_differentiable(p2f)
+        return p2f, zbuf, bary, dists
+
+    @staticmethod
+    def backward(ctx, grad_p2f, grad_zbuf, grad_bary, grad_dists):
+        from p3dlab.ops.rasterize_backward import rasterize_faces_backward
+
+        face_verts, p2f = ctx.saved_tensors
+        grad = rasterize_faces_backward(face_verts, p2f, grad_zbuf, grad_bary, grad_dists, *ctx.settings)
+        return (grad,) + (None,) * 10
+
+
+def _frustum_cull(face_verts: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Mask of faces with all three vertices beyond the same side of the image (true NDC extents)."""
+    s = min(H, W)
+    ux, uy = W / s, H / s
+    x, y = face_verts[..., 0], face_verts[..., 1]
+    out = (x < -ux).all(1) | (x > ux).all(1) | (y < -uy).all(1) | (y > uy).all(1)
+    return ~out
+
+
+def rasterize_meshes(
+    meshes,
+    image_size: Union[int, Tuple[int, int]] = 256,
+    blur_radius: float = 0.0,
+    faces_per_pixel: int = 1,
+    bin_size: Optional[int] = None,
+    max_faces_per_bin: Optional[int] = None,
+    perspective_correct: bool = False,
+    clip_barycentric_coords: bool = False,
+    cull_backfaces: bool = False,
+    z_clip_value: Optional[float] = None,
+    cull_to_frustum: bool = False,
+):
+    """Rasterize meshes whose vertices are (x_ndc, y_ndc, Z_view).
+
+    Returns ``pix_to_face`` (N, H, W, K) int64 packed face indices (-1 empty), ``zbuf`` (N, H, W, K)
+    view Z, ``bary_coords`` (N, H, W, K, 3) and ``dists`` (N, H, W, K) signed squared NDC distance
+    (negative inside), sorted by ascending Z with ties broken by lower face index.
+
+    ``bin_size`` and ``max_faces_per_bin`` are accepted for PyTorch3D compatibility; they never
+    change the output (the CPU kernel culls by bounding boxes within row bands).
+    Differentiable with respect to the vertices through ``zbuf``, ``bary_coords`` and ``dists``.
+    """
+    H, W = check_raster_settings(image_size, blur_radius, faces_per_pixel, len(meshes))
+    if bin_size is not None and (not isinstance(bin_size, int) or bin_size < 0):
+        raise P3DLabValueError(f"bin_size must be None or an int >= 0, got {bin_size!r}")
+    if z_clip_value is not None and not (math.isfinite(z_clip_value) and z_clip_value > 0):
+        raise P3DLabValueError(f"z_clip_value must be None or > 0, got {z_clip_value!r}")
+    verts = meshes.verts_packed()
+    faces = meshes.faces_packed()
+    if verts.dtype not in (torch.float32, torch.float64):
+        raise P3DLabValueError(f"rasterize_meshes: vertices must be float32 or float64, got {verts.dtype}")
+    # Vertices behind the camera may project to inf (their faces are dropped or clipped); any
+    # other non-finite value is an error.
+    bad = ~torch.isfinite(verts).all(1) & ~(verts[:, 2] < 1e-8)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
+        raise P3DLabValueError(f"rasterize_meshes: projected vertex {k} is not finite: {verts[k].tolist()}")
+    face_verts = verts[faces]  # (F, 3, 3), differentiable gather
+    face_first = meshes.mesh_to_faces_packed_first_idx()
+    face_count = meshes.num_faces_per_mesh()
+    n_faces = face_verts.shape[0]
+    orig_index = None
+    bary_map = None
+    sibling = torch.full((n_faces,), -1, dtype=torch.int64, device=verts.device)
+
+    keep = None
+    if cull_to_frustum and n_faces:
+        keep = _frustum_cull(face_verts.detach(), H, W)
+    if z_clip_value is not None and n_faces:
+        from p3dlab.ops.clip_faces import clip_faces_at_z
+
+        clipped = clip_faces_at_z(face_verts, face_first, face_count, z_clip_value, perspective_correct, keep)
+        face_verts, face_first, face_count, orig_index, bary_map, sibling = clipped
+    elif keep is not None and not bool(keep.all()):
+        orig_index = keep.nonzero().flatten()
+        face_verts = face_verts[orig_index]
+        mesh_of_face = meshes.faces_packed_to_mesh_idx()[orig_index]
+        face_count = torch.bincount(mesh_of_face, minlength=len(meshes))
+        face_first = torch.cumsum(face_count, 0) - face_count
+        sibling = sibling[: face_verts.shape[0]]
+
+    p2f, zbuf, bary, dists = _RasterizeFaces.apply(
+        face_verts.contiguous(),
+        sibling.contiguous(),
+        face_first.contiguous(),
+        face_count.contiguous(),
+        H,
+        W,
+        faces_per_pixel,
+        float(blur_radius),
+        bool(perspective_correct),
+        bool(clip_barycentric_coords),
+        bool(cull_backfaces),
+    )
+    if orig_index is not None:
+        valid = p2f >= 0
+        if bary_map is not None:
+            # barycentrics with respect to the original face: bary_sub @ W_sub (3 x 3 per sub-face)
+            sub = bary_map[p2f.clamp(min=0)]  # (N, H, W, K, 3, 3)
+            bary = torch.where(valid[..., None], (bary[..., None, :] @ sub)[..., 0, :], bary)
+        p2f = torch.where(valid, orig_index[p2f.clamp(min=0)], p2f)
+    return p2f, zbuf, bary, dists

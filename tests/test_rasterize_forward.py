@@ -1,0 +1,115 @@
+import itertools
+
+import pytest
+import torch
+from raster_scenes import random_projected_meshes
+
+from p3dlab.ops.rasterize_meshes import rasterize_meshes
+from p3dlab.ops.rasterize_reference import rasterize_meshes_reference
+
+SETTINGS = list(
+    itertools.product(
+        [1, 3, 8],  # K
+        [0.0, 0.02],  # blur
+        [False, True],  # perspective_correct
+        [False, True],  # clip_barycentric_coords
+        [False, True],  # cull_backfaces
+    )
+)
+
+
+def _compare(a, b, tol, rtol=0.0):
+    p2f_a, z_a, bary_a, d_a = a
+    p2f_b, z_b, bary_b, d_b = b
+    assert torch.equal(p2f_a, p2f_b)
+    valid = p2f_a >= 0
+    assert torch.allclose(z_a[valid].double(), z_b[valid].double(), atol=tol, rtol=rtol)
+    assert torch.allclose(bary_a[valid].double(), bary_b[valid].double(), atol=tol, rtol=rtol)
+    assert torch.allclose(d_a[valid].double(), d_b[valid].double(), atol=tol, rtol=rtol)
+    assert (z_a[~valid] == -1).all() and (d_a[~valid] == -1).all() and (bary_a[~valid] == -1).all()
+
+
+@pytest.mark.parametrize("K, blur, persp, clip, cull", SETTINGS)
+def test_kernel_matches_float64_reference(K, blur, persp, clip, cull):
+    meshes = random_projected_meshes(n_meshes=3, n_faces=(7, 12, 0), seed=K + int(blur * 100))
+    kw = dict(
+        image_size=(13, 17),
+        blur_radius=blur,
+        faces_per_pixel=K,
+        perspective_correct=persp,
+        clip_barycentric_coords=clip,
+        cull_backfaces=cull,
+    )
+    ref = rasterize_meshes_reference(meshes, **kw)
+    assert (ref[0] >= 0).sum() > 20  # the scene covers pixels
+    _compare(rasterize_meshes(meshes, **kw), ref, 1e-12)
+    # float32 kernel against the float64 reference
+    meshes32 = meshes.to(torch.float32)
+    out32 = rasterize_meshes(meshes32, **kw)
+    ref32 = rasterize_meshes_reference(meshes32.to(torch.float64), **kw)
+    # float32: 1e-5 absolute, plus 1e-4 relative for extrapolated (unclipped, blurred) values,
+    # which reach |bary| ~ 50 outside the face
+    _compare(out32, ref32, 1e-5, 1e-4)
+    inside = (out32[0] >= 0) & (out32[3] < 0)
+    assert torch.allclose(out32[1][inside].double(), ref32[1][inside], atol=1e-5, rtol=0)
+
+
+def test_band_kernel_equals_per_pixel_loop():
+    import numpy as np
+    from p3dlab.kernels.mesh_raster_cpu import rasterize_meshes_cpu, rasterize_meshes_cpu_naive
+
+    meshes = random_projected_meshes(n_meshes=2, n_faces=(40, 25), seed=5)
+    fv = meshes.verts_packed()[meshes.faces_packed()].numpy()
+    first = meshes.mesh_to_faces_packed_first_idx().numpy()
+    count = meshes.num_faces_per_mesh().numpy()
+    sib = np.full(fv.shape[0], -1, np.int64)
+    outs = []
+    for fn in (rasterize_meshes_cpu, rasterize_meshes_cpu_naive):
+        o = [np.full((2, 21, 19, 4), -1, np.int64)] + [
+            np.full(s, -1.0) for s in [(2, 21, 19, 4), (2, 21, 19, 4, 3), (2, 21, 19, 4)]
+        ]
+        fn(fv, sib, first, count, 21, 19, 4, 0.01, True, True, False, o[0], o[1], o[2], o[3])
+        outs.append(o)
+    for a, b in zip(*outs):
+        assert np.array_equal(a, b)
+
+
+def test_ties_in_depth_keep_the_lower_face_first():
+    # two identical triangles at the same depth, listed as faces 0 and 1
+    v = torch.tensor([[0.5, 0.5, 2.0], [-0.5, 0.5, 2.0], [0.0, -0.5, 2.0]], dtype=torch.float64)
+    from p3dlab.structures import Meshes
+
+    m = Meshes([torch.cat([v, v])], [torch.tensor([[0, 1, 2], [3, 4, 5]])])
+    p2f, *_ = rasterize_meshes(m, image_size=8, faces_per_pixel=2)
+    covered = p2f[..., 0] >= 0
+    assert covered.any()
+    assert (p2f[..., 0][covered] == 0).all() and (p2f[..., 1][covered] == 1).all()
+    p2f1, *_ = rasterize_meshes(m, image_size=8, faces_per_pixel=1)
+    assert (p2f1[..., 0][covered] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(faces_per_pixel=0), "faces_per_pixel"),
+        (dict(image_size=0), "image_size"),
+        (dict(image_size=(16, 100000)), "image_size"),
+        (dict(blur_radius=-1.0), "blur_radius"),
+        (dict(blur_radius=float("nan")), "blur_radius"),
+        (dict(image_size=4096, faces_per_pixel=100), "smaller faces_per_pixel or image_size"),
+    ],
+)
+def test_bad_settings_raise_before_the_kernel(kwargs, message):
+    m = random_projected_meshes(1, (3,))
+    with pytest.raises(ValueError, match=message):
+        rasterize_meshes(m, **kwargs)
+
+
+def test_non_finite_projected_vertices_are_refused():
+    m = random_projected_meshes(1, (3,))
+    v = m.verts_packed().clone()
+    v[4, 0] = float("inf")
+    from p3dlab.structures import Meshes
+
+    with pytest.raises(ValueError, match="vertex 4"):
+        rasterize_meshes(Meshes([v], [m.faces_packed()]), image_size=8)
