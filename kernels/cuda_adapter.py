@@ -16,6 +16,8 @@ from p3dlab.kernels import mesh_raster_math as rm
 
 _dev = rm.build(lambda fn: cuda.jit(device=True)(fn))
 rasterize_pixel = _dev.rasterize_pixel
+slot_backward = _dev.slot_backward
+pixel_ndc = _dev.pixel_ndc
 THREADS = 128
 
 
@@ -61,3 +63,43 @@ def rasterize_meshes_cuda(
     outs = [as_array(a) for a in (p2f, zbuf, bary, dists)]
     n = face_first.shape[0] * H * W
     _rasterize_meshes_kernel[_blocks(n), THREADS](*args, H, W, K, blur, persp, clip, cull, *outs)
+
+
+@cuda.jit
+def _rasterize_meshes_backward_kernel(fv, p2f, grad_zbuf, grad_bary, grad_dists, H, W, blur, persp, clip, grad_fv):
+    t = cuda.grid(1)
+    N, _, _, K = p2f.shape
+    if t >= N * H * W * K:
+        return
+    k = t % K
+    j = (t // K) % W
+    i = (t // (K * W)) % H
+    n = t // (K * W * H)
+    f = p2f[n, i, j, k]
+    if f < 0:
+        return
+    s = float(min(H, W))
+    g = slot_backward(
+        fv,
+        f,
+        pixel_ndc(j, W, s),
+        pixel_ndc(i, H, s),
+        blur,
+        persp,
+        clip,
+        grad_zbuf[n, i, j, k],
+        grad_bary[n, i, j, k, 0],
+        grad_bary[n, i, j, k, 1],
+        grad_bary[n, i, j, k, 2],
+        grad_dists[n, i, j, k],
+    )
+    for v in range(3):
+        for c in range(3):
+            cuda.atomic.add(grad_fv, (f, v, c), g[3 * v + c])
+
+
+def rasterize_meshes_backward_cuda(fv, p2f, grad_zbuf, grad_bary, grad_dists, H, W, blur, persp, clip, grad_fv):
+    """One thread per fragment slot, atomically adding into ``grad_fv`` (zeroed by the caller)."""
+    args = [as_array(a) for a in (fv, p2f, grad_zbuf, grad_bary, grad_dists)]
+    n = p2f.shape[0] * p2f.shape[1] * p2f.shape[2] * p2f.shape[3]
+    _rasterize_meshes_backward_kernel[_blocks(n), THREADS](*args, H, W, blur, persp, clip, as_array(grad_fv))

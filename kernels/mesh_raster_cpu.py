@@ -108,3 +108,49 @@ def rasterize_meshes_cpu_naive(
         rasterize_pixel(
             fv, sibling, face_first[n], face_count[n], n, i, j, H, W, K, blur, persp, clip, cull, p2f, zbuf, bary, dists
         )
+
+
+slot_backward = _dev.slot_backward
+
+
+@njit(cache=True, parallel=True)
+def rasterize_meshes_backward_cpu(
+    fv, p2f, grad_zbuf, grad_bary, grad_dists, H, W, blur, persp, clip, grad_fv, n_threads
+):
+    """Accumulate dL/d(face_verts) (F, 3, 3) from the fragments' upstream gradients.
+
+    Pixels are split into one contiguous block of rows per task; each task accumulates into its
+    own (F, 3, 3) buffer (no races), and the buffers are summed in a fixed order (deterministic
+    for a given ``n_threads``, normally ``numba.get_num_threads()``).
+    """
+    N, _, _, K = p2f.shape
+    F = fv.shape[0]
+    s = float(min(H, W))
+    n_tasks = max(min(n_threads, N * H), 1)
+    rows = N * H
+    buffers = np.zeros((n_tasks, F, 3, 3), grad_fv.dtype)
+    for task in prange(n_tasks):
+        r0 = rows * task // n_tasks
+        r1 = rows * (task + 1) // n_tasks
+        buf = buffers[task]
+        for r in range(r0, r1):
+            n = r // H
+            i = r % H
+            py = pixel_ndc(i, H, s)
+            for j in range(W):
+                px = pixel_ndc(j, W, s)
+                for k in range(K):
+                    f = p2f[n, i, j, k]
+                    if f < 0:
+                        continue
+                    gz = grad_zbuf[n, i, j, k]
+                    gb0, gb1, gb2 = grad_bary[n, i, j, k, 0], grad_bary[n, i, j, k, 1], grad_bary[n, i, j, k, 2]
+                    gd = grad_dists[n, i, j, k]
+                    if gz == 0.0 and gb0 == 0.0 and gb1 == 0.0 and gb2 == 0.0 and gd == 0.0:
+                        continue
+                    g = slot_backward(fv, f, px, py, blur, persp, clip, gz, gb0, gb1, gb2, gd)
+                    for v in range(3):
+                        for c in range(3):
+                            buf[f, v, c] += g[3 * v + c]
+    for task in range(n_tasks):
+        grad_fv += buffers[task]

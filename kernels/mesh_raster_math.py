@@ -164,7 +164,121 @@ def build(jit):
         return count
 
     rasterize_pixel = jit(rasterize_pixel)
+
+    def slot_backward(fv, f, px, py, blur, persp, clip, gz, gb0, gb1, gb2, gd):
+        """Gradient of one fragment slot with respect to its face's 9 vertex values
+        (kernels.md §3). Upstream: gz = dL/dzbuf, (gb0, gb1, gb2) = dL/dbary, gd = dL/ddists.
+
+        The forward quantities are recomputed exactly as in ``candidate``; the inside test, the
+        K selection and the nearest edge are piecewise constant. Returns
+        (gx0, gy0, gz0, gx1, gy1, gz1, gx2, gy2, gz2).
+        """
+        x0, y0, z0 = fv[f, 0, 0], fv[f, 0, 1], fv[f, 0, 2]
+        x1, y1, z1 = fv[f, 1, 0], fv[f, 1, 1], fv[f, 1, 2]
+        x2, y2, z2 = fv[f, 2, 0], fv[f, 2, 1], fv[f, 2, 2]
+        gx0 = gy0 = gZ0 = gx1 = gy1 = gZ1 = gx2 = gy2 = gZ2 = 0.0
+        a_hat = edge(x2, y2, x0, y0, x1, y1) + 1e-8
+        e0 = edge(px, py, x1, y1, x2, y2)
+        e1 = edge(px, py, x2, y2, x0, y0)
+        e2 = edge(px, py, x0, y0, x1, y1)
+        l0, l1, l2 = e0 / a_hat, e1 / a_hat, e2 / a_hat
+        # forward: perspective correction
+        lp0, lp1, lp2 = l0, l1, l2
+        t0 = t1 = t2 = den = 1.0
+        if persp:
+            t0, t1, t2 = l0 * z1 * z2, l1 * z0 * z2, l2 * z0 * z1
+            den = t0 + t1 + t2
+            lp0, lp1, lp2 = t0 / den, t1 / den, t2 / den
+        inside = lp0 > 0.0 and lp1 > 0.0 and lp2 > 0.0
+        # forward: clipping
+        m0, m1, m2 = max(lp0, 0.0), max(lp1, 0.0), max(lp2, 0.0)
+        s_raw = m0 + m1 + m2
+        s_hat = max(s_raw, 1e-5)
+        lc0, lc1, lc2 = lp0, lp1, lp2
+        if clip:
+            lc0, lc1, lc2 = m0 / s_hat, m1 / s_hat, m2 / s_hat
+
+        # 1. distance to the nearest edge (first minimum among (v0,v1), (v0,v2), (v1,v2))
+        if gd != 0.0:
+            g = -gd if inside else gd
+            best = 0
+            dmin = edge_dist2(px, py, x0, y0, x1, y1)
+            d = edge_dist2(px, py, x0, y0, x2, y2)
+            if d < dmin:
+                best, dmin = 1, d
+            d = edge_dist2(px, py, x1, y1, x2, y2)
+            if d < dmin:
+                best = 2
+            if best == 0:
+                ax, ay, bx, by = x0, y0, x1, y1
+            elif best == 1:
+                ax, ay, bx, by = x0, y0, x2, y2
+            else:
+                ax, ay, bx, by = x1, y1, x2, y2
+            ex, ey = bx - ax, by - ay
+            l2e = ex * ex + ey * ey
+            if l2e <= 1e-8:
+                ga_x = ga_y = 0.0
+                gb_x, gb_y = 2.0 * (bx - px) * g, 2.0 * (by - py) * g
+            else:
+                t = min(max(((px - ax) * ex + (py - ay) * ey) / l2e, 0.0), 1.0)
+                qx, qy = ax + t * ex - px, ay + t * ey - py
+                ga_x, ga_y = 2.0 * qx * (1.0 - t) * g, 2.0 * qy * (1.0 - t) * g
+                gb_x, gb_y = 2.0 * qx * t * g, 2.0 * qy * t * g
+            if best == 0:
+                gx0, gy0, gx1, gy1 = gx0 + ga_x, gy0 + ga_y, gx1 + gb_x, gy1 + gb_y
+            elif best == 1:
+                gx0, gy0, gx2, gy2 = gx0 + ga_x, gy0 + ga_y, gx2 + gb_x, gy2 + gb_y
+            else:
+                gx1, gy1, gx2, gy2 = gx1 + ga_x, gy1 + ga_y, gx2 + gb_x, gy2 + gb_y
+
+        # 2. bary upstream, including zbuf = sum_i bary_i Z_i
+        g0, g1, g2 = gb0 + gz * z0, gb1 + gz * z1, gb2 + gz * z2
+        gZ0, gZ1, gZ2 = gZ0 + gz * lc0, gZ1 + gz * lc1, gZ2 + gz * lc2
+        # 3. clip backward: lc_i = m_i / s_hat
+        if clip:
+            corr = (g0 * m0 + g1 * m1 + g2 * m2) / (s_hat * s_hat) if s_raw >= 1e-5 else 0.0
+            g0 = (g0 / s_hat - corr) if lp0 >= 0.0 else 0.0
+            g1 = (g1 / s_hat - corr) if lp1 >= 0.0 else 0.0
+            g2 = (g2 / s_hat - corr) if lp2 >= 0.0 else 0.0
+        # 4. perspective backward: lp_i = top_i / D, top_i = l_i * prod_{j != i} Z_j
+        if persp:
+            gD = -(t0 * g0 + t1 * g1 + t2 * g2) / (den * den)
+            gt0, gt1, gt2 = gD + g0 / den, gD + g1 / den, gD + g2 / den
+            gZ0 += gt1 * l1 * z2 + gt2 * l2 * z1
+            gZ1 += gt0 * l0 * z2 + gt2 * l2 * z0
+            gZ2 += gt0 * l0 * z1 + gt1 * l1 * z0
+            g0, g1, g2 = gt0 * z1 * z2, gt1 * z0 * z2, gt2 * z0 * z1
+        # 5. barycentrics l_i = e_i / a_hat, edge-function partials
+        ge0, ge1, ge2 = g0 / a_hat, g1 / a_hat, g2 / a_hat
+        ga = -(g0 * e0 + g1 * e1 + g2 * e2) / (a_hat * a_hat)
+        # e0 = E(p; v1, v2)
+        gx1 += ge0 * (py - y2)
+        gy1 += ge0 * (x2 - px)
+        gx2 += ge0 * (y1 - py)
+        gy2 += ge0 * (px - x1)
+        # e1 = E(p; v2, v0)
+        gx2 += ge1 * (py - y0)
+        gy2 += ge1 * (x0 - px)
+        gx0 += ge1 * (y2 - py)
+        gy0 += ge1 * (px - x2)
+        # e2 = E(p; v0, v1)
+        gx0 += ge2 * (py - y1)
+        gy0 += ge2 * (x1 - px)
+        gx1 += ge2 * (y0 - py)
+        gy1 += ge2 * (px - x0)
+        # a_hat = E(v2; v0, v1): v2 plays p, v0 plays a, v1 plays b
+        gx2 += ga * (y1 - y0)
+        gy2 += ga * (x0 - x1)
+        gx0 += ga * (y2 - y1)
+        gy0 += ga * (x1 - x2)
+        gx1 += ga * (y0 - y2)
+        gy1 += ga * (x2 - x0)
+        return gx0, gy0, gZ0, gx1, gy1, gZ1, gx2, gy2, gZ2
+
+    slot_backward = jit(slot_backward)
     return SimpleNamespace(
+        slot_backward=slot_backward,
         edge=edge,
         edge_dist2=edge_dist2,
         pixel_ndc=pixel_ndc,

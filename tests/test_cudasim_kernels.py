@@ -47,3 +47,24 @@ def test_mesh_raster_cuda_equals_cpu(K, blur, persp, clip, cull, dtype):
     tol = 0.0 if dtype == np.float64 else 1e-5
     for a, b in zip(cpu[1:], gpu[1:]):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("persp, clip, blur", [(False, False, 0.0), (True, True, 0.05)])
+def test_mesh_raster_backward_cuda_equals_cpu(persp, clip, blur):
+    from p3dlab.kernels.cuda_adapter import rasterize_meshes_backward_cuda
+    from p3dlab.kernels.mesh_raster_cpu import rasterize_meshes_backward_cpu, rasterize_meshes_cpu
+
+    meshes = random_projected_meshes(n_meshes=1, n_faces=(4,), seed=4)
+    fv = meshes.verts_packed()[meshes.faces_packed()].numpy()
+    H, W, K = 6, 5, 2
+    out = _raster_outputs(1, H, W, K, np.float64)
+    sib = np.full(fv.shape[0], -1, np.int64)
+    rasterize_meshes_cpu(fv, sib, np.array([0]), np.array([4]), H, W, K, blur, persp, clip, False, *out)
+    rng = np.random.default_rng(0)
+    gz, gb, gd = rng.normal(size=out[1].shape), rng.normal(size=out[2].shape), rng.normal(size=out[3].shape)
+    cpu = np.zeros_like(fv)
+    gpu = np.zeros_like(fv)
+    rasterize_meshes_backward_cpu(fv, out[0], gz, gb, gd, H, W, blur, persp, clip, cpu, 2)
+    rasterize_meshes_backward_cuda(fv, out[0], gz, gb, gd, H, W, blur, persp, clip, gpu)
+    assert np.abs(cpu).sum() > 0
+    np.testing.assert_allclose(cpu, gpu, rtol=1e-12, atol=1e-12)

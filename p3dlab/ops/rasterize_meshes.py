@@ -13,6 +13,7 @@ import math
 from typing import Optional, Tuple, Union
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
 
@@ -82,6 +83,7 @@ class _RasterizeFaces(torch.autograd.Function):
         return p2f, zbuf, bary, dists
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_p2f, grad_zbuf, grad_bary, grad_dists):
         from p3dlab.ops.rasterize_backward import rasterize_faces_backward
 

@@ -1,0 +1,38 @@
+"""Backward of the mesh rasterizer: upstream fragment gradients -> dL/d(face_verts)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def rasterize_faces_backward(face_verts, p2f, grad_zbuf, grad_bary, grad_dists, H, W, K, blur, persp, clip, cull):
+    """(F, 3, 3) gradient of the loss with respect to the projected face vertices.
+
+    Missing upstream gradients count as zero; incoming gradients are made contiguous and cast
+    to the dtype of the face vertices before reaching the kernel (kernels.md §0, rules 2-3).
+    """
+    dt, dev = face_verts.dtype, face_verts.device
+    shape = p2f.shape
+
+    def prep(g, extra=()):
+        if g is None:
+            return torch.zeros(shape + extra, dtype=dt, device=dev)
+        return g.to(dtype=dt).contiguous()
+
+    gz, gb, gd = prep(grad_zbuf), prep(grad_bary, (3,)), prep(grad_dists)
+    grad = torch.zeros_like(face_verts)
+    if face_verts.shape[0] == 0 or p2f.numel() == 0:
+        return grad
+    fv = face_verts.contiguous()
+    if dev.type == "cuda":
+        from p3dlab.kernels.cuda_adapter import rasterize_meshes_backward_cuda
+
+        rasterize_meshes_backward_cuda(fv, p2f, gz, gb, gd, H, W, blur, persp, clip, grad)
+    else:
+        import numba
+
+        from p3dlab.kernels.mesh_raster_cpu import rasterize_meshes_backward_cpu
+
+        arrays = [t.numpy() for t in (fv, p2f, gz, gb, gd)]
+        rasterize_meshes_backward_cpu(*arrays, H, W, blur, persp, clip, grad.numpy(), numba.get_num_threads())
+    return grad
