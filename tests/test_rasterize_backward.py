@@ -2,11 +2,11 @@ import itertools
 
 import pytest
 import torch
+from raster_scenes import random_projected_meshes
 
 from p3dlab.ops.rasterize_meshes import rasterize_meshes
 from p3dlab.ops.rasterize_reference import rasterize_meshes_reference
 from p3dlab.structures import Meshes
-from raster_scenes import random_projected_meshes
 
 
 def _loss_fn(raster, faces, weights, **kw):
