@@ -17,12 +17,13 @@ from typing import Optional
 import torch
 
 
-def _edge_point(fv, a, b, c, perspective):
-    """Point where edge a -> b (a in front, b behind) crosses Z = c, and its weight w on b."""
+def _edge_point(fv, xyh, a, b, c, perspective):
+    """Point where edge a -> b (a in front, b behind) crosses Z = c, and its weight w on b.
+    ``xyh`` holds (x Z, y Z) per vertex: the perspective interpolation happens before division."""
     za, zb = fv[:, a, 2], fv[:, b, 2]
     w = (za - c) / (za - zb)
     if perspective:
-        xy = ((1 - w)[:, None] * fv[:, a, :2] * za[:, None] + w[:, None] * fv[:, b, :2] * zb[:, None]) / c
+        xy = ((1 - w)[:, None] * xyh[:, a] + w[:, None] * xyh[:, b]) / c
     else:
         xy = (1 - w)[:, None] * fv[:, a, :2] + w[:, None] * fv[:, b, :2]
     return torch.cat([xy, torch.full_like(w[:, None], c)], 1), w
@@ -35,13 +36,15 @@ def clip_faces_at_z(
     c: float,
     perspective: bool,
     keep: Optional[torch.Tensor] = None,
+    face_xy_homogeneous: Optional[torch.Tensor] = None,
 ):
     """Clip (F, 3, 3) projected faces at Z = c.
 
     Returns ``(face_verts', face_first', face_count', orig_index, bary_map, sibling)``: the new
     faces (F', 3, 3), per-mesh ranges, the original index of every new face, (F', 3, 3) weights of
     each new vertex with respect to its original face, and the sibling of each new face (-1 if none).
-    ``keep`` optionally removes faces first (frustum culling).
+    ``keep`` optionally removes faces first (frustum culling). ``face_xy_homogeneous`` (F, 3, 2)
+    gives (x Z, y Z) per face vertex; by default it is computed as xy * Z.
     """
     F = face_verts.shape[0]
     dev = face_verts.device
@@ -63,6 +66,9 @@ def clip_faces_at_z(
     start = torch.where(n_behind == 1, (k_behind + 1) % 3, k_front)
     order = (start[:, None] + idx3[None]) % 3  # (F, 3)
     fv = torch.gather(face_verts, 1, order[..., None].expand(F, 3, 3))
+    if face_xy_homogeneous is None:
+        face_xy_homogeneous = face_verts[..., :2] * face_verts[..., 2:3]
+    xyh = torch.gather(face_xy_homogeneous, 1, order[..., None].expand(F, 3, 2))
     onehot = eye[order]  # (F, 3, 3): weights of the rotated vertices w.r.t. the original ones
 
     sub_verts, sub_maps, sub_orig, sub_slot = [], [], [], []
@@ -76,9 +82,9 @@ def clip_faces_at_z(
 
     one = alive & (n_behind == 1)
     if bool(one.any()):
-        f1, m1 = fv[one], onehot[one]
-        p, wp = _edge_point(f1, 1, 2, c, perspective)  # on b -> c
-        q, wq = _edge_point(f1, 0, 2, c, perspective)  # on a -> c
+        f1, m1, h1 = fv[one], onehot[one], xyh[one]
+        p, wp = _edge_point(f1, h1, 1, 2, c, perspective)  # on b -> c
+        q, wq = _edge_point(f1, h1, 0, 2, c, perspective)  # on a -> c
         mp = (1 - wp)[:, None] * m1[:, 1] + wp[:, None] * m1[:, 2]
         mq = (1 - wq)[:, None] * m1[:, 0] + wq[:, None] * m1[:, 2]
         sub_verts += [torch.stack([f1[:, 0], f1[:, 1], p], 1), torch.stack([f1[:, 0], p, q], 1)]
@@ -88,9 +94,9 @@ def clip_faces_at_z(
 
     two = alive & (n_behind == 2)
     if bool(two.any()):
-        f2, m2 = fv[two], onehot[two]
-        p, wp = _edge_point(f2, 0, 1, c, perspective)
-        q, wq = _edge_point(f2, 0, 2, c, perspective)
+        f2, m2, h2 = fv[two], onehot[two], xyh[two]
+        p, wp = _edge_point(f2, h2, 0, 1, c, perspective)
+        q, wq = _edge_point(f2, h2, 0, 2, c, perspective)
         mp = (1 - wp)[:, None] * m2[:, 0] + wp[:, None] * m2[:, 1]
         mq = (1 - wq)[:, None] * m2[:, 0] + wq[:, None] * m2[:, 2]
         sub_verts.append(torch.stack([f2[:, 0], p, q], 1))

@@ -113,6 +113,7 @@ def rasterize_meshes(
     cull_backfaces: bool = False,
     z_clip_value: Optional[float] = None,
     cull_to_frustum: bool = False,
+    verts_xy_homogeneous: Optional[torch.Tensor] = None,
 ):
     """Rasterize meshes whose vertices are (x_ndc, y_ndc, Z_view).
 
@@ -123,6 +124,10 @@ def rasterize_meshes(
     ``bin_size`` and ``max_faces_per_bin`` are accepted for PyTorch3D compatibility; they never
     change the output (the CPU kernel culls by bounding boxes within row bands).
     Differentiable with respect to the vertices through ``zbuf``, ``bary_coords`` and ``dists``.
+
+    ``z_clip_value`` clips faces at view Z = c (perspective cameras). ``verts_xy_homogeneous``
+    (sum V, 2) optionally gives (x_ndc Z, y_ndc Z) before the perspective division, so that
+    vertices exactly at Z = 0 (which project to infinity) can still be clipped exactly.
     """
     H, W = check_raster_settings(image_size, blur_radius, faces_per_pixel, len(meshes))
     if bin_size is not None and (not isinstance(bin_size, int) or bin_size < 0):
@@ -153,7 +158,10 @@ def rasterize_meshes(
     if z_clip_value is not None and n_faces:
         from p3dlab.ops.clip_faces import clip_faces_at_z
 
-        clipped = clip_faces_at_z(face_verts, face_first, face_count, z_clip_value, perspective_correct, keep)
+        face_xy_h = verts_xy_homogeneous[faces] if verts_xy_homogeneous is not None else None
+        clipped = clip_faces_at_z(
+            face_verts, face_first, face_count, z_clip_value, perspective_correct, keep, face_xy_h
+        )
         face_verts, face_first, face_count, orig_index, bary_map, sibling = clipped
     elif keep is not None and not bool(keep.all()):
         orig_index = keep.nonzero().flatten()

@@ -1,0 +1,41 @@
+"""Cameras, rasterization, lights, shading and blending (PyTorch3D's ``pytorch3d.renderer`` names)."""
+
+from p3dlab.ops.interpolate import interpolate_face_attributes
+from p3dlab.ops.rasterize_meshes import rasterize_meshes
+from p3dlab.ops.rasterize_reference import rasterize_meshes_reference
+from p3dlab.renderer.blending import BlendParams, hard_rgb_blend, sigmoid_alpha_blend, softmax_rgb_blend
+from p3dlab.renderer.camera_conversions import (
+    c2w_from_camera,
+    camera_from_c2w,
+    camera_from_opengl_view,
+    cameras_from_opencv_projection,
+    fov_from_opengl_projection,
+    opencv_from_cameras_projection,
+    opengl_projection_matrix,
+    opengl_view_from_camera,
+)
+from p3dlab.renderer.cameras import (
+    CamerasBase,
+    FoVOrthographicCameras,
+    FoVPerspectiveCameras,
+    LookAtDegenerateWarning,
+    OrthographicCameras,
+    PerspectiveCameras,
+    camera_position_from_spherical_angles,
+    look_at_rotation,
+    look_at_view_transform,
+)
+from p3dlab.renderer.lighting import AmbientLights, DirectionalLights, Materials, PointLights
+from p3dlab.renderer.mesh_rasterizer import Fragments, MeshRasterizer, RasterizationSettings
+from p3dlab.renderer.mesh_renderer import MeshRenderer
+from p3dlab.renderer.shader import (
+    HardDepthShader,
+    HardFlatShader,
+    HardGouraudShader,
+    HardPhongShader,
+    SoftGouraudShader,
+    SoftPhongShader,
+    SoftSilhouetteShader,
+)
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,31 @@
+"""``MeshRenderer``: a rasterizer and a shader called with the same cameras, always."""
+
+from __future__ import annotations
+
+import torch
+
+
+class MeshRenderer(torch.nn.Module):
+    """``renderer(meshes, **kwargs)`` = ``shader(rasterizer(meshes, **kwargs), meshes, **kwargs)``.
+
+    Call-time ``cameras=``, ``lights=``, ``R=``, ``T=`` reach both parts. Without ``cameras=`` the
+    rasterizer's cameras are passed to the shader too, so replacing ``renderer.rasterizer.cameras``
+    can never leave the shader lighting from a stale camera (the bug of the video article, errata
+    E89).
+    """
+
+    def __init__(self, rasterizer, shader):
+        super().__init__()
+        self.rasterizer = rasterizer
+        self.shader = shader
+
+    def to(self, device):
+        self.rasterizer.to(device)
+        self.shader.to(device)
+        return self
+
+    def forward(self, meshes_world, **kwargs) -> torch.Tensor:
+        if "cameras" not in kwargs and self.rasterizer.cameras is not None:
+            kwargs["cameras"] = self.rasterizer.cameras
+        fragments = self.rasterizer(meshes_world, **kwargs)
+        return self.shader(fragments, meshes_world, **kwargs)

@@ -1,0 +1,45 @@
+"""Per-pixel colour of each fragment: flat, Gouraud and Phong shading (conventions §11)."""
+
+from __future__ import annotations
+
+import torch
+
+from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.interpolate import interpolate_face_attributes
+from p3dlab.renderer.lighting import apply_lighting
+
+
+def phong_shading(meshes, fragments, lights, cameras, materials, texels, **kwargs) -> torch.Tensor:
+    """Interpolate world position and vertex normal per pixel, then light:
+    ``(ambient + diffuse) * texel + specular``. (N, H, W, K, 3)."""
+    verts, faces = meshes.verts_packed(), meshes.faces_packed()
+    normals = meshes.verts_normals_packed()
+    points = interpolate_face_attributes(fragments.pix_to_face, fragments.bary_coords, verts[faces])
+    pixel_normals = interpolate_face_attributes(fragments.pix_to_face, fragments.bary_coords, normals[faces])
+    ambient, diffuse, specular = apply_lighting(points, pixel_normals, lights, cameras, materials, **kwargs)
+    return (ambient + diffuse) * texels + specular
+
+
+def flat_shading(meshes, fragments, lights, cameras, materials, texels, **kwargs) -> torch.Tensor:
+    """Light each pixel with its face's normal at the face centroid. (N, H, W, K, 3)."""
+    verts, faces = meshes.verts_packed(), meshes.faces_packed()
+    p2f = fragments.pix_to_face.clamp(min=0)
+    points = verts[faces].mean(1)[p2f]
+    normals = meshes.faces_normals_packed()[p2f]
+    ambient, diffuse, specular = apply_lighting(points, normals, lights, cameras, materials, **kwargs)
+    return (ambient + diffuse) * texels + specular
+
+
+def gouraud_shading(meshes, fragments, lights, cameras, materials, **kwargs) -> torch.Tensor:
+    """Light every vertex with its vertex normal and colour, then interpolate the colours:
+    ``c_v = tex_v * (ambient + diffuse_v) + specular_v``. Needs ``TexturesVertex``."""
+    tex = meshes.textures
+    if tex is None or not hasattr(tex, "verts_features_padded"):
+        raise P3DLabValueError("Gouraud shading needs TexturesVertex (per-vertex colours)")
+    verts = meshes.verts_padded()
+    normals = meshes.verts_normals_padded()
+    colors = tex.verts_features_padded()
+    ambient, diffuse, specular = apply_lighting(verts, normals, lights, cameras, materials, **kwargs)
+    vcol = (ambient + diffuse) * colors + specular  # (N, V, 3)
+    vcol = vcol.reshape(-1, vcol.shape[-1])[meshes.verts_padded_to_packed_idx()]
+    return interpolate_face_attributes(fragments.pix_to_face, fragments.bary_coords, vcol[meshes.faces_packed()])
