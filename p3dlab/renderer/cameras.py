@@ -35,7 +35,9 @@ def _broadcast(values: dict, device=None, dtype=torch.float32) -> dict:
         if v is None:
             out[k] = None
             continue
-        t = torch.as_tensor(v, dtype=dtype if not (isinstance(v, torch.Tensor) and v.is_floating_point()) else v.dtype)
+        t = torch.as_tensor(v)
+        if t.is_floating_point() or not isinstance(v, torch.Tensor):
+            t = t.to(dtype)  # one dtype for all fields
         if device is not None:
             t = t.to(device)
         out[k] = t
@@ -76,9 +78,9 @@ class CamerasBase:
             if T.shape[-1] != 3:
                 raise P3DLabValueError(f"T must be (N, 3), got {tuple(T.shape)}")
             fields["T"] = T
-        dtype = next(
-            (v.dtype for v in fields.values() if isinstance(v, torch.Tensor) and v.is_floating_point()), torch.float32
-        )
+        # one dtype for every field: R's if it is a floating tensor, else float32
+        R0 = fields.get("R")
+        dtype = R0.dtype if isinstance(R0, torch.Tensor) and R0.is_floating_point() else torch.float32
         b = _broadcast(fields, device, dtype)
         for k, v in b.items():
             setattr(self, k, v)
@@ -105,7 +107,8 @@ class CamerasBase:
         vals = {k: self._get(k, kwargs) for k in self._FIELDS}
         vals["R"] = vals["R"][None] if vals["R"].ndim == 2 else vals["R"]
         vals["T"] = vals["T"][None] if vals["T"].ndim == 1 else vals["T"]
-        return _broadcast(vals, self.device)
+        dtype = vals["R"].dtype if vals["R"].is_floating_point() else self.R.dtype
+        return _broadcast(vals, self.device, dtype)
 
     def clone(self):
         return self.__class__(

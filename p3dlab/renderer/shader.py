@@ -106,7 +106,11 @@ class HardFlatShader(ShaderBase):
 
 
 class SoftSilhouetteShader(ShaderBase):
-    """Alpha only: ``sigmoid_alpha_blend``; RGB is 1 everywhere. No textures or lights needed."""
+    """Alpha only: ``sigmoid_alpha_blend``; RGB is 1 everywhere. No textures or lights needed.
+    Like PyTorch3D's, its first argument is ``blend_params``."""
+
+    def __init__(self, blend_params=None, **kwargs):
+        super().__init__(blend_params=blend_params, **kwargs)
 
     def forward(self, fragments, meshes, **kwargs):
         blend = kwargs.get("blend_params", self.blend_params)
