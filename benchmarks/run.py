@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import bench_structures
+from benchmarks import bench_raster, bench_structures
 from benchmarks.harness import format_table
 
-MODULES = [bench_structures]
+MODULES = [bench_structures, bench_raster]
 
 
 def main(argv=None) -> int:
@@ -33,8 +33,9 @@ def main(argv=None) -> int:
     for mod in MODULES:
         for fn in mod.ALL:
             if args.k in fn.__name__:
-                results.append(fn())
-                print(f"  done: {results[-1].name}", flush=True)
+                got = fn()
+                results.extend(got if isinstance(got, list) else [got])
+                print(f"  done: {fn.__name__}", flush=True)
     table = format_table(results)
     header = f"p3dlab benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
     header += f"{os.cpu_count()} cores, torch {torch.__version__}, medians"

@@ -25,38 +25,40 @@ BAND = 8
 
 @njit(cache=True)
 def _pixel_range(lo, hi, n, s):
-    """Pixel indices whose NDC centre (n - 2i - 1)/s can lie in [lo, hi] (a superset, clamped);
-    an empty range comes back as (1, 0)."""
+    """Pixel indices i whose NDC centre (n - 2i - 1)/s lies in [lo, hi], widened by 1e-3 pixel so
+    that rounding never drops a pixel the exact test in ``candidate`` would keep; clamped to the
+    image. An empty range comes back as (1, 0)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return 1, 0
-    a = (n - 1.0 - hi * s) / 2.0
-    b = (n - 1.0 - lo * s) / 2.0
+    a = (n - 1.0 - hi * s) / 2.0 - 1e-3
+    b = (n - 1.0 - lo * s) / 2.0 + 1e-3
     a = min(max(a, -1.0), n + 1.0)
     b = min(max(b, -1.0), n + 1.0)
-    first = max(int(math.floor(a)), 0)
-    last = min(int(math.ceil(b)), n - 1)
+    first = max(int(math.ceil(a)), 0)
+    last = min(int(math.floor(b)), n - 1)
+    if first > last:
+        return 1, 0
     return first, last
 
 
 @njit(cache=True, parallel=True)
-def face_pixel_boxes(fv, H, W, blur):
-    """(F, 4) int64 [row_first, row_last, col_first, col_last] of each face's grown bounding box;
-    empty for faces with a vertex at view Z < 1e-8 (they are never drawn)."""
+def face_pixel_boxes(fv, H, W, blur, cull):
+    """(F, 4) int64 [row_first, row_last, col_first, col_last] of the pixels inside each face's
+    blur-grown bounding box; empty for faces the kernel never draws (a vertex at view Z < 1e-8,
+    zero area, or back-facing when culling)."""
     F = fv.shape[0]
     s = float(min(H, W))
     r = math.sqrt(blur)
     out = np.empty((F, 4), np.int64)
     for f in prange(F):
-        xmin = min(fv[f, 0, 0], fv[f, 1, 0], fv[f, 2, 0]) - r
-        xmax = max(fv[f, 0, 0], fv[f, 1, 0], fv[f, 2, 0]) + r
-        ymin = min(fv[f, 0, 1], fv[f, 1, 1], fv[f, 2, 1]) - r
-        ymax = max(fv[f, 0, 1], fv[f, 1, 1], fv[f, 2, 1]) + r
+        x0, y0, x1, y1, x2, y2 = fv[f, 0, 0], fv[f, 0, 1], fv[f, 1, 0], fv[f, 1, 1], fv[f, 2, 0], fv[f, 2, 1]
         zmin = min(fv[f, 0, 2], fv[f, 1, 2], fv[f, 2, 2])
-        if not zmin >= 1e-8:  # also catches NaN
+        area = (x0 - x1) * (y2 - y1) - (y0 - y1) * (x2 - x1)
+        if not zmin >= 1e-8 or not abs(area) > 1e-8 or (cull and area < 0.0):  # "not" also catches NaN
             out[f, 0], out[f, 1], out[f, 2], out[f, 3] = 1, 0, 1, 0
             continue
-        out[f, 0], out[f, 1] = _pixel_range(ymin, ymax, H, s)
-        out[f, 2], out[f, 3] = _pixel_range(xmin, xmax, W, s)
+        out[f, 0], out[f, 1] = _pixel_range(min(y0, y1, y2) - r, max(y0, y1, y2) + r, H, s)
+        out[f, 2], out[f, 3] = _pixel_range(min(x0, x1, x2) - r, max(x0, x1, x2) + r, W, s)
     return out
 
 
@@ -72,7 +74,7 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
     """
     N = face_first.shape[0]
     s = float(min(H, W))
-    boxes = face_pixel_boxes(fv, H, W, blur)
+    boxes = face_pixel_boxes(fv, H, W, blur, cull)
     n_bands = (H + BAND - 1) // BAND
     for task in prange(N * n_bands):
         n = task // n_bands

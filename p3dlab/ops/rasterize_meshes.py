@@ -155,7 +155,7 @@ def rasterize_meshes(
     keep = None
     if cull_to_frustum and n_faces:
         keep = _frustum_cull(face_verts.detach(), H, W)
-    if z_clip_value is not None and n_faces:
+    if z_clip_value is not None and n_faces and bool((face_verts[..., 2] < z_clip_value).any()):
         from p3dlab.ops.clip_faces import clip_faces_at_z
 
         face_xy_h = verts_xy_homogeneous[faces] if verts_xy_homogeneous is not None else None
