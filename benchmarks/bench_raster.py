@@ -41,12 +41,12 @@ def bench_fragments():
         for size in sizes:
             for K in (1, 10):
                 rast = MeshRasterizer(cam, RasterizationSettings(image_size=size, faces_per_pixel=K))
-                ours = median_time(lambda: rast(mesh), repeats=15)
+                ours = median_time(lambda r=rast, m=mesh: r(m), repeats=15)
                 base_name, base = None, None
                 if level == 3 and size == 128:
                     proj, _ = rast.transform(mesh)
                     kw = dict(image_size=size, faces_per_pixel=K, perspective_correct=True)
-                    base = median_time(lambda: rasterize_meshes_reference(proj, **kw), repeats=3)
+                    base = median_time(lambda p=proj, kw=kw: rasterize_meshes_reference(p, **kw), repeats=3)
                     base_name = "dense torch reference"
                 target = TARGETS.get((level, size, K), "")
                 out.append(Result(f"fragments {n_faces} faces {size}^2 K={K}", ours, base_name, base, target))
