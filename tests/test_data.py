@@ -102,14 +102,16 @@ def test_teapot_shape():
     nf = int(m.num_faces_per_mesh())
     assert 2000 < nf < 3500
     lo, hi = v.min(0).values, v.max(0).values
-    assert lo[1].item() == pytest.approx(0.0, abs=1e-6) and hi[1].item() == pytest.approx(3.15, abs=1e-6)
-    assert hi[0] > 2.7 and lo[0] < -2.6  # spout along +X, handle along -X
+    # the extents of the tutorials' teapot: x in [-0.96, 1.09], y in [0, 1], z in [-0.64, 0.64]
+    assert lo[1].item() == pytest.approx(0.0, abs=1e-6) and hi[1].item() == pytest.approx(1.0, abs=1e-6)
+    assert hi[0].item() == pytest.approx(1.09, abs=0.04) and lo[0].item() == pytest.approx(-0.96, abs=0.04)
+    assert hi[2].item() == pytest.approx(0.635, abs=0.01)
     # no duplicate vertices and no degenerate faces after welding
     assert torch.unique(v, dim=0).shape[0] == v.shape[0]
     assert (m.faces_areas_packed() > 0).all()
     # the revolution part (body) is oriented outward: normals away from the Y axis at mid height
     vn = m.verts_normals_packed()
-    mid = (v[:, 1] > 0.8) & (v[:, 1] < 1.2) & (v[:, 0].abs() < 1.0)
+    mid = (v[:, 1] > 0.25) & (v[:, 1] < 0.38) & (v[:, 0].abs() < 0.3)
     radial = v[mid] * torch.tensor([1.0, 0.0, 1.0])
     assert ((vn[mid] * radial).sum(1) > 0).all()
     finer = data.teapot(10)

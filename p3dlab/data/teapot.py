@@ -40,20 +40,11 @@ _REVOLUTIONS = {
 # Tubes: centre line (x, z) and half-widths (in-plane, along y) at each control point.
 _TUBES = {
     "handle": (
-        [
-            (-1.6, 1.95),
-            (-2.3, 1.95),
-            (-2.7, 1.95),
-            (-2.7, 1.65),
-            (-2.7, 1.65),
-            (-2.7, 1.35),
-            (-2.5, 0.975),
-            (-1.9, 0.8),
-        ],
+        [(-1.6, 1.95), (-2.4, 1.95), (-2.95, 1.95), (-2.95, 1.55), (-2.95, 1.55), (-2.95, 1.2), (-2.6, 0.95), (-1.9, 0.8)],
         [(0.1, 0.22)] * 8,
     ),
     "spout": (
-        [(1.7, 1.275), (2.6, 1.275), (2.3, 1.95), (2.7, 2.25), (2.7, 2.25), (2.8, 2.325), (2.9, 2.325), (2.8, 2.25)],
+        [(1.7, 1.275), (2.6, 1.275), (2.3, 1.95), (2.8, 2.25), (2.8, 2.25), (3.1, 2.45), (3.35, 2.45), (3.25, 2.25)],
         [(0.45, 0.62), (0.45, 0.62), (0.25, 0.28), (0.2, 0.22), (0.2, 0.22), (0.19, 0.22), (0.18, 0.22), (0.18, 0.22)],
     ),
 }
@@ -130,13 +121,17 @@ def _orient(points: torch.Tensor, tris: torch.Tensor, outward: torch.Tensor) -> 
     return tris if score >= 0 else tris[:, [0, 2, 1]]
 
 
-def teapot(tessellation: int = 6, normalize: bool = False, dtype=torch.float32, device=None) -> Meshes:
-    """The teapot as a triangle mesh: +Y up, spout along +X, base at y = 0, lid top at y = 3.15.
+def teapot(
+    tessellation: int = 6, height: float = 1.0, normalize: bool = False, dtype=torch.float32, device=None
+) -> Meshes:
+    """The teapot as a triangle mesh: +Y up, spout along +X, base at y = 0.
 
     Args:
         tessellation: grid steps per patch edge (>= 1); faces ~ 80 * tessellation^2 before welding
-            (6 gives about 2.8k faces, close to the tutorials' teapot).
-        normalize: centre the bounding box at the origin and scale the longest side to 2.
+            (6 gives about 2.8k faces, close to the tutorials' 2.5k-face teapot).
+        height: the lid top's y (Newell's data is 3.15 high; the default 1.0 matches the extents of
+            the teapot in PyTorch3D's tutorials, x in [-0.95, 1.09], z in [-0.64, 0.64]).
+        normalize: instead centre the bounding box at the origin and scale the longest side to 2.
     """
     if not isinstance(tessellation, int) or not 1 <= tessellation <= 64:
         raise P3DLabValueError(f"teapot: tessellation must be an int in [1, 64], got {tessellation!r}")
@@ -166,7 +161,7 @@ def teapot(tessellation: int = 6, normalize: bool = False, dtype=torch.float32, 
     v, f = torch.cat(verts, 0), torch.cat(faces, 0)
     v, f = _weld(v, f)
     # z-up -> y-up: (x, y, z) -> (x, z, -y), a proper rotation, so the winding is kept.
-    v = torch.stack([v[:, 0], v[:, 2], -v[:, 1]], 1)
+    v = torch.stack([v[:, 0], v[:, 2], -v[:, 1]], 1) * (height / 3.15)
     if normalize:
         lo, hi = v.min(0).values, v.max(0).values
         v = (v - (lo + hi) / 2) * (2.0 / (hi - lo).max())
