@@ -1,0 +1,139 @@
+"""Interactive 3D views on pythreejs: meshes, point clouds and camera frustums.
+
+``show(meshes, clouds, cameras, ...)`` builds one scene with orbit controls. Geometry goes into
+``BufferGeometry`` attributes (one typed array per attribute), so large meshes stay responsive.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+
+from p3dlab.errors import P3DLabValueError
+
+
+def _flatten(objs) -> list:
+    out = []
+    for o in objs:
+        if isinstance(o, (list, tuple)):
+            out.extend(_flatten(o))
+        elif o is not None:
+            out.append(o)
+    return out
+
+
+def frustum_lines(cameras, depth: float = 1.0, image_size=(1, 1)) -> np.ndarray:
+    """(N, 16, 3) world-space segment end points of each camera's viewing frustum: the four edges
+    from the centre to the image corners at view depth ``depth`` and the rectangle joining them."""
+    h, w = image_size
+    s = min(h, w)
+    ux, uy = w / s, h / s
+    corners = torch.tensor([[ux, uy], [-ux, uy], [-ux, -uy], [ux, -uy]], dtype=cameras.R.dtype)
+    n = len(cameras)
+    xy_depth = torch.cat([corners, torch.full((4, 1), float(depth), dtype=cameras.R.dtype)], 1)
+    if hasattr(cameras, "in_ndc") and not cameras.in_ndc():
+        raise P3DLabValueError("frustum_lines needs an NDC camera")
+    far = cameras.unproject_points(xy_depth[None].expand(n, 4, 3).contiguous(), world_coordinates=True)
+    centre = cameras.get_camera_center()
+    segs = []
+    for i in range(n):
+        c = centre[i]
+        for k in range(4):
+            segs += [c, far[i, k]]
+        for k in range(4):
+            segs += [far[i, k], far[i, (k + 1) % 4]]
+    return torch.stack(segs).reshape(n, 16, 3).detach().cpu().numpy().astype(np.float32)
+
+
+def _mesh_object(mesh, color, wireframe: bool, flat: bool):
+    import pythreejs as three
+
+    verts = mesh.verts_packed().detach().cpu().numpy().astype(np.float32)
+    faces = mesh.faces_packed().cpu().numpy().astype(np.uint32)
+    attrs = {
+        "position": three.BufferAttribute(verts, normalized=False),
+        "index": three.BufferAttribute(faces.ravel(), normalized=False),
+        "normal": three.BufferAttribute(
+            mesh.verts_normals_packed().detach().cpu().numpy().astype(np.float32), normalized=False
+        ),
+    }
+    tex = mesh.textures
+    vertex_colors = color is None and tex is not None and hasattr(tex, "verts_features_packed")
+    if vertex_colors:
+        cols = tex.verts_features_packed().detach().cpu().numpy()[:, :3].clip(0, 1).astype(np.float32)
+        attrs["color"] = three.BufferAttribute(cols, normalized=False)
+    geometry = three.BufferGeometry(attributes=attrs)
+    material = three.MeshStandardMaterial(
+        color="white" if vertex_colors else (color or "#d08a4c"),
+        vertexColors="VertexColors" if vertex_colors else "NoColors",
+        wireframe=wireframe,
+        flatShading=flat,
+        side="DoubleSide",
+        roughness=0.6,
+        metalness=0.0,
+    )
+    return three.Mesh(geometry=geometry, material=material)
+
+
+def show(
+    *objects,
+    width: int = 480,
+    height: int = 360,
+    wireframe: bool = False,
+    flat: bool = False,
+    color: Optional[str] = None,
+    point_size: float = 0.02,
+    frustum_depth: float = 1.0,
+    camera_position: Iterable[float] = (3.0, 2.0, 4.0),
+):
+    """A pythreejs view of any mix of ``Meshes``, ``Pointclouds`` and cameras (or lists of them).
+
+    Meshes use their ``TexturesVertex`` colours when present; every mesh of a batch is shown.
+    Returns the ``pythreejs.Renderer`` widget (display it, or put it in a layout).
+    """
+    import pythreejs as three
+
+    children = [three.AmbientLight(color="#777777")]
+    centre_pts = []
+    for obj in _flatten(objects):
+        name = type(obj).__name__
+        if name == "Meshes":
+            for i in range(len(obj)):
+                children.append(_mesh_object(obj[i], color, wireframe, flat))
+            centre_pts.append(obj.verts_packed().detach().cpu().numpy())
+        elif name == "Pointclouds":
+            pts = obj.points_packed().detach().cpu().numpy().astype(np.float32)
+            attrs = {"position": three.BufferAttribute(pts, normalized=False)}
+            feats = obj.features_packed()
+            if feats is not None and feats.shape[1] >= 3:
+                attrs["color"] = three.BufferAttribute(
+                    feats[:, :3].detach().cpu().numpy().clip(0, 1).astype(np.float32)
+                )
+            material = three.PointsMaterial(
+                size=point_size,
+                vertexColors="VertexColors" if "color" in attrs else "NoColors",
+                color="white" if "color" in attrs else "#3070d0",
+            )
+            children.append(three.Points(geometry=three.BufferGeometry(attributes=attrs), material=material))
+            centre_pts.append(pts)
+        elif hasattr(obj, "get_world_to_view_transform"):
+            segs = frustum_lines(obj, depth=frustum_depth).reshape(-1, 3)
+            geom = three.BufferGeometry(attributes={"position": three.BufferAttribute(segs, normalized=False)})
+            children.append(three.LineSegments(geometry=geom, material=three.LineBasicMaterial(color="#e03030")))
+            centre_pts.append(segs)
+        else:
+            raise P3DLabValueError(f"show() cannot display a {name}")
+    target = np.concatenate(centre_pts).mean(0).tolist() if centre_pts else [0.0, 0.0, 0.0]
+    cam = three.PerspectiveCamera(
+        position=list(camera_position),
+        up=[0, 1, 0],
+        aspect=width / height,
+        children=[three.DirectionalLight(color="white", position=[3, 5, 1], intensity=0.6)],
+    )
+    children.append(three.AxesHelper(size=0.5))
+    scene = three.Scene(children=children + [cam], background="#f4f4f4")
+    controls = three.OrbitControls(controlling=cam, target=target)
+    cam.lookAt(target)
+    return three.Renderer(camera=cam, scene=scene, controls=[controls], width=width, height=height, antialias=True)

@@ -1,0 +1,31 @@
+import numpy as np
+import torch
+
+from p3dlab import data
+from p3dlab.renderer import FoVPerspectiveCameras, look_at_view_transform
+from p3dlab.widgets import frustum_lines, show
+
+
+def test_frustum_lines_start_at_the_camera_and_reach_the_depth():
+    R, T = look_at_view_transform(3.0, 20.0, 30.0)
+    cam = FoVPerspectiveCameras(R=R, T=T, fov=60.0)
+    segs = frustum_lines(cam, depth=2.0)
+    assert segs.shape == (1, 16, 3)
+    centre = cam.get_camera_center()[0].numpy()
+    assert np.allclose(segs[0, 0], centre, atol=1e-5)
+    far = torch.from_numpy(segs[0, 1])
+    view = cam.get_world_to_view_transform().transform_points(far[None])[0]
+    assert abs(view[2].item() - 2.0) < 1e-4  # the corner lies at view depth 2
+    assert abs(abs(view[0].item()) - 2.0 * np.tan(np.radians(30))) < 1e-4  # on the frustum edge
+
+
+def test_show_builds_a_scene_with_every_object():
+    m = data.colored_cube()
+    pc = data.noisy_point_cloud(data.ico_sphere(2), 100)
+    R, T = look_at_view_transform(3.0, 0.0, 0.0)
+    view = show(m, [pc, FoVPerspectiveCameras(R=R, T=T)])
+    kinds = [type(c).__name__ for c in view.scene.children]
+    assert {"Mesh", "Points", "LineSegments"} <= set(kinds)
+    mesh = next(c for c in view.scene.children if type(c).__name__ == "Mesh")
+    assert mesh.geometry.attributes["position"].array.shape == (24, 3)
+    assert mesh.material.vertexColors == "VertexColors"
