@@ -11,7 +11,7 @@ PORT   ?= 8888
 export NUMBA_THREADING_LAYER ?= workqueue
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup lab test lint unit cudasim lessons bench clean
+.PHONY: setup lab test lint unit cudasim lessons bench fuzz clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ cudasim: setup
 
 lessons: setup
 	P3DLAB_FAST=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax lessons
+
+## Long fuzzing of the file readers (CI runs 10,000 cases; this runs 4 x P3DLAB_FUZZ_EXAMPLES).
+fuzz: setup
+	P3DLAB_FUZZ_EXAMPLES=$${P3DLAB_FUZZ_EXAMPLES:-50000} $(PY) -m pytest -q tests/test_io_fuzz.py
 
 ## Benchmarks: table printed and written to bench-results/.
 bench: setup

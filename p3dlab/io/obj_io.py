@@ -21,7 +21,7 @@ from typing import Dict, List, NamedTuple, Optional
 import numpy as np
 import torch
 
-from p3dlab.io.errors import OBJError, UnsafePathError
+from p3dlab.io.errors import FileFormatError, OBJError, UnsafePathError
 
 
 class Faces(NamedTuple):
@@ -227,6 +227,8 @@ def load_mtl(mtl_path: str, base_dir: str, load_textures: bool = True, allow_out
                 image = _load_image(img_path, mtl_path, lineno)
                 if image is not None:
                     textures[current] = image
+        except FileFormatError:
+            raise
         except (ValueError, IndexError):
             raise OBJError(f"malformed {key!r} line", mtl_path, line=lineno) from None
     return materials, textures
@@ -268,6 +270,7 @@ def load_obj(
         )
     text, path = _read_text(f)
     base_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+    where = path if path is not None else "<stream>"
     found = {k: list(rx.finditer(text)) for k, rx in _LINE.items()}
     v, _ = _parse_floats(found["v"], 3, 3, "v", text, path)
     vt, _ = _parse_floats(found["vt"], 2, 2, "vt", text, path)
@@ -325,7 +328,7 @@ def load_obj(
             texture_images.update(texs)
     missing = [n for n in names if n not in material_colors]
     if missing and found["mtllib"]:
-        warnings.warn(f"{path}: materials {missing} are used but not defined", stacklevel=2)
+        warnings.warn(f"{where}: materials {missing} are used but not defined", stacklevel=2)
 
     dev = torch.device(device)
     as_long = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(dev)
