@@ -343,3 +343,24 @@ def test_join_scene_renders_both_objects():
     faces = frags.pix_to_face[0, ..., 0]
     n_sphere = a.faces_packed().shape[0]
     assert ((faces >= 0) & (faces < n_sphere)).sum() > 30 and (faces >= n_sphere).sum() > 30
+
+
+def test_textured_cow_renders_with_its_uv_texture(testdata):
+    from p3dlab.io import load_objs_as_meshes
+
+    cow = load_objs_as_meshes([testdata / "pytorch3d/cow_mesh/cow.obj"])
+    R, T = look_at_view_transform(2.7, 0.0, 180.0)
+    lights = PointLights(ambient_color=((1.0,) * 3,), diffuse_color=((0.0,) * 3,), specular_color=((0.0,) * 3,))
+    img = MeshRenderer(
+        MeshRasterizer(FoVPerspectiveCameras(R=R, T=T), RasterizationSettings(image_size=128)),
+        HardPhongShader(lights=lights),
+    )(cow)[0]
+    mask = img[..., 3] > 0
+    assert 1500 < mask.sum() < 8000
+    rgb = img[..., :3][mask]
+    # with ambient-only light the pixels are texels: the cow's white, black spots and pink nose
+    texture = cow.textures.maps_list()[0].reshape(-1, 3)
+    assert rgb.min() >= texture.min() - 1e-5 and rgb.max() <= texture.max() + 1e-5
+    dark = (rgb.max(-1).values < 0.25).float().mean()
+    pinkish = ((rgb[:, 0] > 0.6) & (rgb[:, 0] - rgb[:, 2] > 0.2)).float().mean()
+    assert dark > 0.02 and pinkish > 0.02

@@ -13,6 +13,7 @@ warn. Every error names the file and line.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from p3dlab.io.errors import FileFormatError, OBJError, UnsafePathError
+from p3dlab.kernels.text_parse import parse_ints
 
 
 class Faces(NamedTuple):
@@ -39,14 +41,11 @@ class Properties(NamedTuple):
     texture_atlas: Optional[torch.Tensor]
 
 
-_LINE = {key: re.compile(rf"^[ \t]*{key}[ \t]+([^\n]*)$", re.M) for key in ("v", "vt", "vn", "f", "usemtl", "mtllib")}
-
-
-def _line_no(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
+_KEYS = ("v", "vt", "vn", "f", "usemtl", "mtllib")
 
 
 def _read_text(f):
+    """The file as text lines (CRLF/CR normalised, BOM removed) and its path."""
     if isinstance(f, (str, os.PathLike)):
         path = os.fspath(f)
         try:
@@ -60,123 +59,228 @@ def _read_text(f):
         raise OBJError(f"expected a path or a file object, got {type(f).__name__}")
     if isinstance(data, bytes):
         if b"\0" in data:
-            raise OBJError(
-                "NUL byte: this is not a text OBJ file", path, line=data[: data.index(b"\0")].count(b"\n") + 1
-            )
+            line = data[: data.index(b"\0")].count(b"\n") + 1
+            raise OBJError("NUL byte: this is not a text OBJ file", path, line=line)
         text = data.decode("utf-8", errors="replace")
     else:
         text = data
     if text.startswith("\ufeff"):
         text = text[1:]
-    return text.replace("\r\n", "\n").replace("\r", "\n"), path
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text, path
 
 
-def _parse_floats(matches, width_min: int, width_keep: int, kind: str, text: str, path):
-    """Parse the captured rest-of-line strings of one keyword into an (n, width_keep) array.
+def _classify_slow(text: str) -> Dict[str, tuple]:
+    """Per keyword: line numbers (1-based) and the '\n'-joined line bodies (keyword and comments
+    removed). Any text; a Python loop over the lines."""
+    out = {k: ([], []) for k in _KEYS}
+    for i, line in enumerate(text.split("\n")):
+        parts = line.split(None, 1)
+        if not parts or parts[0] not in out:
+            continue
+        body = parts[1] if len(parts) > 1 else ""
+        nums, bodies = out[parts[0]]
+        nums.append(i + 1)
+        bodies.append(body.split("#", 1)[0])
+    return {k: (np.array(v[0], np.int64), "\n".join(v[1])) for k, v in out.items()}
 
-    Returns (values, n_tokens_per_line) where lines may have more tokens than ``width_keep``
-    (e.g. ``v x y z r g b``); the extra columns are returned in ``values`` too.
-    """
-    lines = [m.group(1).split("#", 1)[0] for m in matches]
-    if not lines:
-        return np.zeros((0, width_keep), np.float64), 0
-    counts = np.fromiter((len(s.split()) for s in lines), dtype=np.int64, count=len(lines))
-    width = int(counts.max())
-    if counts.min() < width_min:
-        bad = int(np.argmin(counts))
-        raise OBJError(
-            f"'{kind}' line has {counts[bad]} values, at least {width_min} needed",
-            path,
-            line=_line_no(text, matches[bad].start()),
-        )
+
+_CODES = {"v": 1, "vt": 2, "vn": 3, "f": 4}
+
+
+def _classify(text: str) -> Dict[str, tuple]:
+    """Like ``_classify_slow``, vectorised with NumPy over the bytes of an ASCII file whose lines
+    start with their keyword: each line's kind comes from its first three bytes, keywords are
+    blanked out, and each kind's lines are cut out of the buffer with one boolean mask."""
+    raw = text.encode("ascii", errors="replace")
+    if not raw.endswith(b"\n"):
+        raw += b"\n"
+    b = np.frombuffer(raw, np.uint8)
+    if b.size <= 1 or not text.isascii():
+        return _classify_slow(text)
+    ends = np.flatnonzero(b == 10)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+
+    def byte_at(k):
+        idx = starts + k
+        out = np.zeros(len(starts), np.uint8)
+        ok = idx < ends
+        out[ok] = b[idx[ok]]
+        return out
+
+    c0, c1, c2 = byte_at(0), byte_at(1), byte_at(2)
+    if np.any((c0 == 32) | (c0 == 9)):
+        return _classify_slow(text)  # indented keywords: rare, take the general path
+    ws1, ws2 = (c1 == 32) | (c1 == 9), (c2 == 32) | (c2 == 9)
+    end1, end2 = ends == starts + 1, ends == starts + 2
+    kind = np.zeros(len(starts), np.uint8)
+    kind[(c0 == 118) & (ws1 | end1)] = 1  # "v "
+    kind[(c0 == 118) & (c1 == 116) & (ws2 | end2)] = 2  # "vt "
+    kind[(c0 == 118) & (c1 == 110) & (ws2 | end2)] = 3  # "vn "
+    kind[(c0 == 102) & (ws1 | end1)] = 4  # "f "
+    blank = b.copy()
+    blank[starts[kind > 0]] = 32
+    two = (kind == 2) | (kind == 3)
+    blank[starts[two] + 1] = 32
+    per_byte = np.repeat(kind, ends - starts + 1)
+    out = {}
+    for key, code in _CODES.items():
+        lines = np.flatnonzero(kind == code)
+        block = blank[per_byte == code].tobytes().decode("ascii")[:-1] if len(lines) else ""
+        if "#" in block:
+            block = "\n".join(line.split("#", 1)[0] for line in block.split("\n"))
+        out[key] = (lines + 1, block)
+    for key in ("usemtl", "mtllib"):
+        nums, bodies = [], []
+        for i in np.flatnonzero((c0 == ord(key[0])) & (c1 == ord(key[1]))).tolist():
+            parts = raw[starts[i] : ends[i]].decode("ascii").split(None, 1)
+            if parts and parts[0] == key:
+                nums.append(i + 1)
+                bodies.append(parts[1].split("#", 1)[0] if len(parts) > 1 else "")
+        out[key] = (np.array(nums, np.int64), "\n".join(bodies))
+    return out
+
+
+def _numbers(joined: str, expected: int):
+    """Parse whitespace-separated numbers in C; None when the count is not ``expected``."""
+    if not joined.strip():
+        return np.zeros(0) if expected == 0 else None
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            vals = np.fromstring(joined, dtype=np.float64, sep=" ")
+    except (ValueError, DeprecationWarning):
+        return None
+    return vals if vals.size == expected else None
+
+
+def _parse_floats(block: str, line_nos, width_min: int, width_keep: int, kind: str, path):
+    """(n, width) float array of the numbers after one keyword; wider lines keep their extra
+    columns (e.g. ``v x y z r g b``); narrower than ``width_min`` is an error."""
+    n = len(line_nos)
+    if n == 0:
+        return np.zeros((0, width_keep), np.float64)
+    first = block.split("\n", 1)[0]
+    width = len(first.split())
+    if width >= width_min:
+        counts = _tokens_per_line(block, n)
         if (counts == width).all():
-            values = np.array(" ".join(lines).split(), dtype=np.float64).reshape(len(lines), width)
-        else:  # mixed widths (e.g. some vertices with colours): pad per line
-            values = np.full((len(lines), width), np.nan)
-            for i, s in enumerate(lines):
-                row = np.array(s.split(), dtype=np.float64)
-                values[i, : len(row)] = row
+            vals = _numbers(block, n * width)
+            if vals is not None:
+                return vals.reshape(n, width)
+    bodies = block.split("\n")
+    rows = []
+    for body, line in zip(bodies, line_nos):
+        toks = body.split()
+        if len(toks) < width_min:
+            raise OBJError(f"'{kind}' line has {len(toks)} values, at least {width_min} needed", path, line=int(line))
+        try:
+            rows.append([float(t) for t in toks])
+        except ValueError:
+            bad = next(t for t in toks if not _is_float(t))
+            raise OBJError(f"non-numeric value {bad[:40]!r} in a '{kind}' line", path, line=int(line)) from None
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def _is_float(t: str) -> bool:
+    try:
+        float(t)
+        return True
     except ValueError:
-        for m, s in zip(matches, lines):
-            for t in s.split():
-                try:
-                    float(t)
-                except ValueError:
-                    raise OBJError(
-                        f"non-numeric value {t[:40]!r} in a '{kind}' line", path, line=_line_no(text, m.start())
-                    ) from None
-        raise
-    return values, width
+        return False
 
 
-def _parse_faces(matches, text: str, path):
-    """Returns (verts_idx, uv_idx, normal_idx) as (P,) polygon-corner arrays, corners per polygon,
-    and the polygons' text offsets. Indices are raw OBJ values (0 = missing)."""
-    bodies = [m.group(1).split("#", 1)[0] for m in matches]
-    n = len(bodies)
+def _tokens_per_line(block: str, n: int, chars: bytes = b"") -> np.ndarray:
+    """Whitespace-separated tokens on each of the n lines of ``block`` (vectorised)."""
+    b = np.frombuffer(block.encode("utf-8", errors="replace") + b"\n", np.uint8)
+    line_starts = np.concatenate([[0], np.flatnonzero(b == 10)[:-1] + 1])
+    if len(line_starts) != n:
+        raise ValueError("line count mismatch")
+    ws = (b == 32) | (b == 9) | (b == 10)
+    tok = ~ws & np.concatenate([[True], ws[:-1]])
+    return np.add.reduceat(tok.astype(np.int32), line_starts)
+
+
+def _face_signatures(block: str, n: int):
+    """Per face line: number of corners, of '/' and of '//' (vectorised over the bytes)."""
+    b = np.frombuffer(block.encode("utf-8", errors="replace") + b"\n", np.uint8)
+    line_starts = np.concatenate([[0], np.flatnonzero(b == 10)[:-1] + 1])
+    ws = (b == 32) | (b == 9) | (b == 10)
+    tok = ~ws & np.concatenate([[True], ws[:-1]])
+    slash = b == 47
+    double = np.concatenate([slash[:-1] & slash[1:], [False]])
+    count = lambda mask: np.add.reduceat(mask.astype(np.int32), line_starts)
+    return count(tok), count(slash), count(double)
+
+
+def _parse_faces(block: str, line_nos, path):
+    """Raw OBJ indices (0 = missing) of every polygon corner, grouped by polygon shape and
+    converted in bulk: (v, vt, vn) per corner, corners per polygon."""
+    n = len(line_nos)
     if n == 0:
         z = np.zeros(0, np.int64)
-        return z, z, z, z, z
-    sig = [(len(b.split()), b.count("/"), b.count("//")) for b in bodies]
-    corners = np.array([s[0] for s in sig], np.int64)
+        return z, z, z, z
+    corners, slashes, doubles = _face_signatures(block, n)
+    bodies = None
     if corners.min() < 3:
         bad = int(np.argmin(corners))
-        raise OBJError(
-            f"a face needs at least 3 vertices, got {corners[bad]}", path, line=_line_no(text, matches[bad].start())
-        )
-    groups: Dict[tuple, List[int]] = {}
-    for i, s in enumerate(sig):
-        groups.setdefault(s, []).append(i)
+        raise OBJError(f"a face needs at least 3 vertices, got {corners[bad]}", path, line=int(line_nos[bad]))
     v_all = np.zeros(int(corners.sum()), np.int64)
     t_all = np.zeros_like(v_all)
     n_all = np.zeros_like(v_all)
-    starts = np.concatenate([[0], np.cumsum(corners)[:-1]])
-    for (k, slashes, doubles), idx in groups.items():
-        per_corner, rem = divmod(slashes, k)
-        if rem or per_corner > 2 or doubles not in (0, k) or (doubles and per_corner != 2):
+    first = np.concatenate([[0], np.cumsum(corners)[:-1]])
+    sig = np.stack([corners, slashes, doubles], 1)
+    if (sig == sig[0]).all():  # one polygon shape: no sort needed
+        uniq, group = sig[:1], np.zeros(n, np.int64)
+    else:
+        uniq, group = np.unique(sig, axis=0, return_inverse=True)
+        group = group.reshape(-1)
+    for gi, (k, n_slash, n_double) in enumerate(uniq.tolist()):
+        idx = np.nonzero(group == gi)[0]
+        per_corner, rem = divmod(n_slash, k)
+        if rem or per_corner > 2 or n_double not in (0, k) or (n_double and per_corner != 2):
             raise OBJError(
                 "inconsistent face format (mixed 'v', 'v/vt', 'v//vn', 'v/vt/vn' in one face)",
                 path,
-                line=_line_no(text, matches[idx[0]].start()),
+                line=int(line_nos[idx[0]]),
             )
-        joined = " ".join(bodies[i] for i in idx).replace("//", "/0/").replace("/", " ")
-        try:
-            vals = np.array(joined.split(), dtype=np.float64)
-        except ValueError:
+        m = per_corner + 1
+        if len(idx) < n:
+            bodies = bodies if bodies is not None else block.split("\n")
+            joined = "\n".join(bodies[i] for i in idx)
+        else:
+            joined = block
+        vals, bad = parse_ints(np.frombuffer(joined.encode("utf-8", errors="replace"), np.uint8))
+        if bad >= 0 or vals.size != len(idx) * k * m:
+            bodies = bodies if bodies is not None else block.split("\n")
             for i in idx:
                 for t in bodies[i].replace("/", " ").split():
                     if not re.fullmatch(r"[+-]?\d+", t):
-                        raise OBJError(
-                            f"non-integer index {t[:40]!r} in a face", path, line=_line_no(text, matches[i].start())
-                        ) from None
-            raise
-        m = per_corner + 1
-        if vals.size != len(idx) * k * m or not np.all(vals == np.round(vals)) or np.abs(vals).max(initial=0) > 2**62:
-            bad = idx[0]
-            raise OBJError("malformed face indices", path, line=_line_no(text, matches[bad].start()))
-        vals = vals.astype(np.int64).reshape(len(idx), k, m)
-        pos = (starts[np.array(idx)][:, None] + np.arange(k)[None]).reshape(-1)
+                        raise OBJError(f"non-integer index {t[:40]!r} in a face", path, line=int(line_nos[i]))
+            raise OBJError("malformed face indices", path, line=int(line_nos[idx[0]]))
+        vals = vals.reshape(len(idx), k, m)
+        pos = (first[idx][:, None] + np.arange(k)[None]).reshape(-1)
         v_all[pos] = vals[..., 0].reshape(-1)
         if m >= 2:
             t_all[pos] = vals[..., 1].reshape(-1)
         if m == 3:
             n_all[pos] = vals[..., 2].reshape(-1)
-    offsets = np.array([mm.start() for mm in matches], np.int64)
-    return v_all, t_all, n_all, corners, offsets
+    return v_all, t_all, n_all, corners
 
 
-def _resolve(idx: np.ndarray, defined_before: np.ndarray, total: int, what: str, text, matches, corners, path):
+def _resolve(idx: np.ndarray, defined_before: np.ndarray, total: int, what: str, corner_lines, path):
     """1-based / negative OBJ indices -> 0-based, -1 where missing (0); range-checked."""
     out = np.where(idx > 0, idx - 1, np.where(idx < 0, idx + defined_before, -1))
-    bad = (idx != 0) & ((out < 0) | (out >= total) | ((idx < 0) & (out < 0)))
+    bad = (idx != 0) & ((out < 0) | (out >= total))
     if bad.any():
         corner = int(np.nonzero(bad)[0][0])
-        poly = int(np.searchsorted(np.cumsum(corners), corner, side="right"))
         raise OBJError(
-            f"{what} index {int(idx[corner])} is out of range ({total} defined)",
-            path,
-            line=_line_no(text, matches[poly].start()),
+            f"{what} index {int(idx[corner])} is out of range ({total} defined)", path, line=int(corner_lines[corner])
         )
     return out
 
@@ -271,27 +375,26 @@ def load_obj(
     text, path = _read_text(f)
     base_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
     where = path if path is not None else "<stream>"
-    found = {k: list(rx.finditer(text)) for k, rx in _LINE.items()}
-    v, _ = _parse_floats(found["v"], 3, 3, "v", text, path)
-    vt, _ = _parse_floats(found["vt"], 2, 2, "vt", text, path)
-    vn, _ = _parse_floats(found["vn"], 3, 3, "vn", text, path)
+    found = _classify(text)
+    v = _parse_floats(found["v"][1], found["v"][0], 3, 3, "v", path)
+    vt = _parse_floats(found["vt"][1], found["vt"][0], 2, 2, "vt", path)
+    vn = _parse_floats(found["vn"][1], found["vn"][0], 3, 3, "vn", path)
     if v.size and not np.isfinite(v[:, :3]).all():
         bad = int(np.nonzero(~np.isfinite(v[:, :3]).all(1))[0][0])
-        raise OBJError("non-finite vertex coordinate", path, line=_line_no(text, found["v"][bad].start()))
-    fv, ft, fn, corners, f_off = _parse_faces(found["f"], text, path)
-    per_corner_off = np.repeat(f_off, corners)
+        raise OBJError("non-finite vertex coordinate", path, line=int(found["v"][0][bad]))
+    f_lines = found["f"][0]
+    fv, ft, fn, corners = _parse_faces(found["f"][1], f_lines, path)
+    corner_lines = np.repeat(f_lines, corners)
 
     def before(kind):
-        offs = np.array([m.start() for m in found[kind]], np.int64)
-        return np.searchsorted(offs, per_corner_off)
+        return np.searchsorted(found[kind][0], corner_lines)
 
-    vi = _resolve(fv, before("v"), len(v), "vertex", text, found["f"], corners, path)
+    vi = _resolve(fv, before("v"), len(v), "vertex", corner_lines, path)
     if (vi < 0).any():
         corner = int(np.nonzero(vi < 0)[0][0])
-        poly = int(np.searchsorted(np.cumsum(corners), corner, side="right"))
-        raise OBJError("a face corner has no vertex index", path, line=_line_no(text, found["f"][poly].start()))
-    ti = _resolve(ft, before("vt"), len(vt), "texture", text, found["f"], corners, path)
-    ni = _resolve(fn, before("vn"), len(vn), "normal", text, found["f"], corners, path)
+        raise OBJError("a face corner has no vertex index", path, line=int(corner_lines[corner]))
+    ti = _resolve(ft, before("vt"), len(vt), "texture", corner_lines, path)
+    ni = _resolve(fn, before("vn"), len(vn), "normal", corner_lines, path)
 
     # fan triangulation: corner c of polygon p -> triangles (c0, c_i, c_{i+1})
     starts = np.concatenate([[0], np.cumsum(corners)[:-1]]).astype(np.int64)
@@ -304,19 +407,17 @@ def load_obj(
     # materials: the last 'usemtl' before each polygon
     names: List[str] = []
     mat_of_use = []
-    for m in found["usemtl"]:
-        name = m.group(1).split("#", 1)[0].strip()
+    for body in found["usemtl"][1].split("\n") if len(found["usemtl"][0]) else []:
+        name = body.strip()
         if name not in names:
             names.append(name)
         mat_of_use.append(names.index(name))
-    use_off = np.array([m.start() for m in found["usemtl"]], np.int64)
-    which = np.searchsorted(use_off, f_off) - 1
+    which = np.searchsorted(found["usemtl"][0], f_lines) - 1
     poly_mat = np.where(which >= 0, np.array(mat_of_use + [-1], np.int64)[which], -1)
 
     material_colors, texture_images = {}, {}
-    for m in found["mtllib"]:
-        for ref in m.group(1).split("#", 1)[0].split():
-            line = _line_no(text, m.start())
+    for line, body in zip(found["mtllib"][0].tolist(), found["mtllib"][1].split("\n")):
+        for ref in body.split():
             mtl_path = _check_inside(base_dir, ref, allow_outside_paths, path, line)
             if not os.path.isfile(mtl_path):
                 warnings.warn(
@@ -327,7 +428,7 @@ def load_obj(
             material_colors.update(mats)
             texture_images.update(texs)
     missing = [n for n in names if n not in material_colors]
-    if missing and found["mtllib"]:
+    if missing and len(found["mtllib"][0]):
         warnings.warn(f"{where}: materials {missing} are used but not defined", stacklevel=2)
 
     dev = torch.device(device)
@@ -383,26 +484,38 @@ def save_obj(
             fh.write(f"newmtl mesh\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 0\nd 1\nillum 1\nmap_Kd {stem}.png\n")
 
     def block(prefix, arr):
-        return [prefix + " " + " ".join(fmt % x for x in row) for row in arr.tolist()]
+        buf = io.StringIO()
+        np.savetxt(
+            buf,
+            np.asarray(arr, dtype=np.float64).reshape(len(arr), -1),
+            fmt=f"{prefix} " + " ".join([fmt] * np.asarray(arr).shape[1]),
+        )
+        return [buf.getvalue().rstrip("\n")] if len(arr) else []
 
     lines += block("v", verts.numpy())
     if verts_uvs is not None:
         lines += block("vt", torch.as_tensor(verts_uvs).detach().cpu().numpy())
     if normals is not None:
         lines += block("vn", torch.as_tensor(normals).detach().cpu().numpy())
-    fi = faces.numpy() + 1
-    ti = torch.as_tensor(faces_uvs).cpu().long().numpy() + 1 if faces_uvs is not None else None
-    ni = torch.as_tensor(faces_normals_idx).cpu().long().numpy() + 1 if faces_normals_idx is not None else None
-    for k in range(len(fi)):
-        corners = []
-        for c in range(3):
-            s = str(fi[k, c])
-            if ti is not None or ni is not None:
-                s += "/" + (str(ti[k, c]) if ti is not None else "")
-            if ni is not None:
-                s += "/" + str(ni[k, c])
-            corners.append(s)
-        lines.append("f " + " ".join(corners))
+    cols = [faces.numpy() + 1]
+    corner = "%d"
+    if faces_uvs is not None and faces_normals_idx is not None:
+        cols += [
+            torch.as_tensor(faces_uvs).cpu().long().numpy() + 1,
+            torch.as_tensor(faces_normals_idx).cpu().long().numpy() + 1,
+        ]
+        corner = "%d/%d/%d"
+    elif faces_uvs is not None:
+        cols.append(torch.as_tensor(faces_uvs).cpu().long().numpy() + 1)
+        corner = "%d/%d"
+    elif faces_normals_idx is not None:
+        cols.append(torch.as_tensor(faces_normals_idx).cpu().long().numpy() + 1)
+        corner = "%d//%d"
+    if len(faces):
+        table = np.stack(cols, 2).reshape(len(faces), -1)  # per corner: v, vt, vn
+        buf = io.StringIO()
+        np.savetxt(buf, table, fmt="f " + " ".join([corner] * 3))
+        lines.append(buf.getvalue().rstrip("\n"))
     out = "\n".join(lines) + "\n"
     if path is not None:
         with open(path, "w") as fh:

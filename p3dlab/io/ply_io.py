@@ -198,8 +198,10 @@ def _read_binary_lists(data: bytes, pos: int, order: str, el: PlyElement, path):
             if q + cdt.itemsize > len(data):
                 raise PLYError(f"truncated list count in element {el.name!r}", path, offset=q)
             k = int(np.frombuffer(data, cdt, 1, q)[0])
-            if k < 0:
-                raise PLYError(f"negative list length {k} in element {el.name!r}", path, offset=q)
+            if k < 0 or q + cdt.itemsize + k * np.dtype(p.dtype).itemsize > len(data):
+                raise PLYError(
+                    f"list of {k} items in element {el.name!r} runs past the end of the file", path, offset=q
+                )
             fields += [(p.name + "\0n", cdt), (p.name, np.dtype(order + p.dtype), (k,))]
             q += cdt.itemsize + k * np.dtype(p.dtype).itemsize
         else:
