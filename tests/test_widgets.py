@@ -29,3 +29,15 @@ def test_show_builds_a_scene_with_every_object():
     mesh = next(c for c in view.scene.children if type(c).__name__ == "Mesh")
     assert mesh.geometry.attributes["position"].array.shape == (24, 3)
     assert mesh.material.vertexColors == "VertexColors"
+
+
+def test_mesh_viewer_toggles_change_the_materials():
+    from p3dlab.widgets import mesh_viewer
+
+    box = mesh_viewer(data.cube(inverted=True))
+    (wire, back), view = box.children[0].children, box.children[1]
+    mesh = next(c for c in view.scene.children if type(c).__name__ == "Mesh")
+    assert mesh.material.side == "DoubleSide" and not mesh.material.wireframe
+    back.value = False
+    wire.value = True
+    assert mesh.material.side == "FrontSide" and mesh.material.wireframe

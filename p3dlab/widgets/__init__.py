@@ -1,5 +1,5 @@
 """Notebook widgets: pythreejs 3D views (more in the widgets issue)."""
 
-from p3dlab.widgets.threejs import frustum_lines, show
+from p3dlab.widgets.threejs import frustum_lines, mesh_viewer, show
 
-__all__ = ["frustum_lines", "show"]
+__all__ = ["frustum_lines", "mesh_viewer", "show"]

@@ -137,3 +137,24 @@ def show(
     controls = three.OrbitControls(controlling=cam, target=target)
     cam.lookAt(target)
     return three.Renderer(camera=cam, scene=scene, controls=[controls], width=width, height=height, antialias=True)
+
+
+def mesh_viewer(*objects, **kwargs):
+    """:func:`show` plus toggles: wireframe on/off and back faces shown/hidden (the book's Open3D
+    "back face" switch). Hiding back faces reveals inward-wound (inside-out) meshes at once."""
+    import ipywidgets as widgets
+    import pythreejs as three
+
+    view = show(*objects, **kwargs)
+    meshes = [c for c in view.scene.children if isinstance(c, three.Mesh)]
+    wire = widgets.ToggleButton(value=False, description="wireframe")
+    back = widgets.ToggleButton(value=True, description="back faces")
+
+    def update(_=None):
+        for m in meshes:
+            m.material.wireframe = wire.value
+            m.material.side = "DoubleSide" if back.value else "FrontSide"
+
+    wire.observe(update, names="value")
+    back.observe(update, names="value")
+    return widgets.VBox([widgets.HBox([wire, back]), view])
