@@ -364,3 +364,16 @@ def test_textured_cow_renders_with_its_uv_texture(testdata):
     dark = (rgb.max(-1).values < 0.25).float().mean()
     pinkish = ((rgb[:, 0] > 0.6) & (rgb[:, 0] - rgb[:, 2] > 0.2)).float().mean()
     assert dark > 0.02 and pinkish > 0.02
+
+
+def test_teapot_is_wound_outward_seen_from_eight_views():
+    """Back-face culling must not change the silhouette of an outward-wound surface (spec 15.1)."""
+    teapot = data.teapot(4)
+    R, T = look_at_view_transform(3.0, torch.tensor([20.0, -15.0] * 4), torch.arange(8) * 45.0, at=((0.0, 0.45, 0.0),))
+    cams = FoVPerspectiveCameras(R=R, T=T)
+    batch = teapot.extend(8)
+    plain = MeshRasterizer(cams, RasterizationSettings(image_size=64))(batch).pix_to_face[..., 0] >= 0
+    culled = MeshRasterizer(cams, RasterizationSettings(image_size=64, cull_backfaces=True))(batch).pix_to_face[..., 0] >= 0
+    assert plain.sum() > 8 * 300
+    # the open spout tip and the lid gap show a few inner (back) faces; nothing else may differ
+    assert (plain != culled).float().mean() < 0.003
