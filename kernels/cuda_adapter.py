@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numba
 from numba import cuda
+
 from p3dlab.kernels import mesh_raster_math as rm
 
 _dev = rm.build(lambda fn: cuda.jit(device=True)(fn))

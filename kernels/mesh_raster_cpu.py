@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 from numba import njit, prange
+
 from p3dlab.kernels import mesh_raster_math as rm
 
 _dev = rm.build(lambda fn: njit(cache=True)(fn))

@@ -56,6 +56,7 @@ def test_kernel_matches_float64_reference(K, blur, persp, clip, cull):
 
 def test_band_kernel_equals_per_pixel_loop():
     import numpy as np
+
     from p3dlab.kernels.mesh_raster_cpu import rasterize_meshes_cpu, rasterize_meshes_cpu_naive
 
     meshes = random_projected_meshes(n_meshes=2, n_faces=(40, 25), seed=5)

@@ -373,7 +373,9 @@ def test_teapot_is_wound_outward_seen_from_eight_views():
     cams = FoVPerspectiveCameras(R=R, T=T)
     batch = teapot.extend(8)
     plain = MeshRasterizer(cams, RasterizationSettings(image_size=64))(batch).pix_to_face[..., 0] >= 0
-    culled = MeshRasterizer(cams, RasterizationSettings(image_size=64, cull_backfaces=True))(batch).pix_to_face[..., 0] >= 0
+    culled = (
+        MeshRasterizer(cams, RasterizationSettings(image_size=64, cull_backfaces=True))(batch).pix_to_face[..., 0] >= 0
+    )
     assert plain.sum() > 8 * 300
     # the open spout tip and the lid gap show a few inner (back) faces; nothing else may differ
     assert (plain != culled).float().mean() < 0.003
