@@ -80,20 +80,12 @@ def _rasterize_meshes_backward_kernel(fv, p2f, grad_zbuf, grad_bary, grad_dists,
     if f < 0:
         return
     s = float(min(H, W))
-    g = slot_backward(
-        fv,
-        f,
-        pixel_ndc(j, W, s),
-        pixel_ndc(i, H, s),
-        blur,
-        persp,
-        clip,
-        grad_zbuf[n, i, j, k],
-        grad_bary[n, i, j, k, 0],
-        grad_bary[n, i, j, k, 1],
-        grad_bary[n, i, j, k, 2],
-        grad_dists[n, i, j, k],
-    )
+    gz = grad_zbuf[n, i, j, k] if grad_zbuf.size > 0 else 0.0
+    gb0 = grad_bary[n, i, j, k, 0] if grad_bary.size > 0 else 0.0
+    gb1 = grad_bary[n, i, j, k, 1] if grad_bary.size > 0 else 0.0
+    gb2 = grad_bary[n, i, j, k, 2] if grad_bary.size > 0 else 0.0
+    gd = grad_dists[n, i, j, k] if grad_dists.size > 0 else 0.0
+    g = slot_backward(fv, f, pixel_ndc(j, W, s), pixel_ndc(i, H, s), blur, persp, clip, gz, gb0, gb1, gb2, gd)
     for v in range(3):
         for c in range(3):
             cuda.atomic.add(grad_fv, (f, v, c), g[3 * v + c])

@@ -122,6 +122,7 @@ def rasterize_meshes_backward_cpu(
 ):
     """Accumulate dL/d(face_verts) (F, 3, 3) from the fragments' upstream gradients.
 
+    Upstream gradient arrays may be empty (size 0): no gradient flows from that output.
     Pixels are split into one contiguous block of rows per task; each task accumulates into its
     own (F, 3, 3) buffer (no races), and the buffers are summed in a fixed order (deterministic
     for a given ``n_threads``, normally ``numba.get_num_threads()``).
@@ -146,9 +147,11 @@ def rasterize_meshes_backward_cpu(
                     f = p2f[n, i, j, k]
                     if f < 0:
                         continue
-                    gz = grad_zbuf[n, i, j, k]
-                    gb0, gb1, gb2 = grad_bary[n, i, j, k, 0], grad_bary[n, i, j, k, 1], grad_bary[n, i, j, k, 2]
-                    gd = grad_dists[n, i, j, k]
+                    gz = grad_zbuf[n, i, j, k] if grad_zbuf.size else 0.0
+                    gb0 = gb1 = gb2 = 0.0
+                    if grad_bary.size:
+                        gb0, gb1, gb2 = grad_bary[n, i, j, k, 0], grad_bary[n, i, j, k, 1], grad_bary[n, i, j, k, 2]
+                    gd = grad_dists[n, i, j, k] if grad_dists.size else 0.0
                     if gz == 0.0 and gb0 == 0.0 and gb1 == 0.0 and gb2 == 0.0 and gd == 0.0:
                         continue
                     g = slot_backward(fv, f, px, py, blur, persp, clip, gz, gb0, gb1, gb2, gd)

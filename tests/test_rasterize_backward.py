@@ -80,3 +80,23 @@ def test_zclip_gradients_flow_to_vertices_behind_the_camera():
     assert torch.isfinite(z[p2f >= 0]).all()
     (z * (p2f >= 0)).sum().backward()
     assert torch.isfinite(v.grad).all() and v.grad[2].abs().sum() > 0
+
+
+def test_silhouette_gradients_match_the_dense_reference():
+    """A dists-only loss (soft silhouette): the kernels skip the missing zbuf/bary gradients."""
+    from p3dlab.renderer import BlendParams
+    from p3dlab.renderer.blending import sigmoid_alpha_blend
+    from p3dlab.renderer.mesh_rasterizer import Fragments
+
+    m = random_projected_meshes(1, (6,), seed=9, dtype=torch.float64)
+    kw = dict(image_size=(12, 14), faces_per_pixel=4, blur_radius=0.02, clip_barycentric_coords=True)
+    grads = []
+    for raster in (rasterize_meshes, rasterize_meshes_reference):
+        v = m.verts_packed().clone().requires_grad_(True)
+        frags = Fragments(*raster(Meshes([v], m.faces_list()), **kw))
+        ones = torch.ones(frags.dists.shape + (3,), dtype=torch.float64)
+        alpha = sigmoid_alpha_blend(ones, frags, BlendParams(sigma=0.01))[..., 3]
+        (alpha * torch.linspace(0, 1, alpha.numel(), dtype=torch.float64).view_as(alpha)).sum().backward()
+        grads.append(v.grad)
+    assert grads[0].abs().sum() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-9, rtol=1e-7)

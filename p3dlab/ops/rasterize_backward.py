@@ -10,19 +10,21 @@ def rasterize_faces_backward(face_verts, p2f, grad_zbuf, grad_bary, grad_dists, 
 
     Missing upstream gradients count as zero; incoming gradients are made contiguous and cast
     to the dtype of the face vertices before reaching the kernel (kernels.md §0, rules 2-3).
+    Zero-size arrays stand for "no gradient" and are skipped by the kernels.
     """
     dt, dev = face_verts.dtype, face_verts.device
-    shape = p2f.shape
-
-    def prep(g, extra=()):
-        if g is None:
-            return torch.zeros(shape + extra, dtype=dt, device=dev)
-        return g.to(dtype=dt).contiguous()
-
-    gz, gb, gd = prep(grad_zbuf), prep(grad_bary, (3,)), prep(grad_dists)
     grad = torch.zeros_like(face_verts)
     if face_verts.shape[0] == 0 or p2f.numel() == 0:
         return grad
+
+    # Missing upstream gradients are passed as empty arrays and skipped by the kernel, so a
+    # silhouette loss (dists only) never allocates (N, H, W, K, 3) zeros for the barycentrics.
+    def prep(g, ndim):
+        if g is None:  # an empty array of the right rank (the kernels are compiled per rank)
+            return torch.zeros((0,) * ndim, dtype=dt, device=dev)
+        return g.to(dtype=dt).contiguous()
+
+    gz, gb, gd = prep(grad_zbuf, 4), prep(grad_bary, 5), prep(grad_dists, 4)
     fv = face_verts.contiguous()
     if dev.type == "cuda":
         from p3dlab.kernels.cuda_adapter import rasterize_meshes_backward_cuda

@@ -114,7 +114,8 @@ class SoftSilhouetteShader(ShaderBase):
 
     def forward(self, fragments, meshes, **kwargs):
         blend = kwargs.get("blend_params", self.blend_params)
-        ones = torch.ones(fragments.dists.shape + (3,), dtype=fragments.dists.dtype, device=fragments.dists.device)
+        d = fragments.dists
+        ones = torch.ones(d.shape[:-1] + (1, 3), dtype=d.dtype, device=d.device)  # only slot 0's colour is read
         return sigmoid_alpha_blend(ones, fragments, blend)
 
 
