@@ -2,6 +2,14 @@
 
 from p3dlab.ops.chamfer import chamfer_distance
 from p3dlab.ops.interpolate import interpolate_face_attributes
+from p3dlab.ops.knn import KNN, knn_gather, knn_points
 from p3dlab.ops.sample_points import sample_points_from_meshes
 
-__all__ = ["chamfer_distance", "interpolate_face_attributes", "sample_points_from_meshes"]
+__all__ = [
+    "KNN",
+    "chamfer_distance",
+    "interpolate_face_attributes",
+    "knn_gather",
+    "knn_points",
+    "sample_points_from_meshes",
+]

@@ -1,8 +1,8 @@
 """Chamfer distance between batches of point clouds (conventions §15).
 
 Default: ``CD(X, Y) = mean_x min_y |x - y|^2 + mean_y min_x |x - y|^2``, then the mean over the
-batch. The nearest neighbours are found by blocks of an exact distance matrix, so memory stays
-bounded for large clouds.
+batch. The nearest neighbours come from ``knn_points`` (exact; a Numba kernel on CPU, so no distance
+matrix is ever built).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from p3dlab.errors import P3DLabValueError
-
-_BLOCK = 1024
 
 
 def _as_padded(x, lengths, normals, name: str):
@@ -40,31 +38,13 @@ def _as_padded(x, lengths, normals, name: str):
 def _nearest(x: torch.Tensor, y: torch.Tensor, y_lengths: torch.Tensor, norm: int):
     """For every x point the distance (squared L2 or L1) to, and the index of, its nearest y point.
 
-    The search runs without gradients on blocks of ``_BLOCK`` x points (memory ~ block x Q); the
-    distance to the winner is then recomputed exactly, so gradients are those of |x - y_nn|^2.
+    The search is ``knn_points`` (a Numba kernel on CPU, no distance matrix); the distance to the
+    winner is recomputed in torch, so gradients are those of |x - y_nn|^2.
     """
-    n, p, _ = x.shape
-    q = y.shape[1]
-    ragged = bool((y_lengths < q).any())
-    invalid = torch.arange(q, device=y.device)[None, None, :] >= y_lengths[:, None, None]  # (N, 1, Q)
-    idxs = []
-    with torch.no_grad():
-        y2 = (y * y).sum(-1)[:, None, :]
-        yt = y.transpose(1, 2)
-        for start in range(0, p, _BLOCK):
-            xb = x[:, start : start + _BLOCK]
-            if norm == 2:  # |x|^2 + |y|^2 - 2 x.y, fused into one batched matmul
-                d = torch.baddbmm((xb * xb).sum(-1)[..., None] + y2, xb, yt, alpha=-2.0)
-            else:
-                d = torch.cdist(xb, y, p=1)
-            if ragged:
-                d.masked_fill_(invalid, float("inf"))
-            idxs.append(d.argmin(dim=2))
-    idx = torch.cat(idxs, 1) if idxs else torch.zeros((n, 0), dtype=torch.int64, device=x.device)
-    nn = torch.gather(y, 1, idx[..., None].expand(-1, -1, y.shape[-1]))
-    diff = x - nn
-    dist = diff.pow(2).sum(-1) if norm == 2 else diff.abs().sum(-1)
-    return dist, idx
+    from p3dlab.ops.knn import knn_points
+
+    res = knn_points(x, y, lengths2=y_lengths, norm=norm, K=1)
+    return res.dists[..., 0], res.idx[..., 0].clamp(min=0)
 
 
 def chamfer_distance(

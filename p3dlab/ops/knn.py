@@ -1,0 +1,96 @@
+"""``knn_points`` / ``knn_gather`` (PyTorch3D names): exact K nearest neighbours.
+
+The search runs in a Numba kernel on CPU tensors (no P1 x P2 distance matrix) and in blocked torch
+on other devices; the returned distances are recomputed from the chosen neighbours in torch, so
+they are differentiable with respect to both clouds.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+
+from p3dlab.errors import P3DLabValueError
+
+
+class KNN(NamedTuple):
+    dists: torch.Tensor  # (N, P1, K) squared (norm 2) or L1 (norm 1) distances
+    idx: torch.Tensor  # (N, P1, K) int64 indices into p2, -1 where fewer than K exist
+    knn: Optional[torch.Tensor]  # (N, P1, K, D) neighbours when return_nn
+
+
+def _lengths(lengths, x):
+    n, p, _ = x.shape
+    if lengths is None:
+        return torch.full((n,), p, dtype=torch.int64, device=x.device)
+    if lengths.shape != (n,) or (n and (int(lengths.min()) < 0 or int(lengths.max()) > p)):
+        raise P3DLabValueError(f"lengths must be (N,) with values in [0, {p}]")
+    return lengths.to(device=x.device, dtype=torch.int64)
+
+
+def _search_torch(p1, p2, len2, K, norm, block=1024):
+    q = p2.shape[1]
+    invalid = torch.arange(q, device=p2.device)[None, None, :] >= len2[:, None, None]
+    out = []
+    for s in range(0, p1.shape[1], block):
+        d = torch.cdist(p1[:, s : s + block], p2, p=float(norm))
+        d = d.pow(2) if norm == 2 else d
+        out.append(d.masked_fill(invalid, float("inf")).topk(min(K, q), dim=2, largest=False, sorted=True).indices)
+    return torch.cat(out, 1)
+
+
+def knn_points(
+    p1,
+    p2,
+    lengths1=None,
+    lengths2=None,
+    norm: int = 2,
+    K: int = 1,
+    version: int = -1,
+    return_nn: bool = False,
+    return_sorted: bool = True,
+) -> KNN:
+    """The K nearest points of ``p2`` (N, P2, D) for every point of ``p1`` (N, P1, D)."""
+    if p1.ndim != 3 or p2.ndim != 3 or p1.shape[0] != p2.shape[0] or p1.shape[2] != p2.shape[2]:
+        raise P3DLabValueError(
+            f"knn_points: p1 (N, P1, D) and p2 (N, P2, D) expected, got {tuple(p1.shape)} and {tuple(p2.shape)}"
+        )
+    if norm not in (1, 2):
+        raise P3DLabValueError("knn_points: norm must be 1 or 2")
+    if not isinstance(K, int) or K < 1:
+        raise P3DLabValueError(f"knn_points: K must be a positive int, got {K!r}")
+    if p1.device != p2.device:
+        raise P3DLabValueError(f"knn_points: clouds on {p1.device} and {p2.device}")
+    len1, len2 = _lengths(lengths1, p1), _lengths(lengths2, p2)
+    dtype = torch.promote_types(p1.dtype, p2.dtype)
+    a, b = p1.detach().to(dtype).contiguous(), p2.detach().to(dtype).contiguous()
+    n, P1, _ = p1.shape
+    with torch.no_grad():
+        if p1.device.type == "cpu":
+            from p3dlab.kernels.knn import knn_cpu
+
+            idx = torch.full((n, P1, K), -1, dtype=torch.int64)
+            dist = torch.zeros((n, P1, K), dtype=dtype)
+            knn_cpu(a.numpy(), b.numpy(), len1.numpy(), len2.numpy(), K, norm, idx.numpy(), dist.numpy())
+        else:
+            idx = _search_torch(a, b, len2, K, norm)
+            if idx.shape[2] < K:
+                idx = torch.cat([idx, idx.new_full((n, P1, K - idx.shape[2]), -1)], 2)
+        # slots beyond the clouds' lengths stay -1
+        idx = torch.where(torch.arange(K, device=idx.device)[None, None] < len2[:, None, None], idx, -1)
+        idx = torch.where((torch.arange(P1, device=idx.device)[None, :, None] < len1[:, None, None]), idx, -1)
+    nn = knn_gather(p2, idx)
+    diff = p1[:, :, None, :] - nn
+    dists = diff.pow(2).sum(-1) if norm == 2 else diff.abs().sum(-1)
+    dists = dists * (idx >= 0).to(dists.dtype)
+    return KNN(dists, idx, nn if return_nn else None)
+
+
+def knn_gather(x: torch.Tensor, idx: torch.Tensor, lengths=None) -> torch.Tensor:
+    """``out[n, i, k] = x[n, idx[n, i, k]]`` (zeros where idx is -1): (N, P1, K, D)."""
+    n, p1, K = idx.shape
+    p2, d = x.shape[1], x.shape[2]
+    flat = (idx.clamp(min=0) + torch.arange(n, device=idx.device)[:, None, None] * p2).reshape(-1)
+    out = x.reshape(n * p2, d).index_select(0, flat).reshape(n, p1, K, d)  # backward: index_add
+    return out * (idx >= 0)[..., None].to(out.dtype)
