@@ -96,3 +96,55 @@ def rasterize_meshes_backward_cuda(fv, p2f, grad_zbuf, grad_bary, grad_dists, H,
     args = [as_array(a) for a in (fv, p2f, grad_zbuf, grad_bary, grad_dists)]
     n = p2f.shape[0] * p2f.shape[1] * p2f.shape[2] * p2f.shape[3]
     _rasterize_meshes_backward_kernel[_blocks(n), THREADS](*args, H, W, blur, persp, clip, as_array(grad_fv))
+
+
+# ----------------------------------------------------------------------------- points
+from p3dlab.kernels import point_raster as _pr  # noqa: E402
+
+_pdev = _pr.build(lambda fn: cuda.jit(device=True)(fn))
+rasterize_points_pixel = _pdev.rasterize_pixel
+
+
+@cuda.jit
+def _rasterize_points_kernel(pts, radius, first_idx, counts, H, W, K, idx, zbuf, dists):
+    t = cuda.grid(1)
+    N = first_idx.shape[0]
+    if t >= N * H * W:
+        return
+    n = t // (H * W)
+    rasterize_points_pixel(pts, radius, first_idx[n], counts[n], n, (t // W) % H, t % W, H, W, K, idx, zbuf, dists)
+
+
+def rasterize_points_cuda(pts, radius, first_idx, counts, H, W, K, idx, zbuf, dists):
+    """One thread per (cloud, pixel); arguments as for ``point_raster.rasterize_points_cpu``."""
+    args = [as_array(a) for a in (pts, radius, first_idx, counts)]
+    outs = [as_array(a) for a in (idx, zbuf, dists)]
+    n = first_idx.shape[0] * H * W
+    _rasterize_points_kernel[_blocks(n), THREADS](*args, H, W, K, *outs)
+
+
+@cuda.jit
+def _rasterize_points_backward_kernel(pts, idx, grad_zbuf, grad_dists, H, W, grad_pts):
+    t = cuda.grid(1)
+    N, _, _, K = idx.shape
+    if t >= N * H * W * K:
+        return
+    k = t % K
+    j = (t // K) % W
+    i = (t // (K * W)) % H
+    n = t // (K * W * H)
+    p = idx[n, i, j, k]
+    if p < 0:
+        return
+    s = float(min(H, W))
+    gd = grad_dists[n, i, j, k] if grad_dists.size > 0 else 0.0
+    cuda.atomic.add(grad_pts, (p, 0), 2.0 * (pts[p, 0] - pixel_ndc(j, W, s)) * gd)
+    cuda.atomic.add(grad_pts, (p, 1), 2.0 * (pts[p, 1] - pixel_ndc(i, H, s)) * gd)
+    if grad_zbuf.size > 0:
+        cuda.atomic.add(grad_pts, (p, 2), grad_zbuf[n, i, j, k])
+
+
+def rasterize_points_backward_cuda(pts, idx, grad_zbuf, grad_dists, H, W, grad_pts):
+    args = [as_array(a) for a in (pts, idx, grad_zbuf, grad_dists)]
+    n = idx.shape[0] * idx.shape[1] * idx.shape[2] * idx.shape[3]
+    _rasterize_points_backward_kernel[_blocks(n), THREADS](*args, H, W, as_array(grad_pts))

@@ -68,3 +68,34 @@ def test_mesh_raster_backward_cuda_equals_cpu(persp, clip, blur):
     rasterize_meshes_backward_cuda(fv, out[0], gz, gb, gd, H, W, blur, persp, clip, gpu)
     assert np.abs(cpu).sum() > 0
     np.testing.assert_allclose(cpu, gpu, rtol=1e-12, atol=1e-12)
+
+
+def test_point_raster_cuda_equals_cpu():
+    import torch
+
+    from p3dlab.kernels.cuda_adapter import rasterize_points_backward_cuda, rasterize_points_cuda
+    from p3dlab.kernels.point_raster import rasterize_points_backward_cpu, rasterize_points_cpu
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.cat(
+        [
+            torch.rand(12, 2, generator=g, dtype=torch.float64) * 2 - 1,
+            torch.rand(12, 1, generator=g, dtype=torch.float64) + 0.5,
+        ],
+        1,
+    ).numpy()
+    radius = np.full(12, 0.4)
+    H, W, K = 5, 6, 3
+    outs = []
+    for fn in (rasterize_points_cpu, rasterize_points_cuda):
+        o = [np.full((1, H, W, K), -1, np.int32), np.full((1, H, W, K), -1.0), np.full((1, H, W, K), -1.0)]
+        fn(pts, radius, np.array([0]), np.array([12]), H, W, K, *o)
+        outs.append(o)
+    for a, b in zip(*outs):
+        assert np.array_equal(a, b)
+    gz, gd = np.random.default_rng(1).normal(size=(2, 1, H, W, K))
+    grads = [np.zeros_like(pts), np.zeros_like(pts)]
+    rasterize_points_backward_cpu(pts, outs[0][0], gz, gd, H, W, grads[0], 2)
+    rasterize_points_backward_cuda(pts, outs[0][0], gz, gd, H, W, grads[1])
+    assert np.abs(grads[0]).sum() > 0
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-12)

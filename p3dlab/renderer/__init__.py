@@ -2,6 +2,7 @@
 
 from p3dlab.ops.interpolate import interpolate_face_attributes
 from p3dlab.ops.rasterize_meshes import rasterize_meshes
+from p3dlab.ops.rasterize_points import rasterize_points
 from p3dlab.ops.rasterize_reference import rasterize_meshes_reference
 from p3dlab.renderer.blending import BlendParams, hard_rgb_blend, sigmoid_alpha_blend, softmax_rgb_blend
 from p3dlab.renderer.camera_conversions import (
@@ -28,6 +29,15 @@ from p3dlab.renderer.cameras import (
 from p3dlab.renderer.lighting import AmbientLights, DirectionalLights, Materials, PointLights
 from p3dlab.renderer.mesh_rasterizer import Fragments, MeshRasterizer, RasterizationSettings
 from p3dlab.renderer.mesh_renderer import MeshRenderer
+from p3dlab.renderer.points import (
+    AlphaCompositor,
+    NormWeightedCompositor,
+    PointFragments,
+    PointsRasterizationSettings,
+    PointsRasterizer,
+    PointsRenderer,
+    WeightedSumCompositor,
+)
 from p3dlab.renderer.shader import (
     HardDepthShader,
     HardFlatShader,
