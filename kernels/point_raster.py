@@ -9,12 +9,12 @@ Point p with view depth Z_p >= 0 covers pixel centre q iff ``d^2 = (x_p - q_x)^2
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import numpy as np
 from numba import njit, prange
 
+from p3dlab.kernels.mesh_raster_cpu import _pixel_range
 from p3dlab.kernels.mesh_raster_math import _pixel_ndc
 
 
@@ -67,17 +67,6 @@ _rasterize_pixel = _dev.rasterize_pixel
 BAND = 8
 
 
-@njit(cache=True)
-def _range(lo, hi, n, s):
-    """Pixel indices whose centre (n - 2i - 1)/s lies in [lo, hi] (widened by 1e-3 px, clamped)."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return 1, 0
-    a = min(max((n - 1.0 - hi * s) / 2.0 - 1e-3, -1.0), n + 1.0)
-    b = min(max((n - 1.0 - lo * s) / 2.0 + 1e-3, -1.0), n + 1.0)
-    first, last = max(int(math.ceil(a)), 0), min(int(math.floor(b)), n - 1)
-    return (first, last) if first <= last else (1, 0)
-
-
 @njit(cache=True, parallel=True)
 def rasterize_points_cpu(pts, radius, first_idx, counts, H, W, K, idx, zbuf, dists):
     """pts (P, 3) = (x_ndc, y_ndc, Z_view); radius (P,); outputs (N, H, W, K) pre-filled with -1."""
@@ -90,8 +79,8 @@ def rasterize_points_cpu(pts, radius, first_idx, counts, H, W, K, idx, zbuf, dis
         if not pts[p, 2] >= 0.0:
             boxes[p, 0], boxes[p, 1], boxes[p, 2], boxes[p, 3] = 1, 0, 1, 0
             continue
-        boxes[p, 0], boxes[p, 1] = _range(pts[p, 1] - r, pts[p, 1] + r, H, s)
-        boxes[p, 2], boxes[p, 3] = _range(pts[p, 0] - r, pts[p, 0] + r, W, s)
+        boxes[p, 0], boxes[p, 1] = _pixel_range(pts[p, 1] - r, pts[p, 1] + r, H, s)
+        boxes[p, 2], boxes[p, 3] = _pixel_range(pts[p, 0] - r, pts[p, 0] + r, W, s)
     n_bands = (H + BAND - 1) // BAND
     for task in prange(N * n_bands):
         n = task // n_bands

@@ -216,6 +216,14 @@ class CamerasBase:
         """(x, y, depth) -> world (or view) points; ``depth`` is view Z. See subclasses."""
         raise NotImplementedError
 
+    def _invert_projection(self, points: torch.Tensor, world_coordinates: bool, **kwargs) -> torch.Tensor:
+        """Projection-output points back to world (or view) space through the inverse matrix."""
+        if world_coordinates:
+            t = self.get_full_projection_transform(**kwargs)
+        else:
+            t = self.get_projection_transform(**kwargs)
+        return t.inverse(invert_composed=True).transform_points(points)
+
 
 def _image_size_tensor(image_size, n: int, device, dtype):
     if image_size is None:
@@ -314,12 +322,7 @@ class FoVPerspectiveCameras(CamerasBase):
             if xy_depth.ndim == 2:
                 sdepth = sdepth[0]
         pts = torch.cat([xy_depth[..., :2], sdepth], -1)
-        t = (
-            self.get_full_projection_transform(**kwargs)
-            if world_coordinates
-            else self.get_projection_transform(**kwargs)
-        )
-        return t.inverse(invert_composed=True).transform_points(pts)
+        return self._invert_projection(pts, world_coordinates, **kwargs)
 
 
 class _IntrinsicsCamera(CamerasBase):
@@ -414,12 +417,7 @@ class PerspectiveCameras(_IntrinsicsCamera):
         if from_ndc:
             xy_depth = _ndc_xy_to_output(self, xy_depth, **kwargs)
         pts = torch.cat([xy_depth[..., :2], 1.0 / xy_depth[..., 2:3]], -1)
-        t = (
-            self.get_full_projection_transform(**kwargs)
-            if world_coordinates
-            else self.get_projection_transform(**kwargs)
-        )
-        return t.inverse(invert_composed=True).transform_points(pts)
+        return self._invert_projection(pts, world_coordinates, **kwargs)
 
 
 class OrthographicCameras(_IntrinsicsCamera):
@@ -443,12 +441,7 @@ class OrthographicCameras(_IntrinsicsCamera):
     def unproject_points(self, xy_depth, world_coordinates: bool = True, from_ndc: bool = False, **kwargs):
         if from_ndc:
             xy_depth = _ndc_xy_to_output(self, xy_depth, **kwargs)
-        t = (
-            self.get_full_projection_transform(**kwargs)
-            if world_coordinates
-            else self.get_projection_transform(**kwargs)
-        )
-        return t.inverse(invert_composed=True).transform_points(xy_depth)
+        return self._invert_projection(xy_depth, world_coordinates, **kwargs)
 
 
 def _ndc_xy_to_output(cam, xy_depth, **kwargs):
@@ -529,12 +522,7 @@ class FoVOrthographicCameras(CamerasBase):
             if xy_depth.ndim == 2:
                 z = z[0] if z.ndim > 1 else z
             pts = torch.cat([xy_depth[..., :2], z[..., None]], -1)
-        t = (
-            self.get_full_projection_transform(**kwargs)
-            if world_coordinates
-            else self.get_projection_transform(**kwargs)
-        )
-        return t.inverse(invert_composed=True).transform_points(pts)
+        return self._invert_projection(pts, world_coordinates, **kwargs)
 
 
 # ----------------------------------------------------------------------------- look-at
