@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.p3dlab-installed
 TORCH  := torch==2.13.0
 PORT   ?= 8888
+# JupyterLab refuses to run as root (containers, CI machines) unless told to
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 export NUMBA_THREADING_LAYER ?= workqueue
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml
 
 ## Start JupyterLab on the lessons (http://127.0.0.1:$(PORT)).
 lab: setup
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --notebook-dir=lessons --no-browser
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=lessons --no-browser $(ROOT_FLAG)
 
 ## Lint, unit tests, CUDA-simulator kernel tests and the lessons in fast mode.
 test: setup lint unit cudasim lessons
