@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 import torch
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.mesh_ops import subdivide_faces
 from p3dlab.structures import Meshes, TexturesUV, TexturesVertex
 
 _PHI = (1.0 + math.sqrt(5.0)) / 2.0
@@ -177,19 +178,6 @@ def dodecahedron(dtype=torch.float32, device=None) -> Meshes:
 
 
 # --------------------------------------------------------------------------- spheres
-def subdivide_faces(verts: torch.Tensor, faces: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Loop-style 1-to-4 split: a new vertex at every edge midpoint, winding preserved."""
-    a, b, c = faces.unbind(1)
-    edges = torch.stack([torch.stack([a, b], 1), torch.stack([b, c], 1), torch.stack([c, a], 1)], 0)
-    e_sorted, _ = edges.reshape(-1, 2).sort(dim=1)
-    uniq, inv = torch.unique(e_sorted, dim=0, return_inverse=True)
-    mids = verts.shape[0] + inv.view(3, -1)  # (3, F): ab, bc, ca
-    ab, bc, ca = mids.unbind(0)
-    new_verts = torch.cat([verts, 0.5 * (verts[uniq[:, 0]] + verts[uniq[:, 1]])], 0)
-    new_faces = torch.cat([torch.stack(t, 1) for t in ((a, ab, ca), (b, bc, ab), (c, ca, bc), (ab, bc, ca))], 0)
-    return new_verts, new_faces
-
-
 def ico_sphere(level: int = 0, dtype=torch.float32, device=None) -> Meshes:
     """Unit sphere from a subdivided icosahedron (PyTorch3D's ``ico_sphere``).
 
@@ -200,7 +188,7 @@ def ico_sphere(level: int = 0, dtype=torch.float32, device=None) -> Meshes:
     ico = icosahedron(dtype=torch.float64)
     v, f = ico.verts_list()[0], ico.faces_list()[0]
     for _ in range(level):
-        v, f = subdivide_faces(v, f)
+        v, f, _ = subdivide_faces(v, f)
         v = v / v.norm(dim=1, keepdim=True)
     return _mesh(v, f, dtype=dtype, device=device)
 
