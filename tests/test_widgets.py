@@ -41,3 +41,21 @@ def test_mesh_viewer_toggles_change_the_materials():
     back.value = False
     wire.value = True
     assert mesh.material.side == "FrontSide" and mesh.material.wireframe
+
+
+def test_optimization_monitor_text_and_widget_modes(capsys):
+    from p3dlab.widgets import OptimizationMonitor
+
+    text = OptimizationMonitor(every=2, mode="text")
+    for step in range(5):
+        text.update(step, {"loss": 1.0 / (step + 1)}, params={"lr": 0.1})
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and out[-1].startswith("step 3") and "loss 0.25" in out[-1]
+    mon = OptimizationMonitor(every=3, mode="widget", display=False)
+    for step in range(6):
+        mon.update(step, {"loss": 1.0 / (step + 1), "iou": step / 6}, image=torch.rand(8, 8, 3))
+    first = bytes(mon._plot.value)
+    assert first.startswith(b"\x89PNG") and bytes(mon._render.value).startswith(b"\x89PNG")
+    mon.update(6, {"loss": 0.01, "iou": 0.99})
+    mon.close()
+    assert bytes(mon._plot.value) != first and "step 6" in mon._text.value
