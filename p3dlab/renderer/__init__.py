@@ -29,6 +29,7 @@ from p3dlab.renderer.cameras import (
 from p3dlab.renderer.lighting import AmbientLights, DirectionalLights, Materials, PointLights
 from p3dlab.renderer.mesh_rasterizer import Fragments, MeshRasterizer, RasterizationSettings
 from p3dlab.renderer.mesh_renderer import MeshRenderer
+from p3dlab.renderer.nmr import mirror_x, nmr_eye, nmr_normalize, nmr_pose
 from p3dlab.renderer.points import (
     AlphaCompositor,
     NormWeightedCompositor,
