@@ -2,6 +2,7 @@
 and never produce NaN (errata E43)."""
 
 import math
+import warnings
 
 import torch
 
@@ -132,3 +133,52 @@ def test_blurred_perspective_pass_never_returns_inf_behind_the_camera():
     )
     (out[1] * valid).sum().backward()
     assert torch.isfinite(verts.grad).all()
+
+
+def test_degenerate_inputs_give_finite_values_and_gradients():
+    """Zero-area faces, sigma -> 0 and a look-at eye exactly on the up axis: nothing becomes NaN."""
+    teapot = data.teapot(2)
+    v = teapot.verts_packed().clone()
+    f = torch.cat([teapot.faces_packed(), torch.tensor([[0, 0, 1], [2, 2, 2]])])  # two degenerate faces
+    verts = v.requires_grad_(True)
+    mesh = Meshes([verts], [f])
+    for sigma in (1e-4, 1e-12):
+        renderer = _silhouette(32, K=10, sigma=sigma)
+        R, T = look_at_view_transform(3.0, 30.0, 20.0, at=((0.0, 0.45, 0.0),))
+        alpha = renderer(mesh, R=R, T=T)[..., 3]
+        alpha.sum().backward()
+        assert torch.isfinite(alpha).all() and torch.isfinite(verts.grad).all()
+        verts.grad = None
+    C = torch.tensor([[0.0, 3.0, 0.0]], requires_grad=True)  # on the +Y axis above the object
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        R = look_at_rotation(C)
+    T = -(C[:, None] @ R)[:, 0]
+    alpha = _silhouette(32, K=10)(teapot, R=R, T=T)[..., 3]
+    alpha.sum().backward()
+    assert torch.isfinite(alpha).all() and torch.isfinite(C.grad).all()
+
+
+def test_the_real_cow_textured_fit_stays_finite(testdata):
+    """Errata E43 on the book's own cow: silhouette + textured soft pass from (3, 6.9, 2.5)."""
+    from p3dlab.io import load_objs_as_meshes
+
+    cow = load_objs_as_meshes([testdata / "pytorch3d/cow_mesh/cow.obj"])
+    tex_renderer = MeshRenderer(
+        MeshRasterizer(FoVPerspectiveCameras(), RasterizationSettings(image_size=40, blur_radius=math.log(1 / 1e-4 - 1) * SIGMA, faces_per_pixel=10)),
+        SoftPhongShader(),
+    )
+    sil = _silhouette(40, K=10)
+    R_ref, T_ref = look_at_view_transform(2.7, 0.0, 180.0)
+    ref_rgb = tex_renderer(cow, R=R_ref, T=T_ref)[..., :3].detach()
+    ref_sil = sil(cow, R=R_ref, T=T_ref)[..., 3].detach()
+    C = torch.tensor([[3.0, 6.9, 2.5]], requires_grad=True)
+    opt = torch.optim.Adam([C], lr=0.05)
+    for _ in range(60):
+        opt.zero_grad()
+        R = look_at_rotation(C)
+        T = -(C[:, None] @ R)[:, 0]
+        loss = ((sil(cow, R=R, T=T)[..., 3] - ref_sil) ** 2).mean() + 0.1 * ((tex_renderer(cow, R=R, T=T)[..., :3] - ref_rgb) ** 2).mean()
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(C.grad).all()
+        opt.step()

@@ -325,3 +325,11 @@ def test_pointclouds_bad_input():
         Pointclouds([torch.rand(5, 3)], features=[torch.rand(4, 3)])
     with pytest.raises(ValueError, match="non-finite"):
         Pointclouds([torch.tensor([[0.0, float("inf"), 0.0]])])
+
+
+def test_a_mesh_with_trainable_vertices_can_be_used_for_several_backward_passes():
+    v = torch.rand(4, 3, requires_grad=True)
+    m = Meshes([v], [torch.tensor([[0, 1, 2], [0, 2, 3]])])
+    for _ in range(2):
+        (m.verts_packed().sum() + m.faces_areas_packed().sum() + m.verts_normals_packed().sum()).backward()
+    assert torch.isfinite(v.grad).all()

@@ -152,7 +152,14 @@ class Meshes:
         """True when the batch has no mesh or no mesh has a vertex."""
         return self._N == 0 or int(self.num_verts_per_mesh().sum()) == 0
 
+    # Views computed from the vertex values. They are cached only when no gradient can flow through
+    # them: a cached tensor would tie every later use to the first autograd graph, and a second
+    # backward through the same Meshes would fail. Topology-only views are always cached.
+    _VALUE_KEYS = frozenset({"verts_packed", "verts_padded", "face_cross", "fn", "fa", "vn"})
+
     def _cached(self, key, fn):
+        if key in self._VALUE_KEYS and torch.is_grad_enabled() and any(v.requires_grad for v in self._verts_list):
+            return fn()
         if key not in self._cache:
             self._cache[key] = fn()
         return self._cache[key]
