@@ -15,13 +15,14 @@ from p3dlab.renderer import (
     FoVPerspectiveCameras,
     MeshRasterizer,
     MeshRenderer,
+    PointLights,
     RasterizationSettings,
     SoftPhongShader,
     SoftSilhouetteShader,
     look_at_rotation,
     look_at_view_transform,
 )
-from p3dlab.structures import Meshes
+from p3dlab.structures import Meshes, TexturesVertex
 
 SIGMA = 1e-4
 
@@ -165,7 +166,10 @@ def test_the_real_cow_textured_fit_stays_finite(testdata):
 
     cow = load_objs_as_meshes([testdata / "pytorch3d/cow_mesh/cow.obj"])
     tex_renderer = MeshRenderer(
-        MeshRasterizer(FoVPerspectiveCameras(), RasterizationSettings(image_size=40, blur_radius=math.log(1 / 1e-4 - 1) * SIGMA, faces_per_pixel=10)),
+        MeshRasterizer(
+            FoVPerspectiveCameras(),
+            RasterizationSettings(image_size=40, blur_radius=math.log(1 / 1e-4 - 1) * SIGMA, faces_per_pixel=10),
+        ),
         SoftPhongShader(),
     )
     sil = _silhouette(40, K=10)
@@ -178,7 +182,26 @@ def test_the_real_cow_textured_fit_stays_finite(testdata):
         opt.zero_grad()
         R = look_at_rotation(C)
         T = -(C[:, None] @ R)[:, 0]
-        loss = ((sil(cow, R=R, T=T)[..., 3] - ref_sil) ** 2).mean() + 0.1 * ((tex_renderer(cow, R=R, T=T)[..., :3] - ref_rgb) ** 2).mean()
+        loss = ((sil(cow, R=R, T=T)[..., 3] - ref_sil) ** 2).mean() + 0.1 * (
+            (tex_renderer(cow, R=R, T=T)[..., :3] - ref_rgb) ** 2
+        ).mean()
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(C.grad).all()
         opt.step()
+
+
+def test_gradients_reach_textures_lights_fov_and_pose():
+    teapot = data.teapot(2)
+    colours = torch.full_like(teapot.verts_packed(), 0.6, requires_grad=True)
+    teapot.textures = TexturesVertex([colours])
+    light = torch.tensor([[2.0, 2.0, 2.0]], requires_grad=True)
+    fov = torch.tensor([55.0], requires_grad=True)
+    C = torch.tensor([[0.5, 1.5, 2.5]], requires_grad=True)
+    R = look_at_rotation(C)
+    T = -(C[:, None] @ R)[:, 0]
+    rs = RasterizationSettings(image_size=32, blur_radius=math.log(1 / 1e-4 - 1) * SIGMA, faces_per_pixel=5)
+    renderer = MeshRenderer(MeshRasterizer(FoVPerspectiveCameras(), rs), SoftPhongShader())
+    img = renderer(teapot, cameras=FoVPerspectiveCameras(fov=fov, R=R, T=T), lights=PointLights(location=light))
+    (img[..., :3] * torch.linspace(0, 1, 32)[None, :, None, None]).sum().backward()
+    for name, t in (("vertex colours", colours), ("light", light), ("fov", fov), ("camera position", C)):
+        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0, name
