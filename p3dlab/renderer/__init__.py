@@ -39,6 +39,15 @@ from p3dlab.renderer.points import (
     PointsRenderer,
     WeightedSumCompositor,
 )
+from p3dlab.renderer.raymarching import AbsorptionOnlyRaymarcher, EmissionAbsorptionRaymarcher, QuadratureRaymarcher
+from p3dlab.renderer.raysampling import (
+    MonteCarloRaysampler,
+    NDCGridRaysampler,
+    NDCMultinomialRaysampler,
+    RayBundle,
+    near_far_from_sphere,
+    ray_bundle_to_ray_points,
+)
 from p3dlab.renderer.shader import (
     HardDepthShader,
     HardFlatShader,
@@ -48,5 +57,6 @@ from p3dlab.renderer.shader import (
     SoftPhongShader,
     SoftSilhouetteShader,
 )
+from p3dlab.renderer.volume_renderer import ImplicitRenderer, VolumeRenderer, VolumeSampler
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -4,6 +4,7 @@ from p3dlab.structures.meshes import Meshes, join_meshes_as_batch, join_meshes_a
 from p3dlab.structures.pointclouds import Pointclouds, join_pointclouds_as_batch, join_pointclouds_as_scene
 from p3dlab.structures.textures import TexturesAtlas, TexturesUV, TexturesVertex
 from p3dlab.structures.utils import list_to_packed, list_to_padded, packed_to_list, padded_to_list, padded_to_packed
+from p3dlab.structures.volumes import Volumes
 
 __all__ = [
     "Meshes",
@@ -11,6 +12,7 @@ __all__ = [
     "TexturesAtlas",
     "TexturesUV",
     "TexturesVertex",
+    "Volumes",
     "join_meshes_as_batch",
     "join_meshes_as_scene",
     "join_pointclouds_as_batch",

@@ -1,0 +1,182 @@
+"""Rays for volume and implicit rendering (conventions §14.3, kernels.md §10).
+
+A ``RayBundle`` holds origins o, directions d, lengths t (…, P) and the NDC xy of each ray; its
+points are ``x_i = o + t_i d``. Rays are built by unprojecting each (x, y) at depths 1 and 2:
+``d = p2 - p1``, ``o = p1 - d`` — the camera centre for perspective cameras (d then has a unit view-Z
+component, so t is view depth), the pixel's point on the Z = 0 plane for orthographic ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.rasterize_reference import pixel_centres
+
+
+@dataclass
+class RayBundle:
+    origins: torch.Tensor  # (N, ..., 3)
+    directions: torch.Tensor  # (N, ..., 3)
+    lengths: torch.Tensor  # (N, ..., P)
+    xys: torch.Tensor  # (N, ..., 2)
+
+
+def ray_bundle_to_ray_points(bundle: RayBundle) -> torch.Tensor:
+    """(N, ..., P, 3) points ``o + t_i d``."""
+    return bundle.origins[..., None, :] + bundle.lengths[..., :, None] * bundle.directions[..., None, :]
+
+
+def _lengths(
+    shape, n_pts: int, min_depth: float, max_depth: float, stratified: bool, like: torch.Tensor, generator=None
+):
+    t = torch.linspace(min_depth, max_depth, n_pts, dtype=like.dtype, device=like.device).expand(*shape, n_pts)
+    if stratified and n_pts > 1:
+        mids = 0.5 * (t[..., 1:] + t[..., :-1])
+        lo = torch.cat([t[..., :1], mids], -1)
+        hi = torch.cat([mids, t[..., -1:]], -1)
+        u = torch.rand(t.shape, dtype=like.dtype, generator=generator).to(like.device)
+        t = lo + (hi - lo) * u
+    return t.contiguous()
+
+
+def rays_from_xy(
+    cameras,
+    xy: torch.Tensor,
+    n_pts: int,
+    min_depth: float,
+    max_depth: float,
+    unit_directions: bool = False,
+    stratified: bool = False,
+    generator=None,
+    **kwargs,
+) -> RayBundle:
+    """Rays through the NDC points ``xy`` (N, ..., 2) of each camera."""
+    if not (n_pts >= 1 and 0 <= min_depth <= max_depth):
+        raise P3DLabValueError(
+            f"rays: need n_pts >= 1 and 0 <= min_depth <= max_depth, got {n_pts}, {min_depth}, {max_depth}"
+        )
+    n = xy.shape[0]
+    flat = xy.reshape(n, -1, 2)
+    ones = torch.ones_like(flat[..., :1])
+    unproject = lambda depth: _unproject_ndc(cameras, torch.cat([flat, depth * ones], -1), **kwargs)
+    p1, p2 = unproject(1.0), unproject(2.0)
+    d = p2 - p1
+    o = p1 - d
+    if unit_directions:
+        d = F.normalize(d, dim=-1)
+    shape = xy.shape[:-1]
+    lengths = _lengths(shape, n_pts, min_depth, max_depth, stratified, xy, generator)
+    return RayBundle(o.reshape(*shape, 3), d.reshape(*shape, 3), lengths, xy)
+
+
+def _unproject_ndc(cameras, xy_depth, **kwargs):
+    """World points at NDC (x, y) and view depth Z for any camera type."""
+    if not cameras.in_ndc():
+        return cameras.unproject_points(xy_depth, world_coordinates=True, from_ndc=True, **kwargs)
+    return cameras.unproject_points(xy_depth, world_coordinates=True, **kwargs)
+
+
+class NDCMultinomialRaysampler(torch.nn.Module):
+    """One ray per pixel centre (``x = (W - 2j - 1)/min(H, W)``, row 0 at the top), or
+    ``n_rays_per_image`` random pixels. Width comes before height, as in PyTorch3D."""
+
+    def __init__(
+        self,
+        image_width: int,
+        image_height: int,
+        n_pts_per_ray: int,
+        min_depth: float,
+        max_depth: float,
+        n_rays_per_image: Optional[int] = None,
+        unit_directions: bool = False,
+        stratified_sampling: bool = False,
+    ):
+        super().__init__()
+        if image_width < 1 or image_height < 1:
+            raise P3DLabValueError("NDCMultinomialRaysampler: image sizes must be >= 1")
+        self.W, self.H = int(image_width), int(image_height)
+        self.n_pts, self.min_depth, self.max_depth = n_pts_per_ray, min_depth, max_depth
+        self.n_rays_per_image, self.unit_directions, self.stratified = (
+            n_rays_per_image,
+            unit_directions,
+            stratified_sampling,
+        )
+
+    def forward(self, cameras, generator=None, **kwargs) -> RayBundle:
+        n = len(cameras)
+        x, y = pixel_centres(self.H, self.W, cameras.R.dtype, cameras.device)
+        xy = torch.stack([x, y], -1)[None].expand(n, self.H, self.W, 2)
+        if self.n_rays_per_image is not None:
+            k = int(self.n_rays_per_image)
+            if not 1 <= k <= self.H * self.W:
+                raise P3DLabValueError(f"n_rays_per_image must be in [1, {self.H * self.W}]")
+            idx = torch.stack([torch.randperm(self.H * self.W, generator=generator)[:k] for _ in range(n)]).to(
+                cameras.device
+            )
+            xy = torch.gather(xy.reshape(n, -1, 2), 1, idx[..., None].expand(n, k, 2))
+        return rays_from_xy(
+            cameras,
+            xy,
+            self.n_pts,
+            self.min_depth,
+            self.max_depth,
+            self.unit_directions,
+            self.stratified,
+            generator,
+            **kwargs,
+        )
+
+
+NDCGridRaysampler = NDCMultinomialRaysampler
+
+
+class MonteCarloRaysampler(torch.nn.Module):
+    """``n_rays_per_image`` rays through uniformly random NDC points in [min_x, max_x] x [min_y, max_y]."""
+
+    def __init__(
+        self,
+        min_x: float,
+        max_x: float,
+        min_y: float,
+        max_y: float,
+        n_rays_per_image: int,
+        n_pts_per_ray: int,
+        min_depth: float,
+        max_depth: float,
+        unit_directions: bool = False,
+        stratified_sampling: bool = False,
+    ):
+        super().__init__()
+        self.box = (min_x, max_x, min_y, max_y)
+        self.n_rays, self.n_pts, self.min_depth, self.max_depth = n_rays_per_image, n_pts_per_ray, min_depth, max_depth
+        self.unit_directions, self.stratified = unit_directions, stratified_sampling
+
+    def forward(self, cameras, generator=None, **kwargs) -> RayBundle:
+        n = len(cameras)
+        u = torch.rand((n, self.n_rays, 2), dtype=cameras.R.dtype, generator=generator).to(cameras.device)
+        lo = torch.tensor([self.box[0], self.box[2]], dtype=u.dtype, device=u.device)
+        hi = torch.tensor([self.box[1], self.box[3]], dtype=u.dtype, device=u.device)
+        return rays_from_xy(
+            cameras,
+            lo + (hi - lo) * u,
+            self.n_pts,
+            self.min_depth,
+            self.max_depth,
+            self.unit_directions,
+            self.stratified,
+            generator,
+            **kwargs,
+        )
+
+
+def near_far_from_sphere(cameras, centre=(0.0, 0.0, 0.0), radius: float = 1.0, eps: float = 1e-3):
+    """(near, far) view depths that enclose a bounding sphere for every camera:
+    ``near = max(|C - m| - r, eps)``, ``far = |C - m| + r`` (conservative for rays off-axis)."""
+    m = torch.as_tensor(centre, dtype=cameras.R.dtype, device=cameras.device)
+    dist = (cameras.get_camera_center() - m).norm(dim=-1)
+    return float((dist - radius).clamp(min=eps).min()), float((dist + radius).max())
