@@ -3,6 +3,7 @@
 from p3dlab.ops.chamfer import chamfer_distance
 from p3dlab.ops.interpolate import interpolate_face_attributes
 from p3dlab.ops.knn import KNN, knn_gather, knn_points
+from p3dlab.ops.marching_cubes import marching_cubes
 from p3dlab.ops.mesh_ops import GraphConv, SubdivideMeshes, cubify, subdivide_faces, vert_align
 from p3dlab.ops.sample_points import sample_points_from_meshes
 
