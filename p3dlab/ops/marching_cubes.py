@@ -56,7 +56,7 @@ def _march(values: torch.Tensor, iso: float):
     order = torch.argsort((~inside).to(torch.int8), dim=1, stable=True)  # inside vertices first
     v = torch.gather(idx, 1, order)
     a, b, c, d = v.unbind(1)
-    tri_edges, tri_inside_ref = [], []
+    tri_edges = []
     one = count == 1  # a inside
     three = count == 3  # d outside
     two = count == 2  # a, b inside
