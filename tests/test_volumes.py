@@ -188,3 +188,22 @@ def test_volume_renderer_shapes_and_gradients():
     assert images.shape == (1, 5, 7, 4)
     images.sum().backward()
     assert dens.grad.abs().sum() > 0 and feats.grad.abs().sum() > 0
+
+
+def test_ray_aabb_intersection_and_clipping():
+    from p3dlab.renderer import clip_ray_bundle_to_aabb, ray_aabb_intersection
+
+    o = torch.tensor([[0.0, 0.0, -5.0], [3.0, 3.0, -5.0], [0.5, 0.0, -5.0], [0.0, 0.0, 0.0]], dtype=D)
+    d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0]], dtype=D)
+    near, far, hit = ray_aabb_intersection(o, d, (-1, -1, -1), (1, 1, 1))
+    assert hit.tolist() == [True, False, True, True]
+    assert near.tolist() == [4.0, 0.0, 2.0, 0.0] and far.tolist() == [6.0, 0.0, 3.0, 1.0]  # inside: starts at 0
+    R, T = look_at_view_transform(3.0, 20.0, 30.0)
+    b = NDCMultinomialRaysampler(6, 6, 16, 0.1, 10.0)(FoVPerspectiveCameras(R=R.double(), T=T.double()))
+    clipped = clip_ray_bundle_to_aabb(b, (-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
+    pts = ray_bundle_to_ray_points(clipped)
+    _, _, h = ray_aabb_intersection(b.origins, b.directions, (-0.5,) * 3, (0.5,) * 3)
+    assert h.any() and (~h).any()
+    assert (pts[h].abs() <= 0.5 + 1e-9).all()  # every sample of a hitting ray lies in the box
+    with pytest.raises(ValueError, match="box_max"):
+        ray_aabb_intersection(o, d, (1, 1, 1), (0, 0, 0))

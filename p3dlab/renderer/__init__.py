@@ -45,7 +45,9 @@ from p3dlab.renderer.raysampling import (
     NDCGridRaysampler,
     NDCMultinomialRaysampler,
     RayBundle,
+    clip_ray_bundle_to_aabb,
     near_far_from_sphere,
+    ray_aabb_intersection,
     ray_bundle_to_ray_points,
 )
 from p3dlab.renderer.shader import (

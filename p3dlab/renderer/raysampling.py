@@ -180,3 +180,37 @@ def near_far_from_sphere(cameras, centre=(0.0, 0.0, 0.0), radius: float = 1.0, e
     m = torch.as_tensor(centre, dtype=cameras.R.dtype, device=cameras.device)
     dist = (cameras.get_camera_center() - m).norm(dim=-1)
     return float((dist - radius).clamp(min=eps).min()), float((dist + radius).max())
+
+
+def ray_aabb_intersection(origins: torch.Tensor, directions: torch.Tensor, box_min, box_max):
+    """Slab test: per ray the parameters (t_near, t_far) where ``o + t d`` enters and leaves the
+    axis-aligned box, and a ``hit`` mask (t_far > max(t_near, 0)). Rays parallel to a slab miss it
+    unless their origin lies between its planes. Missed rays get t_near = t_far = 0."""
+    lo = torch.as_tensor(box_min, dtype=origins.dtype, device=origins.device)
+    hi = torch.as_tensor(box_max, dtype=origins.dtype, device=origins.device)
+    if bool((hi <= lo).any()):
+        raise P3DLabValueError("ray_aabb_intersection: box_max must exceed box_min on every axis")
+    parallel = directions == 0
+    safe = torch.where(parallel, torch.ones_like(directions), directions)
+    t0, t1 = (lo - origins) / safe, (hi - origins) / safe
+    t_small, t_big = torch.minimum(t0, t1), torch.maximum(t0, t1)
+    inside_slab = (origins >= lo) & (origins <= hi)
+    inf = torch.full_like(t_small, float("inf"))
+    t_small = torch.where(parallel, torch.where(inside_slab, -inf, inf), t_small)
+    t_big = torch.where(parallel, torch.where(inside_slab, inf, -inf), t_big)
+    t_near = t_small.max(dim=-1).values.clamp(min=0.0)
+    t_far = t_big.min(dim=-1).values
+    hit = t_far > t_near
+    zero = torch.zeros_like(t_near)
+    return torch.where(hit, t_near, zero), torch.where(hit, t_far, zero), hit
+
+
+def clip_ray_bundle_to_aabb(bundle: RayBundle, box_min, box_max, n_pts: Optional[int] = None) -> RayBundle:
+    """Re-space every ray's samples evenly between its entry and exit of the box, so no sample is
+    spent outside the volume. Rays that miss keep zero-length sample spans (all samples at t = 0);
+    their ``lengths`` are all equal, so a quadrature marcher gives them zero opacity."""
+    t_near, t_far, hit = ray_aabb_intersection(bundle.origins, bundle.directions, box_min, box_max)
+    P = n_pts or bundle.lengths.shape[-1]
+    u = torch.linspace(0.0, 1.0, P, dtype=t_near.dtype, device=t_near.device)
+    lengths = t_near[..., None] + (t_far - t_near)[..., None] * u
+    return RayBundle(bundle.origins, bundle.directions, lengths, bundle.xys)
