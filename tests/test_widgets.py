@@ -59,3 +59,25 @@ def test_optimization_monitor_text_and_widget_modes(capsys):
     mon.update(6, {"loss": 0.01, "iou": 0.99})
     mon.close()
     assert bytes(mon._plot.value) != first and "step 6" in mon._text.value
+
+
+def test_render_view_rerenders_on_slider_changes_and_coalesces():
+    from p3dlab.widgets import RenderView, orbit_view
+
+    view = orbit_view(data.teapot(3, normalize=True), image_size=64, sync=True)
+    first = bytes(view.image.value)
+    assert first.startswith(b"\x89PNG") and view.renders == 1
+    view.sliders["azim"].value = 120.0
+    assert bytes(view.image.value) != first and view.renders == 2
+    assert view.last_render_ms < 5000
+    view.render()  # nothing changed: no new frame
+    assert view.renders == 2
+    calls = []
+    rv = RenderView(
+        lambda a: (calls.append(a), torch.full((4, 4, 3), a / 10.0))[1],
+        {"a": __import__("ipywidgets").IntSlider(1, 0, 10)},
+        sync=False,
+    )
+    for v in (2, 3, 4):  # no running event loop here: each change renders at once
+        rv.sliders["a"].value = v
+    assert calls[-1] == 4 and rv.renders == len(calls)

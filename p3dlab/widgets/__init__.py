@@ -1,6 +1,7 @@
-"""Notebook widgets: pythreejs 3D views and a live optimisation monitor."""
+"""Notebook widgets: pythreejs 3D views, slider-driven render views and a live optimisation monitor."""
 
 from p3dlab.widgets.monitor import OptimizationMonitor
+from p3dlab.widgets.render_view import RenderView, orbit_view
 from p3dlab.widgets.threejs import frustum_lines, mesh_viewer, show
 
-__all__ = ["OptimizationMonitor", "frustum_lines", "mesh_viewer", "show"]
+__all__ = ["OptimizationMonitor", "RenderView", "frustum_lines", "mesh_viewer", "orbit_view", "show"]
