@@ -148,3 +148,179 @@ def rasterize_points_backward_cuda(pts, idx, grad_zbuf, grad_dists, H, W, grad_p
     args = [as_array(a) for a in (pts, idx, grad_zbuf, grad_dists)]
     n = idx.shape[0] * idx.shape[1] * idx.shape[2] * idx.shape[3]
     _rasterize_points_backward_kernel[_blocks(n), THREADS](*args, H, W, as_array(grad_pts))
+
+
+# ----------------------------------------------------------------------------- volumes
+from p3dlab.kernels import volume_math as _vm  # noqa: E402
+
+
+@cuda.jit(device=True)
+def _atomic_add(grid, b, c, k, j, i, v):
+    cuda.atomic.add(grid, (b, c, k, j, i), v)
+
+
+_vdev = _vm.build(lambda fn: cuda.jit(device=True)(fn), _atomic_add)
+sample_point = _vdev.sample_point
+sample_point_backward = _vdev.sample_point_backward
+march_ray = _vdev.march_ray
+march_ray_backward_ea = _vdev.march_ray_backward_ea
+march_ray_backward_quadrature = _vdev.march_ray_backward_quadrature
+
+
+@cuda.jit
+def _sample_volume_kernel(grid, points, align, out):
+    t = cuda.grid(1)
+    N, M, _ = points.shape
+    if t >= N * M:
+        return
+    n = t // M
+    m = t % M
+    b = 0 if grid.shape[0] == 1 else n
+    sample_point(grid, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, out[n], m)
+
+
+def sample_volume_cuda(grid, points, align, out):
+    """One thread per point; arguments as for ``volume_cpu.sample_volume_cpu``."""
+    n = points.shape[0] * points.shape[1]
+    _sample_volume_kernel[_blocks(n), THREADS](as_array(grid), as_array(points), align, as_array(out))
+
+
+@cuda.jit
+def _sample_volume_backward_kernel(grid, points, align, grad_out, grad_grid, grad_points):
+    t = cuda.grid(1)
+    N, M, _ = points.shape
+    if t >= N * M:
+        return
+    n = t // M
+    m = t % M
+    b = 0 if grid.shape[0] == 1 else n
+    gx, gy, gz = sample_point_backward(
+        grid, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, grad_out[n], m, grad_grid
+    )
+    grad_points[n, m, 0] = gx
+    grad_points[n, m, 1] = gy
+    grad_points[n, m, 2] = gz
+
+
+def sample_volume_backward_cuda(grid, points, align, grad_out, buffers, grad_points):
+    """Atomic scatter into ``buffers[0]``; arguments as for ``volume_cpu.sample_volume_backward_cpu``."""
+    n = points.shape[0] * points.shape[1]
+    args = [as_array(a) for a in (grid, points)]
+    _sample_volume_backward_kernel[_blocks(n), THREADS](
+        *args, align, as_array(grad_out), as_array(buffers[0]), as_array(grad_points)
+    )
+
+
+@cuda.jit
+def _march_volume_kernel(
+    dens, feats, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+):
+    r = cuda.grid(1)
+    if r >= rays.shape[0]:
+        return
+    march_ray(dens, feats, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used)
+
+
+def march_volume_cuda(
+    dens, feats, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+):
+    """One thread per ray; arguments as for ``volume_cpu.march_volume_cpu``."""
+    arrays = [as_array(a) for a in (dens, feats, ray_vol, rays, lengths)]
+    outs = [as_array(a) for a in (out_f, out_o, out_z, n_used)]
+    _march_volume_kernel[_blocks(rays.shape[0]), THREADS](*arrays, mode, eps, t_min, align, last_inf, *outs)
+
+
+@cuda.jit
+def _march_volume_backward_kernel(
+    dens,
+    feats,
+    ray_vol,
+    rays,
+    lengths,
+    mode,
+    eps,
+    align,
+    last_inf,
+    S_total,
+    T_P,
+    G_f,
+    g_o,
+    g_z,
+    n_used,
+    gd,
+    gf,
+    grad_rays,
+):
+    r = cuda.grid(1)
+    if r >= rays.shape[0]:
+        return
+    if mode == _vm.EA:
+        scratch = cuda.local.array((2, _vm.MAX_CUDA_SAMPLES), numba.float64)
+        march_ray_backward_ea(
+            dens,
+            feats,
+            ray_vol[r],
+            rays,
+            lengths,
+            r,
+            align,
+            eps,
+            G_f,
+            g_o[r],
+            g_z[r],
+            n_used[r],
+            scratch,
+            gd,
+            gf,
+            grad_rays,
+        )
+    else:
+        march_ray_backward_quadrature(
+            dens,
+            feats,
+            ray_vol[r],
+            rays,
+            lengths,
+            r,
+            align,
+            last_inf,
+            S_total[r],
+            T_P[r],
+            G_f,
+            g_o[r],
+            g_z[r],
+            n_used[r],
+            gd,
+            gf,
+            grad_rays,
+        )
+
+
+def march_volume_backward_cuda(
+    dens,
+    feats,
+    ray_vol,
+    rays,
+    lengths,
+    mode,
+    eps,
+    align,
+    last_inf,
+    S_total,
+    T_P,
+    G_f,
+    g_o,
+    g_z,
+    n_used,
+    dbuf,
+    fbuf,
+    grad_rays,
+):
+    """One thread per ray, atomic scatter into ``dbuf[0]``/``fbuf[0]``; EA needs P <= MAX_CUDA_SAMPLES."""
+    if mode == _vm.EA and lengths.shape[1] > _vm.MAX_CUDA_SAMPLES:
+        raise ValueError(f"CUDA EA backward supports at most {_vm.MAX_CUDA_SAMPLES} samples per ray")
+    arrays = [as_array(a) for a in (dens, feats, ray_vol, rays, lengths)]
+    grads = [as_array(a) for a in (S_total, T_P, G_f, g_o, g_z, n_used)]
+    _march_volume_backward_kernel[_blocks(rays.shape[0]), THREADS](
+        *arrays, mode, eps, align, last_inf, *grads, as_array(dbuf[0]), as_array(fbuf[0]), as_array(grad_rays)
+    )

@@ -21,6 +21,14 @@ import torch
 from p3dlab.errors import P3DLabValueError
 
 
+def _terminate(T: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Mask (…, P) of the samples marched when a ray stops after the first sample whose outgoing
+    transmittance ``T[..., i + 1]`` is below ``threshold``; ``T`` is (…, P + 1) with T_0 = 1."""
+    below = (T[..., 1:-1] < threshold).to(T.dtype)
+    stopped = torch.cumsum(below, -1) > 0
+    return torch.cat([torch.ones_like(T[..., :1]), (~stopped).to(T.dtype)], -1).detach()
+
+
 def _check(densities, features):
     if densities.shape[-1] != 1:
         raise P3DLabValueError(f"rays_densities must end with a size-1 axis, got {tuple(densities.shape)}")
@@ -33,11 +41,14 @@ def _check(densities, features):
 class EmissionAbsorptionRaymarcher(torch.nn.Module):
     """PyTorch3D's marcher: returns ``cat(F, O)`` (..., C + 1)."""
 
-    def __init__(self, surface_thickness: int = 1):
+    def __init__(self, surface_thickness: int = 1, termination_threshold: float = 0.0):
         super().__init__()
         if surface_thickness < 1:
             raise P3DLabValueError("surface_thickness must be >= 1")
+        if not 0.0 <= termination_threshold < 1.0:
+            raise P3DLabValueError("termination_threshold must be in [0, 1)")
         self.surface_thickness = surface_thickness
+        self.termination_threshold = termination_threshold
 
     def forward(
         self, rays_densities: torch.Tensor, rays_features: torch.Tensor, eps: float = 1e-10, **kwargs
@@ -46,6 +57,9 @@ class EmissionAbsorptionRaymarcher(torch.nn.Module):
         a = rays_densities[..., 0]
         if bool(((a < 0) | (a > 1)).any()):
             warnings.warn("EmissionAbsorptionRaymarcher: densities outside [0, 1]", stacklevel=2)
+        if self.termination_threshold > 0 and a.shape[-1] > 1:
+            T = torch.cat([torch.ones_like(a[..., :1]), torch.cumprod(1.0 + eps - a.detach(), dim=-1)], -1)
+            a = a * _terminate(T, self.termination_threshold)
         shifted = torch.cumprod(1.0 + eps - a, dim=-1)
         s = self.surface_thickness
         T = torch.cat([torch.ones_like(a[..., :s]), shifted[..., :-s]], -1) if a.shape[-1] > s else torch.ones_like(a)
@@ -76,11 +90,19 @@ class QuadratureRaymarcher(torch.nn.Module):
             sample absorb everything (original NeRF code).
     """
 
-    def __init__(self, background: Optional[Sequence[float]] = None, last_delta: str = "interval"):
+    def __init__(
+        self,
+        background: Optional[Sequence[float]] = None,
+        last_delta: str = "interval",
+        termination_threshold: float = 0.0,
+    ):
         super().__init__()
         if last_delta not in ("interval", "inf"):
             raise P3DLabValueError("last_delta must be 'interval' or 'inf'")
+        if not 0.0 <= termination_threshold < 1.0:
+            raise P3DLabValueError("termination_threshold must be in [0, 1)")
         self.background, self.last_delta = background, last_delta
+        self.termination_threshold = termination_threshold
         self.last_depth = None
 
     def forward(self, rays_densities, rays_features, lengths=None, directions=None, **kwargs) -> torch.Tensor:
@@ -99,6 +121,9 @@ class QuadratureRaymarcher(torch.nn.Module):
         if directions is not None:
             delta = delta * directions.norm(dim=-1, keepdim=True)
         tau = sigma * delta
+        if self.termination_threshold > 0 and tau.shape[-1] > 1:
+            T = torch.exp(-torch.cat([torch.zeros_like(tau[..., :1]), torch.cumsum(tau.detach(), -1)], -1))
+            tau = tau * _terminate(T, self.termination_threshold)
         log_T = torch.cat([torch.zeros_like(tau[..., :1]), torch.cumsum(tau, -1)], -1)
         T = torch.exp(-log_T)  # T_0 .. T_P
         w = T[..., :-1] - T[..., 1:]  # T_i (1 - exp(-tau_i))

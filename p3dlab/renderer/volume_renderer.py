@@ -2,6 +2,11 @@
 
 Renderers return ``(images, ray_bundle)`` with images (N, ..., C + 1): the marcher's features and
 opacity for every ray of the sampler (an (N, H, W, C + 1) image for a grid sampler).
+
+``VolumeRenderer`` runs sampling and marching in one fused Numba kernel (``p3dlab.ops.march_volumes``)
+whenever the marcher is ``EmissionAbsorptionRaymarcher`` (surface thickness 1) or
+``QuadratureRaymarcher`` with trilinear sampling; otherwise (or with ``fused=False``) it samples
+with ``VolumeSampler`` and calls the marcher, the reference path.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.volume_sampling import march_volumes, sample_grid
+from p3dlab.renderer.raymarching import EmissionAbsorptionRaymarcher, QuadratureRaymarcher
 from p3dlab.renderer.raysampling import RayBundle, ray_bundle_to_ray_points
 
 
@@ -38,6 +45,9 @@ class VolumeSampler(torch.nn.Module):
         grid = local.reshape(n, 1, 1, -1, 3)
 
         def sample(field):
+            if self.sample_mode == "bilinear" and self.padding_mode == "zeros":
+                out = sample_grid(field, local.to(field.dtype), vol.align_corners)
+                return out.reshape(*pts.shape[:-1], field.shape[1])
             field = field.expand(n, *field.shape[1:]) if field.shape[0] == 1 else field
             out = F.grid_sample(
                 field,
@@ -54,15 +64,48 @@ class VolumeSampler(torch.nn.Module):
 
 
 class VolumeRenderer(torch.nn.Module):
-    def __init__(self, raysampler, raymarcher, sample_mode: str = "bilinear"):
+    """``renderer(cameras, volumes)`` -> ``(images (N, ..., C + 1), ray_bundle)``.
+
+    Args:
+        raysampler, raymarcher: as in PyTorch3D.
+        sample_mode: "bilinear" (trilinear) or "nearest".
+        fused: use the fused Numba kernel when the marcher allows it (default True).
+    """
+
+    def __init__(self, raysampler, raymarcher, sample_mode: str = "bilinear", fused: bool = True):
         super().__init__()
         self.raysampler, self.raymarcher, self.sample_mode = raysampler, raymarcher, sample_mode
+        self.fused = fused
+
+    def _fused_mode(self, bundle):
+        m = self.raymarcher
+        if not self.fused or self.sample_mode != "bilinear" or bundle.lengths.requires_grad:
+            return None
+        if type(m) is EmissionAbsorptionRaymarcher and m.surface_thickness == 1:
+            return "ea"
+        if type(m) is QuadratureRaymarcher:
+            return "quadrature"
+        return None
 
     def forward(self, cameras, volumes, **kwargs):
         bundle = self.raysampler(cameras, **kwargs)
+        mode = self._fused_mode(bundle)
+        if mode is not None:
+            return self._forward_fused(volumes, bundle, mode, kwargs.get("eps", 1e-10)), bundle
         densities, features = VolumeSampler(volumes, self.sample_mode)(bundle)
         images = self.raymarcher(densities, features, lengths=bundle.lengths, directions=bundle.directions)
         return images, bundle
+
+    def _forward_fused(self, volumes, bundle, mode, eps):
+        m = self.raymarcher
+        last = getattr(m, "last_delta", "interval")
+        feats, opacity, depth, _ = march_volumes(volumes, bundle, mode, eps, m.termination_threshold, last)
+        if mode == "quadrature":
+            if m.background is not None:
+                bg = torch.as_tensor(m.background, dtype=feats.dtype, device=feats.device)
+                feats = feats + (1.0 - opacity) * bg
+            m.last_depth = depth
+        return torch.cat([feats, opacity], -1)
 
 
 class ImplicitRenderer(torch.nn.Module):

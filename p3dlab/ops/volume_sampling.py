@@ -1,0 +1,251 @@
+"""Trilinear volume sampling and the fused sample-and-march kernel as torch operations
+(kernels.md §8-9; kernels in ``p3dlab.kernels.volume_cpu`` and ``cuda_adapter``).
+
+``sample_grid(grid, points)`` is ``grid_sample(mode="bilinear", padding_mode="zeros")`` for 3-D
+grids, differentiable in the grid values and the point coordinates, without grid_sample's slow
+CPU backward.
+
+``march_volumes(volumes, ray_bundle, ...)`` samples and composites every ray in one pass and never
+materialises the (rays × samples × channels) intermediates; its backward recomputes the samples.
+It is differentiable in the densities, features, ray origins and directions (so camera poses can be
+fitted), not in the sample lengths.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numba
+import torch
+from torch.autograd.function import once_differentiable
+
+from p3dlab.errors import P3DLabValueError
+
+EA, QUADRATURE = 0, 1
+_BUFFER_BYTES = int(float(os.environ.get("P3DLAB_VOLUME_BUFFER_MB", "1024")) * 2**20)
+
+
+def _n_tasks(grid_bytes: int, device) -> int:
+    """Per-task gradient buffers on CPU: as many as there are threads, within the buffer budget
+    (``P3DLAB_VOLUME_BUFFER_MB``, default 1024); CUDA uses one buffer and atomics."""
+    if device.type == "cuda":
+        return 1
+    return int(max(1, min(numba.get_num_threads(), _BUFFER_BYTES // max(grid_bytes, 1))))
+
+
+def _np(t):
+    return t.detach().numpy()
+
+
+def _check_grid(grid: torch.Tensor, name: str):
+    if not torch.is_tensor(grid) or grid.ndim != 5 or not grid.is_floating_point():
+        raise P3DLabValueError(f"{name} must be a floating (N, C, D, H, W) tensor, got {getattr(grid, 'shape', grid)}")
+    if min(grid.shape[2:]) < 1 or grid.shape[1] < 1:
+        raise P3DLabValueError(f"{name} has an empty axis: {tuple(grid.shape)}")
+
+
+class _SampleGrid(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grid, points, align):
+        grid_c = grid.detach().contiguous()
+        pts = points.detach().to(grid.dtype).contiguous()
+        out = torch.zeros(pts.shape[0], pts.shape[1], grid.shape[1], dtype=grid.dtype, device=grid.device)
+        if pts.numel():
+            if grid.device.type == "cuda":
+                from p3dlab.kernels.cuda_adapter import sample_volume_cuda
+
+                sample_volume_cuda(grid_c, pts, align, out)
+            else:
+                from p3dlab.kernels.volume_cpu import sample_volume_cpu
+
+                sample_volume_cpu(_np(grid_c), _np(pts), align, _np(out))
+        ctx.save_for_backward(grid_c, pts)
+        ctx.align = align
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        grid, pts = ctx.saved_tensors
+        n_tasks = _n_tasks(grid.numel() * grid.element_size(), grid.device)
+        buffers = torch.zeros((n_tasks, *grid.shape), dtype=grid.dtype, device=grid.device)
+        grad_pts = torch.zeros_like(pts)
+        g = grad_out.to(grid.dtype).contiguous()
+        if pts.numel():
+            if grid.device.type == "cuda":
+                from p3dlab.kernels.cuda_adapter import sample_volume_backward_cuda
+
+                sample_volume_backward_cuda(grid, pts, ctx.align, g, buffers, grad_pts)
+            else:
+                from p3dlab.kernels.volume_cpu import sample_volume_backward_cpu
+
+                sample_volume_backward_cpu(_np(grid), _np(pts), ctx.align, _np(g), _np(buffers), _np(grad_pts))
+        return buffers.sum(0), grad_pts, None
+
+
+def sample_grid(grid: torch.Tensor, points: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
+    """Trilinear samples (N, M, C) of ``grid`` (N or 1, C, D, H, W) at local points (N, M, 3)
+    (x ↔ W, y ↔ H, z ↔ D; corners outside the grid count as 0). Points that are not finite
+    sample 0 and get zero gradient."""
+    _check_grid(grid, "sample_grid: grid")
+    if points.ndim != 3 or points.shape[-1] != 3:
+        raise P3DLabValueError(f"sample_grid: points must be (N, M, 3), got {tuple(points.shape)}")
+    if grid.shape[0] not in (1, points.shape[0]):
+        raise P3DLabValueError(f"sample_grid: {grid.shape[0]} grids for {points.shape[0]} point sets")
+    if points.device != grid.device:
+        raise P3DLabValueError("sample_grid: grid and points on different devices")
+    return _SampleGrid.apply(grid, points, bool(align_corners))
+
+
+class _MarchVolumes(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, dens, feats, rays, lengths, ray_vol, mode, eps, t_min, align, last_inf):
+        dt, dev = dens.dtype, dens.device
+        dens_c, feats_c = dens.detach().contiguous(), feats.detach().to(dt).contiguous()
+        rays_c, len_c = rays.detach().to(dt).contiguous(), lengths.detach().to(dt).contiguous()
+        R, C = rays.shape[0], feats.shape[1]
+        out_f = torch.zeros(R, C, dtype=dt, device=dev)
+        out_o = torch.zeros(R, dtype=dt, device=dev)
+        out_z = torch.zeros(R, dtype=dt, device=dev)
+        n_used = torch.zeros(R, dtype=torch.int64, device=dev)
+        args = (dens_c, feats_c, ray_vol, rays_c, len_c, mode, eps, t_min, align, last_inf)
+        if R:
+            if dev.type == "cuda":
+                from p3dlab.kernels.cuda_adapter import march_volume_cuda
+
+                march_volume_cuda(*args, out_f, out_o, out_z, n_used)
+            else:
+                from p3dlab.kernels.volume_cpu import march_volume_cpu
+
+                march_volume_cpu(
+                    *[_np(a) if torch.is_tensor(a) else a for a in args], *map(_np, (out_f, out_o, out_z, n_used))
+                )
+        ctx.save_for_backward(dens_c, feats_c, ray_vol, rays_c, len_c, out_f, out_o, out_z, n_used)
+        ctx.settings = (mode, eps, align, last_inf)
+        ctx.mark_non_differentiable(n_used)
+        return out_f, out_o, out_z, n_used
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_f, g_o, g_z, _g_used):
+        dens, feats, ray_vol, rays, lengths, out_f, out_o, out_z, n_used = ctx.saved_tensors
+        mode, eps, align, last_inf = ctx.settings
+        dt, dev = dens.dtype, dens.device
+        R = rays.shape[0]
+        zeros = lambda *s: torch.zeros(*s, dtype=dt, device=dev)
+        g_f = zeros(R, feats.shape[1]) if g_f is None else g_f.to(dt).contiguous()
+        g_o = zeros(R) if g_o is None else g_o.to(dt).contiguous()
+        g_z = zeros(R) if g_z is None else g_z.to(dt).contiguous()
+        S_total = ((out_f * g_f).sum(-1) + out_z * g_z).contiguous()
+        T_P = (1.0 - out_o).contiguous()
+        n_tasks = _n_tasks((dens.numel() + feats.numel()) * dens.element_size(), dev)
+        dbuf = zeros(n_tasks, *dens.shape)
+        fbuf = zeros(n_tasks, *feats.shape)
+        grad_rays = zeros(R, 7)
+        args = (dens, feats, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, g_f, g_o, g_z, n_used)
+        if R:
+            if dev.type == "cuda":
+                from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda
+
+                march_volume_backward_cuda(*args, dbuf, fbuf, grad_rays)
+            else:
+                from p3dlab.kernels.volume_cpu import march_volume_backward_cpu
+
+                march_volume_backward_cpu(
+                    *[_np(a) if torch.is_tensor(a) else a for a in args], _np(dbuf), _np(fbuf), _np(grad_rays)
+                )
+        return dbuf.sum(0), fbuf.sum(0), grad_rays, None, None, None, None, None, None, None
+
+
+def march_volumes(
+    volumes,
+    ray_bundle,
+    mode: str = "ea",
+    eps: float = 1e-10,
+    termination_threshold: float = 0.0,
+    last_delta: str = "interval",
+):
+    """Sample ``volumes`` along the rays of ``ray_bundle`` and composite them in one fused kernel.
+
+    Args:
+        volumes: ``Volumes`` (1 or N, the bundle's batch size).
+        ray_bundle: ``RayBundle`` with origins/directions (N, ..., 3) and lengths (N, ..., P).
+        mode: "ea" — PyTorch3D's ``EmissionAbsorptionRaymarcher`` (densities are per-sample
+            opacities in [0, 1]); "quadrature" — ``QuadratureRaymarcher`` (densities are extinction
+            coefficients, steps ``(t_{i+1} - t_i)|d|``).
+        eps: EA's ε in ``T_i = Π (1 + ε - a_j)``.
+        termination_threshold: stop a ray once its transmittance falls below this (0: never).
+            Samples after the stop contribute nothing and get zero gradient (exact gradients of the
+            truncated sum, at most ``threshold`` × the remaining colour away from the full one).
+        last_delta: quadrature's last step, "interval" or "inf".
+
+    Returns ``(features (N, ..., C), opacity (N, ..., 1), depth (N, ..., 1), n_used (N, ...))``:
+    features without background, expected depth ``Σ w_i t_i`` and the samples marched per ray.
+    Volumes without features use their densities as the single feature channel.
+    """
+    if mode not in ("ea", "quadrature"):
+        raise P3DLabValueError(f"march_volumes: mode must be 'ea' or 'quadrature', got {mode!r}")
+    if last_delta not in ("interval", "inf"):
+        raise P3DLabValueError("march_volumes: last_delta must be 'interval' or 'inf'")
+    if not 0.0 <= termination_threshold < 1.0:
+        raise P3DLabValueError("march_volumes: termination_threshold must be in [0, 1)")
+    dens = volumes.densities()
+    feats = volumes.features() if volumes.features() is not None else dens
+    _check_grid(dens, "march_volumes: densities")
+    o, d, t = ray_bundle.origins, ray_bundle.directions, ray_bundle.lengths
+    n = o.shape[0]
+    if d.shape != o.shape or t.shape[:-1] != o.shape[:-1] or o.shape[-1] != 3:
+        raise P3DLabValueError(
+            f"march_volumes: ray bundle shapes disagree: origins {tuple(o.shape)}, directions "
+            f"{tuple(d.shape)}, lengths {tuple(t.shape)}"
+        )
+    if len(volumes) not in (1, n):
+        raise P3DLabValueError(f"march_volumes: {len(volumes)} volumes for {n} ray batches")
+    if o.device != dens.device:
+        raise P3DLabValueError("march_volumes: rays and volumes on different devices")
+    if not (bool(torch.isfinite(o).all()) and bool(torch.isfinite(d).all()) and bool(torch.isfinite(t).all())):
+        raise P3DLabValueError("march_volumes: ray origins, directions or lengths are not finite")
+    P = t.shape[-1]
+    if P < 1:
+        raise P3DLabValueError("march_volumes: rays need at least one sample")
+    if t.requires_grad:
+        warnings.warn("march_volumes: no gradient flows to the sample lengths", stacklevel=2)
+    if mode == "ea":
+        lo, hi = float(dens.detach().min()), float(dens.detach().max())
+        if lo < 0 or hi > 1:
+            warnings.warn(f"march_volumes: EA densities outside [0, 1] (min {lo:.3g}, max {hi:.3g})", stacklevel=2)
+    dt = dens.dtype
+    R0 = o[..., 0].numel() // max(n, 1)
+    scale = volumes._scale().to(dt)  # (V, 3) world units per local unit
+    trans = volumes.get_volume_translation().to(dt)
+    if len(volumes) == 1:
+        scale, trans = scale.expand(n, 3), trans.expand(n, 3)
+    o_f, d_f = o.reshape(n, R0, 3).to(dt), d.reshape(n, R0, 3).to(dt)
+    o_loc = (o_f + trans[:, None]) / scale[:, None]
+    d_loc = d_f / scale[:, None]
+    rays = torch.cat([o_loc, d_loc, d_f.norm(dim=-1, keepdim=True)], -1).reshape(n * R0, 7)
+    ray_vol = (
+        torch.arange(n, device=dens.device).repeat_interleave(R0)
+        if len(volumes) == n
+        else torch.zeros(n * R0, dtype=torch.int64, device=dens.device)
+    )
+    out_f, out_o, out_z, n_used = _MarchVolumes.apply(
+        dens,
+        feats,
+        rays,
+        t.reshape(n * R0, P),
+        ray_vol,
+        EA if mode == "ea" else QUADRATURE,
+        float(eps),
+        float(termination_threshold),
+        bool(volumes.align_corners),
+        last_delta == "inf",
+    )
+    shape = o.shape[:-1]
+    return (
+        out_f.reshape(*shape, feats.shape[1]),
+        out_o.reshape(*shape, 1),
+        out_z.reshape(*shape, 1),
+        n_used.reshape(shape),
+    )

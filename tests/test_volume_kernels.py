@@ -1,0 +1,304 @@
+"""The Numba volume kernels (kernels.md §8-9, test plan §11): the trilinear sampler and the fused
+sampler + marcher, against float64 torch references (grid_sample + the torch marchers), gradcheck,
+invariants and bad input."""
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from p3dlab.errors import P3DLabValueError
+from p3dlab.ops import march_volumes, sample_grid
+from p3dlab.renderer import (
+    EmissionAbsorptionRaymarcher,
+    FoVPerspectiveCameras,
+    NDCMultinomialRaysampler,
+    QuadratureRaymarcher,
+    VolumeRenderer,
+    VolumeSampler,
+    look_at_view_transform,
+)
+from p3dlab.renderer.raysampling import RayBundle
+from p3dlab.structures import Volumes
+
+D = torch.float64
+
+
+def _grid_sample_ref(grid, pts, align):
+    n = pts.shape[0]
+    g = grid.expand(n, *grid.shape[1:]) if grid.shape[0] == 1 else grid
+    out = F.grid_sample(g, pts[:, None, None], mode="bilinear", padding_mode="zeros", align_corners=align)
+    return out.reshape(n, grid.shape[1], -1).transpose(1, 2)
+
+
+def _away_from_integers(pts, grid, align, margin=1e-3):
+    """Drop points whose unnormalised coordinate is within ``margin`` of an integer (kinks)."""
+    keep = torch.ones(pts.shape[:-1], dtype=torch.bool)
+    for axis, size in zip(range(3), (grid.shape[4], grid.shape[3], grid.shape[2])):
+        x = pts[..., axis]
+        u = (x + 1) * (size - 1) / 2 if align else ((x + 1) * size - 1) / 2
+        keep &= (u - u.round()).abs() > margin
+    return keep
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_sample_grid_matches_grid_sample_inside_border_and_outside(align):
+    g = torch.Generator().manual_seed(0)
+    grid = torch.randn(2, 3, 4, 5, 6, dtype=D, generator=g)
+    pts = torch.rand(2, 400, 3, dtype=D, generator=g) * 3.0 - 1.5  # inside, the border band and outside
+    out = sample_grid(grid, pts, align)
+    assert torch.allclose(out, _grid_sample_ref(grid, pts, align), atol=1e-13)
+    # one grid broadcast over several point sets
+    assert torch.allclose(sample_grid(grid[:1], pts, align), _grid_sample_ref(grid[:1], pts, align), atol=1e-13)
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_sample_grid_gradcheck(align):
+    g = torch.Generator().manual_seed(1)
+    grid = torch.randn(1, 2, 4, 5, 6, dtype=D, generator=g).requires_grad_()
+    pts = torch.rand(1, 40, 3, dtype=D, generator=g) * 2.6 - 1.3
+    pts = pts[:, _away_from_integers(pts, grid, align)[0]][:, :7].clone().requires_grad_()
+    assert pts.shape[1] == 7
+    assert torch.autograd.gradcheck(lambda a, b: sample_grid(a, b, align), (grid, pts), eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+def test_sample_grid_backward_matches_grid_sample_autograd():
+    g = torch.Generator().manual_seed(2)
+    grid = torch.randn(2, 3, 5, 6, 7, dtype=D, generator=g).requires_grad_()
+    pts = (torch.rand(2, 300, 3, dtype=D, generator=g) * 2.4 - 1.2).requires_grad_()
+    w = torch.randn(2, 300, 3, dtype=D, generator=g)
+    ours = torch.autograd.grad((sample_grid(grid, pts) * w).sum(), (grid, pts))
+    ref = torch.autograd.grad((_grid_sample_ref(grid, pts, True) * w).sum(), (grid, pts))
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_sample_grid_invariants_voxel_centres_affine_fields_and_far_points():
+    vol = Volumes(torch.zeros(1, 1, 4, 5, 6, dtype=D))
+    centres = vol.get_coord_grid(world_coordinates=False).reshape(1, -1, 3)
+    grid = torch.randn(1, 2, 4, 5, 6, dtype=D)
+    assert torch.equal(sample_grid(grid, centres)[0].T.reshape(2, 4, 5, 6), grid[0])
+    # an affine field is reproduced exactly inside the grid
+    z, y, x = torch.meshgrid(*(torch.linspace(-1, 1, n, dtype=D) for n in (4, 5, 6)), indexing="ij")
+    affine = (0.3 + 2 * x - y + 0.5 * z)[None, None]
+    p = torch.rand(1, 100, 3, dtype=D) * 2 - 1
+    assert torch.allclose(sample_grid(affine, p)[0, :, 0], 0.3 + 2 * p[0, :, 0] - p[0, :, 1] + 0.5 * p[0, :, 2])
+    # zero farther than one voxel outside; NaN and infinite points sample zero with zero gradient
+    far = torch.tensor([[[1.5, 0, 0], [0, -1.6, 0], [float("nan"), 0, 0], [float("inf"), 0, 0]]], dtype=D)
+    far.requires_grad_()
+    out = sample_grid(grid, far)
+    assert torch.equal(out, torch.zeros_like(out))
+    out.sum().backward()
+    assert torch.equal(far.grad, torch.zeros_like(far))
+
+
+def test_sample_grid_rejects_bad_input():
+    with pytest.raises(P3DLabValueError, match="N, C, D, H, W"):
+        sample_grid(torch.zeros(2, 3, 4), torch.zeros(1, 1, 3))
+    with pytest.raises(P3DLabValueError, match="points"):
+        sample_grid(torch.zeros(1, 1, 2, 2, 2), torch.zeros(1, 3))
+    with pytest.raises(P3DLabValueError, match="3 grids for 2"):
+        sample_grid(torch.zeros(3, 1, 2, 2, 2), torch.zeros(2, 1, 3))
+    with pytest.raises(P3DLabValueError, match="empty axis"):
+        sample_grid(torch.zeros(1, 1, 0, 2, 2), torch.zeros(1, 1, 3))
+
+
+# ----------------------------------------------------------------------------------------- fused
+
+
+def _scene(dtype=D, n=2, features=True, seed=0, density_scale=0.5, size=(6, 7, 8), H=8, W=9, P=20):
+    g = torch.Generator().manual_seed(seed)
+    R, T = look_at_view_transform(
+        dist=torch.tensor([3.0, 2.5][:n]), elev=torch.tensor([10.0, 30.0][:n]), azim=torch.tensor([20.0, -40.0][:n])
+    )
+    cams = FoVPerspectiveCameras(R=R.to(dtype), T=T.to(dtype))
+    dens = (torch.rand(n, 1, *size, dtype=dtype, generator=g) * density_scale).requires_grad_()
+    feats = torch.rand(n, 3, *size, dtype=dtype, generator=g).requires_grad_() if features else None
+    vol = Volumes(dens, feats, voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05))
+    torch.manual_seed(seed)
+    b = NDCMultinomialRaysampler(W, H, P, 1.0, 4.5, stratified_sampling=True)(cams)
+    bundle = RayBundle(b.origins.clone().requires_grad_(), b.directions.clone().requires_grad_(), b.lengths, b.xys)
+    return vol, bundle
+
+
+def _reference(vol, bundle, marcher):
+    dens, feats = VolumeSampler(vol)(bundle)
+    out = marcher(dens, feats, lengths=bundle.lengths, directions=bundle.directions)
+    return out, getattr(marcher, "last_depth", None)
+
+
+@pytest.mark.parametrize(
+    "mode, marcher",
+    [
+        ("ea", EmissionAbsorptionRaymarcher()),
+        ("quadrature", QuadratureRaymarcher()),
+        ("quadrature", QuadratureRaymarcher(last_delta="inf")),
+    ],
+)
+@pytest.mark.parametrize("features", [True, False])
+def test_fused_march_matches_sampler_plus_marcher_forward_and_backward(mode, marcher, features):
+    vol, bundle = _scene(features=features)
+    ref, ref_depth = _reference(vol, bundle, marcher)
+    f, o, z, used = march_volumes(vol, bundle, mode, last_delta=getattr(marcher, "last_delta", "interval"))
+    out = torch.cat([f, o], -1)
+    assert out.shape == ref.shape == (2, 8, 9, f.shape[-1] + 1)
+    assert 0.1 < o.mean() < 0.9  # a scene with partial opacity everywhere tests every branch
+    assert torch.allclose(out, ref, atol=1e-13)
+    assert (used == 20).all()
+    if ref_depth is not None:
+        assert torch.allclose(z, ref_depth, atol=1e-12)
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(out.shape, dtype=D, generator=g)
+    wz = torch.randn(z.shape, dtype=D, generator=g)
+    inputs = [vol.densities(), bundle.origins, bundle.directions] + ([vol.features()] if features else [])
+    loss_ref = (ref * w).sum() + ((ref_depth * wz).sum() if ref_depth is not None else 0)
+    loss = (out * w).sum() + ((z * wz).sum() if ref_depth is not None else 0)
+    for a, b in zip(torch.autograd.grad(loss, inputs), torch.autograd.grad(loss_ref, inputs)):
+        assert torch.allclose(a, b, atol=1e-11), (a - b).abs().max()
+
+
+def _tiny(seed, density_scale):
+    g = torch.Generator().manual_seed(seed)
+    dens = (torch.rand(1, 1, 3, 4, 5, dtype=D, generator=g) * density_scale + 0.05).requires_grad_()
+    feats = torch.rand(1, 3, 3, 4, 5, dtype=D, generator=g).requires_grad_()
+    o = torch.tensor([[[0.13, -0.07, -2.0], [-0.21, 0.11, -2.0]]], dtype=D, requires_grad=True)
+    d = torch.tensor([[[0.03, 0.02, 1.0], [0.05, -0.04, 1.0]]], dtype=D, requires_grad=True)
+    lengths = torch.linspace(0.9, 3.1, 8, dtype=D).expand(1, 2, 8).contiguous()
+    lengths = lengths + 0.011 * torch.rand(1, 2, 8, dtype=D, generator=g)
+    return dens, feats, o, d, lengths
+
+
+@pytest.mark.parametrize(
+    "mode, eps, density_scale, last",
+    [
+        ("ea", 0.0, 0.9, "interval"),
+        ("ea", 1e-3, 0.9, "interval"),
+        ("quadrature", 0.0, 3.0, "interval"),
+        ("quadrature", 0.0, 3.0, "inf"),
+    ],
+)
+def test_fused_march_gradcheck(mode, eps, density_scale, last):
+    dens, feats, o, d, lengths = _tiny(3, density_scale)
+
+    def run(dens_, feats_, o_, d_):
+        vol = Volumes(dens_, feats_, voxel_size=0.5)
+        f, op, z, _ = march_volumes(vol, RayBundle(o_, d_, lengths, o_[..., :2]), mode, eps=eps, last_delta=last)
+        return f, op, z
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.autograd.gradcheck(run, (dens, feats, o, d), eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+def test_renderer_uses_the_fused_kernel_and_agrees_with_the_reference_path():
+    vol, bundle = _scene(n=1)
+    cams = FoVPerspectiveCameras(
+        R=look_at_view_transform(2.7, 15.0, 30.0)[0].to(D), T=torch.tensor([[0, 0, 2.7]], dtype=D)
+    )
+    for marcher in (EmissionAbsorptionRaymarcher(), QuadratureRaymarcher(background=(0.2, 0.4, 0.6))):
+        sampler = NDCMultinomialRaysampler(10, 8, 32, 1.0, 4.5)
+        fused, _ = VolumeRenderer(sampler, marcher)(cams, vol)
+        depth_fused = getattr(marcher, "last_depth", None)
+        ref, _ = VolumeRenderer(sampler, marcher, fused=False)(cams, vol)
+        assert torch.allclose(fused, ref, atol=1e-12)
+        if depth_fused is not None:
+            assert torch.allclose(depth_fused, marcher.last_depth, atol=1e-12)
+    assert VolumeRenderer(sampler, EmissionAbsorptionRaymarcher(surface_thickness=2))._fused_mode(_) is None
+
+
+def test_constant_slab_opacity_is_independent_of_the_sample_count_for_quadrature():
+    sigma, L = 1.7, 1.2
+    dens = torch.full((1, 1, 4, 4, 4), sigma, dtype=D)
+    vol = Volumes(dens, voxel_size=2.0 / 3.0)  # spans [-1, 1] in world units
+    o = torch.tensor([[[0.1, -0.2, -0.6]]], dtype=D)
+    d = torch.tensor([[[0.0, 0.0, 2.0]]], dtype=D)  # |d| = 2: lengths in units of half the path
+    for P in (2, 7, 64, 301):
+        t = torch.linspace(0.0, L / 2, P, dtype=D).expand(1, 1, P)
+        f, op, z, _ = march_volumes(vol, RayBundle(o, d, t, o[..., :2]), "quadrature")
+        # the last interval repeats the previous one, so the marched length is L (P - 1 + 1)/(P - 1)
+        marched = L * P / (P - 1)
+        assert op.item() == pytest.approx(1 - math.exp(-sigma * marched), abs=1e-12)
+
+
+def test_ea_weights_sum_to_opacity_and_nothing_flows_behind_an_opaque_sample():
+    dens = torch.zeros(1, 1, 2, 2, 9, dtype=D)
+    dens[..., 4] = 1.0
+    dens.requires_grad_()
+    feats = torch.rand(1, 3, 1, 1, 9, dtype=D).expand(1, 3, 2, 2, 9).clone().requires_grad_()
+    vol = Volumes(dens, feats, voxel_size=0.25)  # voxel centres at x = -1 ... 1 in steps of 0.25
+    o = torch.tensor([[[-1.0, 0.0, 0.0]]], dtype=D)
+    d = torch.tensor([[[1.0, 0.0, 0.0]]], dtype=D)
+    t = torch.arange(9, dtype=D)[None, None] * 0.25
+    f, op, z, _ = march_volumes(vol, RayBundle(o, d, t, o[..., :2]), "ea", eps=0.0)
+    assert op.item() == 1.0 and torch.allclose(f[0, 0], feats[0, :, 0, 0, 4])
+    f.sum().backward()
+    assert torch.equal(dens.grad[..., 5:], torch.zeros_like(dens.grad[..., 5:]))
+    assert torch.equal(feats.grad[..., 5:], torch.zeros_like(feats.grad[..., 5:]))
+
+
+@pytest.mark.parametrize("mode", ["ea", "quadrature"])
+def test_early_termination_matches_the_torch_marchers_and_stays_within_the_threshold(mode):
+    vol, bundle = _scene(n=1, density_scale=0.9 if mode == "ea" else 6.0, P=40)
+    thr = 1e-2
+    marcher = (
+        EmissionAbsorptionRaymarcher(termination_threshold=thr)
+        if mode == "ea"
+        else QuadratureRaymarcher(termination_threshold=thr)
+    )
+    full = march_volumes(vol, bundle, mode)
+    early = march_volumes(vol, bundle, mode, termination_threshold=thr)
+    assert (early[3] < 40).float().mean() > 0.2  # many rays stop early
+    assert (early[0] - full[0]).abs().max() <= thr * 1.0 + 1e-12  # features in [0, 1]
+    ref, _ = _reference(vol, bundle, marcher)
+    out = torch.cat(early[:2], -1)
+    assert torch.allclose(out, ref, atol=1e-12)
+    w = torch.randn(out.shape, dtype=D)
+    inputs = [vol.densities(), vol.features(), bundle.origins]
+    for a, b in zip(torch.autograd.grad((out * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs)):
+        assert torch.allclose(a, b, atol=1e-11)
+
+
+def test_rays_that_miss_zero_length_rays_and_bad_input():
+    dens = torch.rand(1, 1, 4, 4, 4, dtype=D)
+    vol = Volumes(dens, voxel_size=0.5)
+    o = torch.tensor([[[5.0, 5.0, -3.0], [0.1, 0.2, 0.3], [0.0, 0.0, -3.0]]], dtype=D)
+    d = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]], dtype=D)
+    t = torch.linspace(0.5, 6.0, 16, dtype=D).expand(1, 3, 16)
+    f, op, z, _ = march_volumes(vol, RayBundle(o, d, t, o[..., :2]), "quadrature")
+    assert op[0, 0].item() == 0.0 and f[0, 0].abs().sum() == 0  # the miss is empty
+    assert op[0, 1].item() == 0.0  # a zero-length ray has zero step length: nothing absorbs
+    assert 0 < op[0, 2].item() < 1
+    ea_f, ea_o, _, _ = march_volumes(vol, RayBundle(o, d, t, o[..., :2]), "ea")
+    assert 0 < ea_o[0, 1].item() < 1  # EA ignores step lengths: a point ray still sees its voxel
+    with pytest.raises(P3DLabValueError, match="NaN"):
+        Volumes(torch.full((1, 1, 2, 2, 2), float("nan")))
+    with pytest.raises(P3DLabValueError, match="voxel_size"):
+        Volumes(torch.zeros(1, 1, 2, 2, 2), voxel_size=0.0)
+    bad = d.clone()
+    bad[0, 2, 0] = float("nan")
+    with pytest.raises(P3DLabValueError, match="not finite"):
+        march_volumes(vol, RayBundle(o, bad, t, o[..., :2]), "quadrature")
+    with pytest.raises(P3DLabValueError, match="mode"):
+        march_volumes(vol, RayBundle(o, d, t, o[..., :2]), "mip")
+    with pytest.raises(P3DLabValueError, match="shapes disagree"):
+        march_volumes(vol, RayBundle(o, d[:, :2], t, o[..., :2]), "ea")
+    with pytest.raises(P3DLabValueError, match="2 volumes for 1"):
+        march_volumes(Volumes(torch.rand(2, 1, 2, 2, 2)), RayBundle(o, d, t, o[..., :2]), "ea")
+    with pytest.raises(P3DLabValueError, match="termination_threshold"):
+        march_volumes(vol, RayBundle(o, d, t, o[..., :2]), "ea", termination_threshold=1.0)
+    with pytest.warns(UserWarning, match="outside"):
+        march_volumes(Volumes(dens * 3, voxel_size=0.5), RayBundle(o[:, :1], d[:, :1], t[:, :1], o[:, :1, :2]), "ea")
+
+
+def test_float32_fused_render_is_close_to_float64():
+    vol, bundle = _scene(n=1)
+    vol32 = Volumes(
+        vol.densities().float(), vol.features().float(), voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05)
+    )
+    b32 = RayBundle(bundle.origins.float(), bundle.directions.float(), bundle.lengths.float(), bundle.xys.float())
+    for mode in ("ea", "quadrature"):
+        a = torch.cat(march_volumes(vol, bundle, mode)[:2], -1)
+        b = torch.cat(march_volumes(vol32, b32, mode)[:2], -1)
+        assert b.dtype == torch.float32 and torch.allclose(a.float(), b, atol=1e-5)
