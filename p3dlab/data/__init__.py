@@ -1,5 +1,6 @@
 """Procedural assets: meshes, textures and point clouds generated on the fly (never downloaded)."""
 
+from p3dlab.data.multiview import MultiViewSplit, multiview_dataset, painted_teapot, render_views, view_angles
 from p3dlab.data.pointclouds import figure_meshes, figure_point_cloud, noisy_point_cloud
 from p3dlab.data.primitives import (
     capsule,
