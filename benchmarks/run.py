@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import bench_diffrender, bench_io, bench_raster, bench_structures
+from benchmarks import bench_diffrender, bench_io, bench_raster, bench_structures, bench_volumes
 from benchmarks.harness import format_table
 
-MODULES = [bench_structures, bench_raster, bench_io, bench_diffrender]
+MODULES = [bench_structures, bench_raster, bench_io, bench_diffrender, bench_volumes]
 
 
 def main(argv=None) -> int:

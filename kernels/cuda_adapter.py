@@ -155,8 +155,8 @@ from p3dlab.kernels import volume_math as _vm  # noqa: E402
 
 
 @cuda.jit(device=True)
-def _atomic_add(grid, b, c, k, j, i, v):
-    cuda.atomic.add(grid, (b, c, k, j, i), v)
+def _atomic_add(buf, index, v):
+    cuda.atomic.add(buf, index, v)
 
 
 _vdev = _vm.build(lambda fn: cuda.jit(device=True)(fn), _atomic_add)
@@ -167,45 +167,51 @@ march_ray_backward_ea = _vdev.march_ray_backward_ea
 march_ray_backward_quadrature = _vdev.march_ray_backward_quadrature
 
 
+@cuda.jit(device=True)
+def _volume_of(n, flat, shape):
+    return 0 if flat.size == shape[0] * shape[1] * shape[2] * shape[3] else n
+
+
 @cuda.jit
-def _sample_volume_kernel(grid, points, align, out):
+def _sample_volume_kernel(flat, shape, points, align, out):
     t = cuda.grid(1)
     N, M, _ = points.shape
     if t >= N * M:
         return
     n = t // M
     m = t % M
-    b = 0 if grid.shape[0] == 1 else n
-    sample_point(grid, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, out[n], m)
+    sample_point(
+        flat, shape, _volume_of(n, flat, shape), points[n, m, 0], points[n, m, 1], points[n, m, 2], align, out[n], m
+    )
 
 
-def sample_volume_cuda(grid, points, align, out):
+def sample_volume_cuda(flat, shape, points, align, out):
     """One thread per point; arguments as for ``volume_cpu.sample_volume_cpu``."""
     n = points.shape[0] * points.shape[1]
-    _sample_volume_kernel[_blocks(n), THREADS](as_array(grid), as_array(points), align, as_array(out))
+    _sample_volume_kernel[_blocks(n), THREADS](as_array(flat), as_array(shape), as_array(points), align, as_array(out))
 
 
 @cuda.jit
-def _sample_volume_backward_kernel(grid, points, align, grad_out, grad_grid, grad_points):
+def _sample_volume_backward_kernel(flat, shape, points, align, grad_out, buf, grad_points):
     t = cuda.grid(1)
     N, M, _ = points.shape
     if t >= N * M:
         return
     n = t // M
     m = t % M
-    b = 0 if grid.shape[0] == 1 else n
+    b = _volume_of(n, flat, shape)
     gx, gy, gz = sample_point_backward(
-        grid, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, grad_out[n], m, grad_grid
+        flat, shape, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, grad_out[n], m, buf
     )
     grad_points[n, m, 0] = gx
     grad_points[n, m, 1] = gy
     grad_points[n, m, 2] = gz
 
 
-def sample_volume_backward_cuda(grid, points, align, grad_out, buffers, grad_points):
+def sample_volume_backward_cuda(flat, shape, points, align, grad_out, buffers, grad_points):
     """Atomic scatter into ``buffers[0]``; arguments as for ``volume_cpu.sample_volume_backward_cpu``."""
     n = points.shape[0] * points.shape[1]
-    args = [as_array(a) for a in (grid, points)]
+    args = [as_array(a) for a in (flat, shape, points)]
     _sample_volume_backward_kernel[_blocks(n), THREADS](
         *args, align, as_array(grad_out), as_array(buffers[0]), as_array(grad_points)
     )
@@ -213,19 +219,21 @@ def sample_volume_backward_cuda(grid, points, align, grad_out, buffers, grad_poi
 
 @cuda.jit
 def _march_volume_kernel(
-    dens, feats, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+    dens, feats, shape, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
 ):
     r = cuda.grid(1)
     if r >= rays.shape[0]:
         return
-    march_ray(dens, feats, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used)
+    march_ray(
+        dens, feats, shape, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+    )
 
 
 def march_volume_cuda(
-    dens, feats, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+    dens, feats, shape, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
 ):
     """One thread per ray; arguments as for ``volume_cpu.march_volume_cpu``."""
-    arrays = [as_array(a) for a in (dens, feats, ray_vol, rays, lengths)]
+    arrays = [as_array(a) for a in (dens, feats, shape, ray_vol, rays, lengths)]
     outs = [as_array(a) for a in (out_f, out_o, out_z, n_used)]
     _march_volume_kernel[_blocks(rays.shape[0]), THREADS](*arrays, mode, eps, t_min, align, last_inf, *outs)
 
@@ -234,6 +242,7 @@ def march_volume_cuda(
 def _march_volume_backward_kernel(
     dens,
     feats,
+    shape,
     ray_vol,
     rays,
     lengths,
@@ -247,19 +256,22 @@ def _march_volume_backward_kernel(
     g_o,
     g_z,
     n_used,
-    gd,
-    gf,
+    ray_grad,
+    db,
+    fb,
     grad_rays,
 ):
     r = cuda.grid(1)
     if r >= rays.shape[0]:
         return
+    b = ray_vol[r]
     if mode == _vm.EA:
         scratch = cuda.local.array((2, _vm.MAX_CUDA_SAMPLES), numba.float64)
         march_ray_backward_ea(
             dens,
             feats,
-            ray_vol[r],
+            shape,
+            b,
             rays,
             lengths,
             r,
@@ -269,16 +281,18 @@ def _march_volume_backward_kernel(
             g_o[r],
             g_z[r],
             n_used[r],
+            ray_grad,
             scratch,
-            gd,
-            gf,
+            db,
+            fb,
             grad_rays,
         )
     else:
         march_ray_backward_quadrature(
             dens,
             feats,
-            ray_vol[r],
+            shape,
+            b,
             rays,
             lengths,
             r,
@@ -290,8 +304,9 @@ def _march_volume_backward_kernel(
             g_o[r],
             g_z[r],
             n_used[r],
-            gd,
-            gf,
+            ray_grad,
+            db,
+            fb,
             grad_rays,
         )
 
@@ -299,6 +314,7 @@ def _march_volume_backward_kernel(
 def march_volume_backward_cuda(
     dens,
     feats,
+    shape,
     ray_vol,
     rays,
     lengths,
@@ -312,6 +328,7 @@ def march_volume_backward_cuda(
     g_o,
     g_z,
     n_used,
+    ray_grad,
     dbuf,
     fbuf,
     grad_rays,
@@ -319,8 +336,8 @@ def march_volume_backward_cuda(
     """One thread per ray, atomic scatter into ``dbuf[0]``/``fbuf[0]``; EA needs P <= MAX_CUDA_SAMPLES."""
     if mode == _vm.EA and lengths.shape[1] > _vm.MAX_CUDA_SAMPLES:
         raise ValueError(f"CUDA EA backward supports at most {_vm.MAX_CUDA_SAMPLES} samples per ray")
-    arrays = [as_array(a) for a in (dens, feats, ray_vol, rays, lengths)]
+    arrays = [as_array(a) for a in (dens, feats, shape, ray_vol, rays, lengths)]
     grads = [as_array(a) for a in (S_total, T_P, G_f, g_o, g_z, n_used)]
     _march_volume_backward_kernel[_blocks(rays.shape[0]), THREADS](
-        *arrays, mode, eps, align, last_inf, *grads, as_array(dbuf[0]), as_array(fbuf[0]), as_array(grad_rays)
+        *arrays, mode, eps, align, last_inf, *grads, ray_grad, as_array(dbuf[0]), as_array(fbuf[0]), as_array(grad_rays)
     )

@@ -102,9 +102,10 @@ def test_point_raster_cuda_equals_cpu():
 
 
 def _volume_case(seed=0, P=6, R=5):
+    """Two 3x4x5 volumes (density + 3 features) as flat grids, and R rays."""
     rng = np.random.default_rng(seed)
-    dens = rng.uniform(0.05, 0.9, (2, 1, 3, 4, 5))
-    feats = rng.uniform(0, 1, (2, 3, 3, 4, 5))
+    dens, feats = rng.uniform(0.05, 0.9, (2, 1, 3, 4, 5)).ravel(), rng.uniform(0, 1, (2, 3, 3, 4, 5)).ravel()
+    shape = np.array([3, 4, 5, 3], np.int64)
     rays = np.zeros((R, 7))
     rays[:, :2] = rng.uniform(-0.5, 0.5, (R, 2))
     rays[:, 2] = -1.5
@@ -113,7 +114,7 @@ def _volume_case(seed=0, P=6, R=5):
     rays[:, 6] = np.linalg.norm(rays[:, 3:6], axis=1) * 0.7
     lengths = np.sort(rng.uniform(0.3, 2.8, (R, P)), axis=1)
     ray_vol = np.arange(R) % 2
-    return dens, feats, ray_vol, rays, lengths
+    return dens, feats, shape, ray_vol, rays, lengths
 
 
 @pytest.mark.parametrize("mode, t_min", [(0, 0.0), (0, 0.3), (1, 0.0), (1, 0.9)])
@@ -121,23 +122,43 @@ def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min):
     from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda, march_volume_cuda
     from p3dlab.kernels.volume_cpu import march_volume_backward_cpu, march_volume_cpu
 
-    dens, feats, ray_vol, rays, lengths = _volume_case()
+    dens, feats, shape, ray_vol, rays, lengths = _volume_case()
     R = rays.shape[0]
     outs = {}
-    for name, fwd, bwd in (
-        ("cpu", march_volume_cpu, march_volume_backward_cpu),
-        ("gpu", march_volume_cuda, march_volume_backward_cuda),
-    ):
+    kernels = {
+        "cpu": (march_volume_cpu, march_volume_backward_cpu),
+        "gpu": (march_volume_cuda, march_volume_backward_cuda),
+    }
+    for name, (fwd, bwd) in kernels.items():
         f, o, z, used = np.zeros((R, 3)), np.zeros(R), np.zeros(R), np.zeros(R, np.int64)
-        fwd(dens, feats, ray_vol, rays, lengths, mode, 1e-3, t_min, True, False, f, o, z, used)
+        fwd(dens, feats, shape, ray_vol, rays, lengths, mode, 1e-3, t_min, True, False, f, o, z, used)
         rng = np.random.default_rng(1)
         G, g_o, g_z = rng.normal(size=(R, 3)), rng.normal(size=R), rng.normal(size=R)
         S = (f * G).sum(1) + z * g_z
-        dbuf, fbuf, grays = np.zeros((1,) + dens.shape), np.zeros((1,) + feats.shape), np.zeros((R, 7))
+        db, fb, grays = np.zeros((1, dens.size)), np.zeros((1, feats.size)), np.zeros((R, 7))
         bwd(
-            dens, feats, ray_vol, rays, lengths, mode, 1e-3, True, False, S, 1 - o, G, g_o, g_z, used, dbuf, fbuf, grays
+            dens,
+            feats,
+            shape,
+            ray_vol,
+            rays,
+            lengths,
+            mode,
+            1e-3,
+            True,
+            False,
+            S,
+            1 - o,
+            G,
+            g_o,
+            g_z,
+            used,
+            True,
+            db,
+            fb,
+            grays,
         )
-        outs[name] = (f, o, z, used, dbuf, fbuf, grays)
+        outs[name] = (f, o, z, used, db, fb, grays)
     assert outs["cpu"][1].min() > 0.05
     if t_min:
         assert outs["cpu"][3].min() < lengths.shape[1]  # early termination happened
@@ -150,7 +171,8 @@ def test_volume_sampler_cuda_equals_cpu():
     from p3dlab.kernels.volume_cpu import sample_volume_backward_cpu, sample_volume_cpu
 
     rng = np.random.default_rng(3)
-    grid = rng.normal(size=(2, 2, 3, 4, 5))
+    flat = rng.normal(size=2 * 3 * 4 * 5 * 2)
+    shape = np.array([3, 4, 5, 2], np.int64)
     pts = rng.uniform(-1.3, 1.3, (2, 9, 3))
     g = rng.normal(size=(2, 9, 2))
     res = []
@@ -159,9 +181,10 @@ def test_volume_sampler_cuda_equals_cpu():
         (sample_volume_cuda, sample_volume_backward_cuda),
     ):
         out = np.zeros((2, 9, 2))
-        fwd(grid, pts, False, out)
-        buf, gp = np.zeros((1,) + grid.shape), np.zeros_like(pts)
-        bwd(grid, pts, False, g, buf, gp)
+        fwd(flat, shape, pts, False, out)
+        buf, gp = np.zeros((1, flat.size)), np.zeros_like(pts)
+        bwd(flat, shape, pts, False, g, buf, gp)
         res.append((out, buf, gp))
+    assert np.abs(res[0][0]).sum() > 0
     for a, b in zip(*res):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -34,6 +34,13 @@ def _n_tasks(grid_bytes: int, device) -> int:
     return int(max(1, min(numba.get_num_threads(), _BUFFER_BYTES // max(grid_bytes, 1))))
 
 
+def _sum_buffers(buffers: torch.Tensor) -> torch.Tensor:
+    """Sum the per-task buffers in place into the first one, in a fixed order."""
+    for k in range(1, buffers.shape[0]):
+        buffers[0] += buffers[k]
+    return buffers[0]
+
+
 def _np(t):
     return t.detach().numpy()
 
@@ -45,43 +52,56 @@ def _check_grid(grid: torch.Tensor, name: str):
         raise P3DLabValueError(f"{name} has an empty axis: {tuple(grid.shape)}")
 
 
+def _flat(grid: torch.Tensor) -> torch.Tensor:
+    """The flat (N·C·D·H·W,) view the kernels read (a copy only if ``grid`` is not contiguous)."""
+    return grid.detach().contiguous().reshape(-1)
+
+
+def _shape(grid_shape, device) -> torch.Tensor:
+    """(D, H, W, C) of an (N, C, D, H, W) grid, for the kernels."""
+    _, C, D, H, W = grid_shape
+    return torch.tensor([D, H, W, C], dtype=torch.int64, device=device)
+
+
 class _SampleGrid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grid, points, align):
-        grid_c = grid.detach().contiguous()
+        flat, shape = _flat(grid), _shape(grid.shape, grid.device)
         pts = points.detach().to(grid.dtype).contiguous()
         out = torch.zeros(pts.shape[0], pts.shape[1], grid.shape[1], dtype=grid.dtype, device=grid.device)
         if pts.numel():
             if grid.device.type == "cuda":
                 from p3dlab.kernels.cuda_adapter import sample_volume_cuda
 
-                sample_volume_cuda(grid_c, pts, align, out)
+                sample_volume_cuda(flat, shape, pts, align, out)
             else:
                 from p3dlab.kernels.volume_cpu import sample_volume_cpu
 
-                sample_volume_cpu(_np(grid_c), _np(pts), align, _np(out))
-        ctx.save_for_backward(grid_c, pts)
-        ctx.align = align
+                sample_volume_cpu(_np(flat), _np(shape), _np(pts), align, _np(out))
+        ctx.save_for_backward(flat, shape, pts)
+        ctx.align, ctx.grid_shape = align, grid.shape
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        grid, pts = ctx.saved_tensors
-        n_tasks = _n_tasks(grid.numel() * grid.element_size(), grid.device)
-        buffers = torch.zeros((n_tasks, *grid.shape), dtype=grid.dtype, device=grid.device)
+        flat, shape, pts = ctx.saved_tensors
+        n_tasks = _n_tasks(flat.numel() * flat.element_size(), flat.device)
+        buffers = torch.zeros((n_tasks, flat.numel()), dtype=flat.dtype, device=flat.device)
         grad_pts = torch.zeros_like(pts)
-        g = grad_out.to(grid.dtype).contiguous()
+        g = grad_out.to(flat.dtype).contiguous()
         if pts.numel():
-            if grid.device.type == "cuda":
+            if flat.device.type == "cuda":
                 from p3dlab.kernels.cuda_adapter import sample_volume_backward_cuda
 
-                sample_volume_backward_cuda(grid, pts, ctx.align, g, buffers, grad_pts)
+                sample_volume_backward_cuda(flat, shape, pts, ctx.align, g, buffers, grad_pts)
             else:
                 from p3dlab.kernels.volume_cpu import sample_volume_backward_cpu
 
-                sample_volume_backward_cpu(_np(grid), _np(pts), ctx.align, _np(g), _np(buffers), _np(grad_pts))
-        return buffers.sum(0), grad_pts, None
+                sample_volume_backward_cpu(
+                    _np(flat), _np(shape), _np(pts), ctx.align, _np(g), _np(buffers), _np(grad_pts)
+                )
+        return _sum_buffers(buffers).reshape(ctx.grid_shape), grad_pts, None
 
 
 def sample_grid(grid: torch.Tensor, points: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
@@ -99,17 +119,22 @@ def sample_grid(grid: torch.Tensor, points: torch.Tensor, align_corners: bool = 
 
 
 class _MarchVolumes(torch.autograd.Function):
+    """Inputs: densities (V, 1, D, H, W), features (V, C, D, H, W) or None (the densities are the
+    features), rays (R, 7), lengths (R, P), ray_vol (R,) and the settings."""
+
     @staticmethod
     def forward(ctx, dens, feats, rays, lengths, ray_vol, mode, eps, t_min, align, last_inf):
         dt, dev = dens.dtype, dens.device
-        dens_c, feats_c = dens.detach().contiguous(), feats.detach().to(dt).contiguous()
+        d_flat = _flat(dens)
+        f_flat = _flat(feats.to(dt)) if feats is not None else d_flat
+        shape = _shape(feats.shape if feats is not None else dens.shape, dev)
         rays_c, len_c = rays.detach().to(dt).contiguous(), lengths.detach().to(dt).contiguous()
-        R, C = rays.shape[0], feats.shape[1]
+        R, C = rays.shape[0], int(shape[3])
         out_f = torch.zeros(R, C, dtype=dt, device=dev)
         out_o = torch.zeros(R, dtype=dt, device=dev)
         out_z = torch.zeros(R, dtype=dt, device=dev)
         n_used = torch.zeros(R, dtype=torch.int64, device=dev)
-        args = (dens_c, feats_c, ray_vol, rays_c, len_c, mode, eps, t_min, align, last_inf)
+        args = (d_flat, f_flat, shape, ray_vol, rays_c, len_c, mode, eps, t_min, align, last_inf)
         if R:
             if dev.type == "cuda":
                 from p3dlab.kernels.cuda_adapter import march_volume_cuda
@@ -121,29 +146,50 @@ class _MarchVolumes(torch.autograd.Function):
                 march_volume_cpu(
                     *[_np(a) if torch.is_tensor(a) else a for a in args], *map(_np, (out_f, out_o, out_z, n_used))
                 )
-        ctx.save_for_backward(dens_c, feats_c, ray_vol, rays_c, len_c, out_f, out_o, out_z, n_used)
+        ctx.save_for_backward(d_flat, f_flat, shape, ray_vol, rays_c, len_c, out_f, out_o, out_z, n_used)
         ctx.settings = (mode, eps, align, last_inf)
+        ctx.shapes = (dens.shape, feats.shape if feats is not None else None)
         ctx.mark_non_differentiable(n_used)
         return out_f, out_o, out_z, n_used
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_f, g_o, g_z, _g_used):
-        dens, feats, ray_vol, rays, lengths, out_f, out_o, out_z, n_used = ctx.saved_tensors
+        d_flat, f_flat, shape, ray_vol, rays, lengths, out_f, out_o, out_z, n_used = ctx.saved_tensors
         mode, eps, align, last_inf = ctx.settings
-        dt, dev = dens.dtype, dens.device
+        dens_shape, feats_shape = ctx.shapes
+        dt, dev = d_flat.dtype, d_flat.device
         R = rays.shape[0]
         zeros = lambda *s: torch.zeros(*s, dtype=dt, device=dev)
-        g_f = zeros(R, feats.shape[1]) if g_f is None else g_f.to(dt).contiguous()
+        g_f = zeros(R, out_f.shape[1]) if g_f is None else g_f.to(dt).contiguous()
         g_o = zeros(R) if g_o is None else g_o.to(dt).contiguous()
         g_z = zeros(R) if g_z is None else g_z.to(dt).contiguous()
         S_total = ((out_f * g_f).sum(-1) + out_z * g_z).contiguous()
         T_P = (1.0 - out_o).contiguous()
-        n_tasks = _n_tasks((dens.numel() + feats.numel()) * dens.element_size(), dev)
-        dbuf = zeros(n_tasks, *dens.shape)
-        fbuf = zeros(n_tasks, *feats.shape)
+        grid_bytes = (d_flat.numel() + (f_flat.numel() if feats_shape is not None else 0)) * d_flat.element_size()
+        n_tasks = _n_tasks(grid_bytes, dev)
+        dbuf = zeros(n_tasks, d_flat.numel())
+        fbuf = zeros(n_tasks, f_flat.numel()) if feats_shape is not None else dbuf
         grad_rays = zeros(R, 7)
-        args = (dens, feats, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, g_f, g_o, g_z, n_used)
+        args = (
+            d_flat,
+            f_flat,
+            shape,
+            ray_vol,
+            rays,
+            lengths,
+            mode,
+            eps,
+            align,
+            last_inf,
+            S_total,
+            T_P,
+            g_f,
+            g_o,
+            g_z,
+            n_used,
+            bool(ctx.needs_input_grad[2]),  # ray gradients only when the rays need them
+        )
         if R:
             if dev.type == "cuda":
                 from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda
@@ -155,7 +201,9 @@ class _MarchVolumes(torch.autograd.Function):
                 march_volume_backward_cpu(
                     *[_np(a) if torch.is_tensor(a) else a for a in args], _np(dbuf), _np(fbuf), _np(grad_rays)
                 )
-        return dbuf.sum(0), fbuf.sum(0), grad_rays, None, None, None, None, None, None, None
+        grad_dens = _sum_buffers(dbuf).reshape(dens_shape)
+        grad_feats = _sum_buffers(fbuf).reshape(feats_shape) if feats_shape is not None else None
+        return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None
 
 
 def march_volumes(
@@ -191,7 +239,7 @@ def march_volumes(
     if not 0.0 <= termination_threshold < 1.0:
         raise P3DLabValueError("march_volumes: termination_threshold must be in [0, 1)")
     dens = volumes.densities()
-    feats = volumes.features() if volumes.features() is not None else dens
+    feats = volumes.features()
     _check_grid(dens, "march_volumes: densities")
     o, d, t = ray_bundle.origins, ray_bundle.directions, ray_bundle.lengths
     n = o.shape[0]
@@ -244,7 +292,7 @@ def march_volumes(
     )
     shape = o.shape[:-1]
     return (
-        out_f.reshape(*shape, feats.shape[1]),
+        out_f.reshape(*shape, out_f.shape[-1]),
         out_o.reshape(*shape, 1),
         out_z.reshape(*shape, 1),
         n_used.reshape(shape),
