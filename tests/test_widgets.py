@@ -31,6 +31,24 @@ def test_show_builds_a_scene_with_every_object():
     assert mesh.material.vertexColors == "VertexColors"
 
 
+def test_ray_bundles_are_drawn_as_segments_with_their_samples():
+    from p3dlab.renderer import NDCMultinomialRaysampler
+    from p3dlab.widgets import ray_segments
+
+    R, T = look_at_view_transform(3.0, 10.0, 20.0)
+    cam = FoVPerspectiveCameras(R=R, T=T)
+    bundle = NDCMultinomialRaysampler(8, 6, 5, 1.0, 4.0)(cam)
+    segs, samples = ray_segments(bundle, max_rays=10)
+    assert segs.shape == (20, 3) and samples.shape == (50, 3)
+    centre = cam.get_camera_center()[0].numpy()
+    # perspective rays start at the camera: sample i lies at view depth lengths[i]
+    depth = np.linalg.norm(samples[0] - centre) / np.linalg.norm(bundle.directions.reshape(-1, 3)[0].numpy())
+    assert abs(depth - 1.0) < 1e-4
+    view = show(bundle, cam)
+    kinds = [type(c).__name__ for c in view.scene.children]
+    assert kinds.count("LineSegments") == 2 and "Points" in kinds
+
+
 def test_mesh_viewer_toggles_change_the_materials():
     from p3dlab.widgets import mesh_viewer
 

@@ -90,7 +90,7 @@ class VoxelRadianceField(torch.nn.Module):
         feats, opacity, _, _ = march_volumes(self.volumes(), bundle, "quadrature")
         return torch.cat([feats, opacity], -1)
 
-    def to_mesh(self, opacity_per_voxel: float = 0.5):
+    def to_mesh(self, opacity_per_voxel: float = 0.2):
         """The fitted surface as a ``Meshes`` with vertex colours: marching cubes on σ at the level
         where one voxel of matter absorbs ``opacity_per_voxel`` (σ δ = −ln(1 − α)), colours sampled
         from the colour grid at the vertices."""

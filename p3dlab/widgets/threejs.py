@@ -1,4 +1,4 @@
-"""Interactive 3D views on pythreejs: meshes, point clouds and camera frustums.
+"""Interactive 3D views on pythreejs: meshes, point clouds, camera frustums and ray bundles.
 
 ``show(meshes, clouds, cameras, ...)`` builds one scene with orbit controls. Geometry goes into
 ``BufferGeometry`` attributes (one typed array per attribute), so large meshes stay responsive.
@@ -47,6 +47,21 @@ def frustum_lines(cameras, depth: float = 1.0, image_size=(1, 1)) -> np.ndarray:
     return torch.stack(segs).reshape(n, 16, 3).detach().cpu().numpy().astype(np.float32)
 
 
+def ray_segments(bundle, max_rays: int = 200):
+    """(2·n, 3) segment end points (first to last sample) and (n·P, 3) sample points of at most
+    ``max_rays`` rays of a ``RayBundle``, evenly spaced through the bundle."""
+    o = bundle.origins.detach().reshape(-1, 3)
+    d = bundle.directions.detach().reshape(-1, 3)
+    t = bundle.lengths.detach().reshape(o.shape[0], -1)
+    if o.shape[0] == 0:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
+    pick = torch.linspace(0, o.shape[0] - 1, min(max_rays, o.shape[0])).round().long()
+    o, d, t = o[pick], d[pick], t[pick]
+    pts = o[:, None] + t[..., None] * d[:, None]
+    segs = torch.stack([pts[:, 0], pts[:, -1]], 1).reshape(-1, 3)
+    return segs.cpu().numpy().astype(np.float32), pts.reshape(-1, 3).cpu().numpy().astype(np.float32)
+
+
 def _mesh_object(mesh, color, wireframe: bool, flat: bool):
     import pythreejs as three
 
@@ -87,10 +102,14 @@ def show(
     point_size: float = 0.02,
     frustum_depth: float = 1.0,
     camera_position: Iterable[float] = (3.0, 2.0, 4.0),
+    max_rays: int = 200,
 ):
-    """A pythreejs view of any mix of ``Meshes``, ``Pointclouds`` and cameras (or lists of them).
+    """A pythreejs view of any mix of ``Meshes``, ``Pointclouds``, cameras and ``RayBundle``s (or
+    lists of them).
 
-    Meshes use their ``TexturesVertex`` colours when present; every mesh of a batch is shown.
+    Meshes use their ``TexturesVertex`` colours when present; every mesh of a batch is shown. Ray
+    bundles are drawn as segments from their first to their last sample, with the samples as points
+    (at most ``max_rays`` rays, evenly picked).
     Returns the ``pythreejs.Renderer`` widget (display it, or put it in a layout).
     """
     import pythreejs as three
@@ -118,6 +137,18 @@ def show(
             )
             children.append(three.Points(geometry=three.BufferGeometry(attributes=attrs), material=material))
             centre_pts.append(pts)
+        elif name == "RayBundle":
+            segs, samples = ray_segments(obj, max_rays)
+            geom = three.BufferGeometry(attributes={"position": three.BufferAttribute(segs, normalized=False)})
+            children.append(three.LineSegments(geometry=geom, material=three.LineBasicMaterial(color="#3a8a3a")))
+            attrs = {"position": three.BufferAttribute(samples, normalized=False)}
+            children.append(
+                three.Points(
+                    geometry=three.BufferGeometry(attributes=attrs),
+                    material=three.PointsMaterial(size=point_size * 0.6, color="#1f5fbf"),
+                )
+            )
+            centre_pts.append(samples)
         elif hasattr(obj, "get_world_to_view_transform"):
             segs = frustum_lines(obj, depth=frustum_depth).reshape(-1, 3)
             geom = three.BufferGeometry(attributes={"position": three.BufferAttribute(segs, normalized=False)})
@@ -125,6 +156,7 @@ def show(
             centre_pts.append(segs)
         else:
             raise P3DLabValueError(f"show() cannot display a {name}")
+    centre_pts = [p for p in centre_pts if len(p)]
     target = np.concatenate(centre_pts).mean(0).tolist() if centre_pts else [0.0, 0.0, 0.0]
     cam = three.PerspectiveCamera(
         position=list(camera_position),
