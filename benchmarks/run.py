@@ -23,7 +23,7 @@ MODULES = [bench_structures, bench_raster, bench_io, bench_diffrender, bench_vol
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--fast", action="store_true", help="small sizes (same as P3DLAB_FAST=1)")
-    parser.add_argument("-k", default="", help="only benchmarks whose function name contains this")
+    parser.add_argument("-k", default="", help="only benchmarks whose function name contains one of these comma-separated strings")
     parser.add_argument("--out", default="bench-results", help="output folder")
     args = parser.parse_args(argv)
     if args.fast:
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     results = []
     for mod in MODULES:
         for fn in mod.ALL:
-            if args.k in fn.__name__:
+            if any(k in fn.__name__ for k in args.k.split(",")):
                 got = fn()
                 results.extend(got if isinstance(got, list) else [got])
                 print(f"  done: {fn.__name__}", flush=True)

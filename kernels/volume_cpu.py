@@ -21,7 +21,9 @@ def _add(buf, index, v):
     buf[index] += v
 
 
-_dev = vm.build(lambda fn: njit(cache=True)(fn), _add, lambda fn: njit(cache=True, inline="always")(fn))
+# fastmath without nnan/ninf: the kernels rely on NaN comparisons being False for points that are not finite
+_JIT = dict(cache=True, fastmath={"contract", "reassoc", "nsz", "arcp"}, error_model="numpy")
+_dev = vm.build(lambda fn: njit(**_JIT)(fn), _add, lambda fn: njit(inline="always", **_JIT)(fn))
 sample_point = _dev.sample_point
 sample_point_backward = _dev.sample_point_backward
 march_ray = _dev.march_ray
@@ -37,7 +39,7 @@ def _volume_of(n, flat, shape):
     return 0 if flat.size == shape[0] * shape[1] * shape[2] * shape[3] else n
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True, **_JIT)
 def sample_volume_cpu(flat, shape, points, align, out):
     """``out[n, m, c] = V_c(points[n, m])``: flat (N or 1, C, D, H, W) grid with ``shape`` (D, H, W, C),
     local points (N, M, 3)."""
@@ -49,7 +51,7 @@ def sample_volume_cpu(flat, shape, points, align, out):
         sample_point(flat, shape, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, out[n], m)
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True, **_JIT)
 def sample_volume_backward_cpu(flat, shape, points, align, grad_out, buffers, grad_points):
     """Scatter ``grad_out`` (N, M, C) into ``buffers`` (n_tasks, flat.size; zeroed) and write
     ``grad_points`` (N, M, 3)."""
@@ -70,7 +72,7 @@ def sample_volume_backward_cpu(flat, shape, points, align, grad_out, buffers, gr
             grad_points[n, m, 2] = gz
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True, **_JIT)
 def march_volume_cpu(
     dens, feats, shape, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
 ):
@@ -102,7 +104,7 @@ def march_volume_cpu(
         )
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True, **_JIT)
 def march_volume_backward_cpu(
     dens,
     feats,
