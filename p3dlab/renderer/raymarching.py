@@ -82,7 +82,8 @@ class AbsorptionOnlyRaymarcher(torch.nn.Module):
 class QuadratureRaymarcher(torch.nn.Module):
     """Physically based emission-absorption quadrature. ``forward`` needs the samples' ``lengths``
     (..., P) and the rays' ``directions`` (..., 3) (passed by the renderers) and returns
-    ``cat(colour, opacity)``; ``last_depth`` holds the expected depth of the last call.
+    ``cat(colour, opacity)``; ``last_depth`` and ``last_weights`` hold the expected depth (…, 1) and
+    the per-sample weights w_i (…, P) of the last call (hierarchical sampling reads the weights).
 
     Args:
         background: colour c_bg added with weight T_P (default none: black).
@@ -104,6 +105,7 @@ class QuadratureRaymarcher(torch.nn.Module):
         self.background, self.last_delta = background, last_delta
         self.termination_threshold = termination_threshold
         self.last_depth = None
+        self.last_weights = None
 
     def forward(self, rays_densities, rays_features, lengths=None, directions=None, **kwargs) -> torch.Tensor:
         _check(rays_densities, rays_features)
@@ -133,4 +135,5 @@ class QuadratureRaymarcher(torch.nn.Module):
             bg = torch.as_tensor(self.background, dtype=colour.dtype, device=colour.device)
             colour = colour + T_P * bg
         self.last_depth = (w * lengths).sum(-1, keepdim=True)
+        self.last_weights = w
         return torch.cat([colour, 1.0 - T_P], -1)
