@@ -14,16 +14,18 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import bench_diffrender, bench_io, bench_raster, bench_structures, bench_volumes
+from benchmarks import bench_diffrender, bench_io, bench_nerf, bench_raster, bench_structures, bench_volumes
 from benchmarks.harness import format_table
 
-MODULES = [bench_structures, bench_raster, bench_io, bench_diffrender, bench_volumes]
+MODULES = [bench_structures, bench_raster, bench_io, bench_diffrender, bench_volumes, bench_nerf]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--fast", action="store_true", help="small sizes (same as P3DLAB_FAST=1)")
-    parser.add_argument("-k", default="", help="only benchmarks whose function name contains one of these comma-separated strings")
+    parser.add_argument(
+        "-k", default="", help="only benchmarks whose function name contains one of these comma-separated strings"
+    )
     parser.add_argument("--out", default="bench-results", help="output folder")
     args = parser.parse_args(argv)
     if args.fast:

@@ -27,6 +27,15 @@ from p3dlab.renderer.raysampling import near_far_from_sphere, rays_from_xy
 from p3dlab.volumes.reconstruction import FitHistory
 
 
+def total_variation(grid: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between neighbouring voxels of an (N, C, D, H, W) grid."""
+    return (
+        (grid[:, :, 1:] - grid[:, :, :-1]).pow(2).mean()
+        + (grid[:, :, :, 1:] - grid[:, :, :, :-1]).pow(2).mean()
+        + (grid[..., 1:] - grid[..., :-1]).pow(2).mean()
+    )
+
+
 def render_rays(
     field,
     bundle,
@@ -90,6 +99,7 @@ def fit_nerf(
     lr_final_ratio: float = 0.05,
     loss: str = "mse",
     mask_weight: float = 1.0,
+    tv_weight: float = 0.01,
     eval_every: int = 50,
     target_psnr: Optional[float] = None,
     seed: int = 0,
@@ -101,7 +111,8 @@ def fit_nerf(
     Each step draws ``rays_per_step`` pixels from ``views_per_step`` random views, renders them
     (``n_coarse`` stratified samples between the near/far of a sphere of ``scene_radius``, plus
     ``n_fine`` hierarchical samples) and minimises the colour loss ("mse" or the book's pseudo-Huber
-    "huber") of the fine and coarse renders plus ``mask_weight`` × MSE(opacity, mask). Parameters
+    "huber") of the fine and coarse renders plus ``mask_weight`` × MSE(opacity, mask) plus
+    ``tv_weight`` × the total variation of every ``grid`` parameter (smooths away speckle). Parameters
     named ``grid`` use ``lr``; the others ``lr_mlp`` (default ``lr / 10``). Held-out PSNR on ``test``
     is recorded every ``eval_every`` steps; ``callback(step, loss, test_psnr or None)`` runs after each
     step; ``progress`` shows a tqdm bar."""
@@ -144,6 +155,8 @@ def fit_nerf(
         value = colour_loss(rgb, target) + mask_weight * F.mse_loss(opacity[..., 0], mask)
         if rgb_coarse is not None:
             value = value + colour_loss(rgb_coarse, target)
+        if tv_weight > 0:
+            value = value + tv_weight * sum(total_variation(p) for p in grid_params)
         opt.zero_grad()
         value.backward()
         opt.step()
