@@ -13,7 +13,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 export NUMBA_THREADING_LAYER ?= workqueue
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup lab test lint unit cudasim lessons bench fuzz clean
+.PHONY: setup lab test lint unit cudasim lessons browser binder book bench fuzz clean
 
 setup: $(STAMP)
 
@@ -27,21 +27,34 @@ $(STAMP): pyproject.toml
 lab: setup
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=lessons --no-browser $(ROOT_FLAG)
 
-## Lint, unit tests, CUDA-simulator kernel tests and the lessons in fast mode.
-test: setup lint unit cudasim lessons
+## Lint, unit tests, CUDA-simulator kernel tests, the lessons in fast mode, the widgets in a real
+## Chromium (skipped when /usr/bin/chromium is missing) and the Binder install reproduced.
+test: setup lint unit cudasim lessons browser binder
 
 lint: setup
 	$(VENV)/bin/ruff check p3dlab kernels tests benchmarks
 	$(VENV)/bin/ruff format --check p3dlab kernels tests benchmarks
 
 unit: setup
-	$(PY) -m pytest -q -m "not cudasim and not browser" tests
+	$(PY) -m pytest -q -m "not cudasim and not browser and not binder" tests
 
 cudasim: setup
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cudasim tests
 
 lessons: setup
 	P3DLAB_FAST=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax lessons
+
+## JupyterLab + Playwright + Debian Chromium; screenshots and timings in test-artifacts/browser.
+browser: setup
+	$(PY) -m pytest -q -rs -s -p no:cacheprovider -m browser tests/test_browser.py
+
+## Reproduce the Binder build (binder/ files) in a fresh venv and run one lesson in it.
+binder: setup
+	$(PY) -m pytest -q -rs -p no:cacheprovider -m binder tests/test_binder.py
+
+## Execute every lesson at full size; HTML with outputs and a timing table in book/.
+book: setup
+	$(PY) -m p3dlab.classroom book lessons book
 
 ## Long fuzzing of the file readers (CI runs 10,000 cases; this runs 4 x P3DLAB_FUZZ_EXAMPLES).
 fuzz: setup
@@ -52,4 +65,4 @@ bench: setup
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache bench-results
+	rm -rf $(VENV) .pytest_cache .ruff_cache bench-results book test-artifacts

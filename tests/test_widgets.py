@@ -99,3 +99,35 @@ def test_render_view_rerenders_on_slider_changes_and_coalesces():
     for v in (2, 3, 4):  # no running event loop here: each change renders at once
         rv.sliders["a"].value = v
     assert calls[-1] == 4 and rv.renders == len(calls)
+
+
+def test_show_without_webgl_renders_the_meshes_into_an_image(monkeypatch):
+    import io
+
+    from PIL import Image
+
+    from p3dlab.widgets import mesh_viewer
+
+    m = data.colored_cube()
+    pc = data.noisy_point_cloud(data.ico_sphere(1), 20)
+    box = show(m, pc, backend="image")
+    imgs = [w for w in _walk(box) if type(w).__name__ == "Image"]
+    assert len(imgs) == 1
+    pixels = np.asarray(Image.open(io.BytesIO(imgs[0].value)))
+    assert pixels.shape[0] >= 200 and (pixels[..., :3].std(axis=(0, 1)) > 5).all()  # a coloured cube, not a blank
+    assert any("Pointclouds not drawn" in getattr(w, "value", "") for w in _walk(box) if type(w).__name__ == "HTML")
+    monkeypatch.setenv("P3DLAB_WEBGL", "0")
+    assert "p3dlab-image-fallback" in show(m)._dom_classes
+    assert "p3dlab-image-fallback" in mesh_viewer(m)._dom_classes
+    monkeypatch.setenv("P3DLAB_WEBGL", "1")
+    assert type(show(m)).__name__ == "Renderer"
+    import pytest
+
+    with pytest.raises(Exception, match="backend"):
+        show(m, backend="opengl")
+
+
+def _walk(w):
+    yield w
+    for c in getattr(w, "children", ()):
+        yield from _walk(c)

@@ -119,10 +119,27 @@ def make_instructor_version(src, dst) -> None:
     nbformat.write(_convert(nbformat.read(str(src), as_version=4), student=False), str(dst))
 
 
+USAGE = """usage:
+  python -m p3dlab.classroom student|instructor SRC.ipynb DST.ipynb   student / instructor version
+  python -m p3dlab.classroom book [LESSONS_DIR] [OUT_DIR] [--fast]    execute lessons, export HTML + timings
+  python -m p3dlab.classroom warmup                                   compile the Numba kernels once"""
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["warmup"]:
+        from p3dlab.classroom.warmup import warmup
+
+        print(f"p3dlab kernels compiled and cached in {warmup():.1f} s")
+        return 0
+    if argv[:1] == ["book"]:
+        from p3dlab.classroom.book import build_book
+
+        args = [a for a in argv[1:] if a != "--fast"]
+        rows = build_book(*(args[:2]), fast="--fast" in argv)
+        return 0 if all(r[2] == "ok" for r in rows) else 1
     if len(argv) != 3 or argv[0] not in ("student", "instructor"):
-        print("usage: python -m p3dlab.classroom student|instructor SRC.ipynb DST.ipynb", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     (make_student_version if argv[0] == "student" else make_instructor_version)(argv[1], argv[2])
     return 0

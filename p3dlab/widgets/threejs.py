@@ -1,11 +1,17 @@
 """Interactive 3D views on pythreejs: meshes, point clouds, camera frustums and ray bundles.
 
+Browsers without WebGL (old machines, some locked-down lab computers, remote desktops) cannot show a
+pythreejs scene. ``show(..., backend="image")`` — or ``P3DLAB_WEBGL=0`` in the environment, which
+switches every ``show`` call of every lesson — renders the meshes with p3dlab's own rasterizer into a
+plain image with orbit sliders instead.
+
 ``show(meshes, clouds, cameras, ...)`` builds one scene with orbit controls. Geometry goes into
 ``BufferGeometry`` attributes (one typed array per attribute), so large meshes stay responsive.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Iterable, Optional
 
 import numpy as np
@@ -103,6 +109,7 @@ def show(
     frustum_depth: float = 1.0,
     camera_position: Iterable[float] = (3.0, 2.0, 4.0),
     max_rays: int = 200,
+    backend: str = "auto",
 ):
     """A pythreejs view of any mix of ``Meshes``, ``Pointclouds``, cameras and ``RayBundle``s (or
     lists of them).
@@ -110,8 +117,16 @@ def show(
     Meshes use their ``TexturesVertex`` colours when present; every mesh of a batch is shown. Ray
     bundles are drawn as segments from their first to their last sample, with the samples as points
     (at most ``max_rays`` rays, evenly picked).
+
+    ``backend``: "webgl" (pythreejs), "image" (the no-WebGL fallback: the meshes rendered by p3dlab
+    with orbit sliders; other objects are listed but not drawn) or "auto" ("image" when the
+    environment variable ``P3DLAB_WEBGL`` is "0", else "webgl").
     Returns the ``pythreejs.Renderer`` widget (display it, or put it in a layout).
     """
+    if backend not in ("auto", "webgl", "image"):
+        raise P3DLabValueError(f"show: backend must be 'auto', 'webgl' or 'image', got {backend!r}")
+    if backend == "image" or (backend == "auto" and os.environ.get("P3DLAB_WEBGL", "1") == "0"):
+        return _image_fallback(_flatten(objects), width, color)
     import pythreejs as three
 
     children = [three.AmbientLight(color="#777777")]
@@ -171,6 +186,44 @@ def show(
     return three.Renderer(camera=cam, scene=scene, controls=[controls], width=width, height=height, antialias=True)
 
 
+def _image_fallback(objects, width: int, color: Optional[str]):
+    """``show`` without WebGL: an orbit ``RenderView`` of the meshes (joined into one scene)."""
+    import ipywidgets as widgets
+    import torch
+
+    from p3dlab.structures import TexturesVertex, join_meshes_as_scene
+    from p3dlab.widgets.render_view import orbit_view
+
+    meshes = [o for o in objects if type(o).__name__ == "Meshes"]
+    skipped = sorted({type(o).__name__ for o in objects if type(o).__name__ != "Meshes"})
+    note = f"<small>no WebGL: {', '.join(skipped)} not drawn</small>" if skipped else ""
+    if not meshes:
+        return widgets.HTML(note or "<small>nothing to show</small>")
+    parts = []
+    for m in meshes:
+        if color is not None or m.textures is None:
+            rgb = torch.tensor([0.82, 0.54, 0.30]) if color is None else _hex_rgb(color)
+            m = m.clone()
+            m.textures = TexturesVertex([rgb.to(v).expand_as(v) for v in m.verts_list()])
+        parts.append(m)
+    scene = join_meshes_as_scene(parts) if len(parts) > 1 or len(parts[0]) > 1 else parts[0]
+    centre = scene.verts_packed().mean(0).tolist()
+    radius = float((scene.verts_packed() - scene.verts_packed().mean(0)).norm(dim=-1).max())
+    view = orbit_view(scene, image_size=min(int(width), 384), dist=2.8 * max(radius, 1e-3), at=centre)
+    view.widget.add_class("p3dlab-image-fallback")
+    return widgets.VBox([view.widget, widgets.HTML(note)]) if note else view.widget
+
+
+def _hex_rgb(color: str):
+    import torch
+
+    named = {"white": "#ffffff", "black": "#000000", "red": "#ff0000", "green": "#00ff00", "blue": "#0000ff"}
+    h = named.get(color, color).lstrip("#")
+    if len(h) != 6:
+        raise P3DLabValueError(f"show: colour must be '#rrggbb' or a basic name, got {color!r}")
+    return torch.tensor([int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)])
+
+
 def mesh_viewer(*objects, **kwargs):
     """:func:`show` plus toggles: wireframe on/off and back faces shown/hidden (the book's Open3D
     "back face" switch). Hiding back faces reveals inward-wound (inside-out) meshes at once."""
@@ -178,6 +231,8 @@ def mesh_viewer(*objects, **kwargs):
     import pythreejs as three
 
     view = show(*objects, **kwargs)
+    if not isinstance(view, three.Renderer):
+        return view  # the no-WebGL fallback has no materials to toggle
     meshes = [c for c in view.scene.children if isinstance(c, three.Mesh)]
     wire = widgets.ToggleButton(value=False, description="wireframe")
     back = widgets.ToggleButton(value=True, description="back faces")
