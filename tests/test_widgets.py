@@ -49,6 +49,19 @@ def test_ray_bundles_are_drawn_as_segments_with_their_samples():
     assert kinds.count("LineSegments") == 2 and "Points" in kinds
 
 
+def test_normals_are_drawn_outward_and_a_grid_can_be_added():
+    from p3dlab.widgets.threejs import normal_segments
+
+    sphere = data.ico_sphere(2)
+    segs = normal_segments(sphere, 0.1).reshape(-1, 2, 3)
+    assert segs.shape[0] == sphere.verts_packed().shape[0]
+    # on a unit sphere the normals point away from the centre: tips are 1.1 from the origin
+    assert np.allclose(np.linalg.norm(segs[:, 1], axis=1), 1.1, atol=1e-3)
+    view = show(sphere, normals=0.1, grid=True)
+    kinds = [type(c).__name__ for c in view.scene.children]
+    assert "GridHelper" in kinds and kinds.count("LineSegments") == 1
+
+
 def test_mesh_viewer_toggles_change_the_materials():
     from p3dlab.widgets import mesh_viewer
 

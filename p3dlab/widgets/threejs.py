@@ -110,6 +110,8 @@ def show(
     camera_position: Iterable[float] = (3.0, 2.0, 4.0),
     max_rays: int = 200,
     backend: str = "auto",
+    normals: float = 0.0,
+    grid: bool = False,
 ):
     """A pythreejs view of any mix of ``Meshes``, ``Pointclouds``, cameras and ``RayBundle``s (or
     lists of them).
@@ -117,6 +119,9 @@ def show(
     Meshes use their ``TexturesVertex`` colours when present; every mesh of a batch is shown. Ray
     bundles are drawn as segments from their first to their last sample, with the samples as points
     (at most ``max_rays`` rays, evenly picked).
+
+    ``normals`` > 0 draws every mesh's vertex normals as segments of that length (at most 5000);
+    ``grid`` adds a ground grid in the y = 0 plane (axes are always shown).
 
     ``backend``: "webgl" (pythreejs), "image" (the no-WebGL fallback: the meshes rendered by p3dlab
     with orbit sliders; other objects are listed but not drawn) or "auto" ("image" when the
@@ -136,6 +141,8 @@ def show(
         if name == "Meshes":
             for i in range(len(obj)):
                 children.append(_mesh_object(obj[i], color, wireframe, flat))
+                if normals > 0:
+                    children.append(_normal_segments(three, obj[i], normals))
             centre_pts.append(obj.verts_packed().detach().cpu().numpy())
         elif name == "Pointclouds":
             pts = obj.points_packed().detach().cpu().numpy().astype(np.float32)
@@ -180,10 +187,27 @@ def show(
         children=[three.DirectionalLight(color="white", position=[3, 5, 1], intensity=0.6)],
     )
     children.append(three.AxesHelper(size=0.5))
+    if grid:
+        children.append(three.GridHelper(size=4, divisions=16, colorCenterLine="#888888", colorGrid="#cccccc"))
     scene = three.Scene(children=children + [cam], background="#f4f4f4")
     controls = three.OrbitControls(controlling=cam, target=target)
     cam.lookAt(target)
     return three.Renderer(camera=cam, scene=scene, controls=[controls], width=width, height=height, antialias=True)
+
+
+def normal_segments(mesh, length: float, max_normals: int = 5000) -> np.ndarray:
+    """(2·n, 3) segment end points ``v`` and ``v + length·n_v`` for at most ``max_normals`` vertices."""
+    v = mesh.verts_packed().detach()
+    n = mesh.verts_normals_packed().detach()
+    pick = torch.linspace(0, v.shape[0] - 1, min(max_normals, v.shape[0])).round().long() if v.shape[0] else []
+    v, n = v[pick], n[pick]
+    return torch.stack([v, v + length * n], 1).reshape(-1, 3).cpu().numpy().astype(np.float32)
+
+
+def _normal_segments(three, mesh, length: float):
+    segs = normal_segments(mesh, length)
+    geom = three.BufferGeometry(attributes={"position": three.BufferAttribute(segs, normalized=False)})
+    return three.LineSegments(geometry=geom, material=three.LineBasicMaterial(color="#2060c0"))
 
 
 def _image_fallback(objects, width: int, color: Optional[str]):
