@@ -1,12 +1,13 @@
-"""The widgets in a real browser: JupyterLab on 127.0.0.1 with a token, driven by Playwright in
-Debian's Chromium (``make browser``; marker ``browser``).
+"""The widgets in a real browser: JupyterLab 4, Notebook 7 and Voilà served on 127.0.0.1 with a
+token, driven by Playwright in Debian's Chromium (``make browser``; marker ``browser``).
 
 A notebook written by the test shows a pythreejs scene, a ``RenderView`` of a 20k-face sphere at
 256² and the no-WebGL fallback. The test runs it through JupyterLab's own "Run All Cells", drags the
 slider, presses its arrow key 10 + 30 times (warm-up, then measured) while timing each round trip in the page (key event → new
 image decoded), and asserts from screenshots and the DOM that the canvas drew something, the image
-changed and no widget error appeared. Screenshots and the timings go to ``test-artifacts/browser``
-(ignored by git).
+changed and no widget error appeared. Notebook 7 and Voilà (which runs the notebook itself and
+shows only outputs) get the same draw / drag / no-error checks. Screenshots and the timings go to
+``test-artifacts/browser`` (ignored by git).
 """
 
 from __future__ import annotations
@@ -219,3 +220,55 @@ def test_widgets_draw_update_and_report_no_errors_in_jupyterlab(lab):
         assert _non_background_fraction(fallback, background=(255, 255, 255)) > 0.05
         browser.close()
     assert len(times) == 30 and all(t > 0 for t in times)
+
+
+def _drag_changes_image(page, name: str):
+    """Drag the azimuth handle of the RenderView; return the PNG screenshots before and after."""
+    image = page.wait_for_selector(".p3dlab-render-view:not(.p3dlab-image-fallback) img", timeout=180_000)
+    page.wait_for_timeout(1000)
+    before = image.get_attribute("src")
+    png_before = image.screenshot()
+    handle = page.query_selector(".p3dlab-render-view:not(.p3dlab-image-fallback) .noUi-handle")
+    handle.scroll_into_view_if_needed()
+    box = handle.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 30, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    page.wait_for_function(
+        "(b) => document.querySelector('.p3dlab-render-view:not(.p3dlab-image-fallback) img').src !== b",
+        arg=before,
+        timeout=30_000,
+    )
+    page.wait_for_timeout(500)
+    return png_before, image.screenshot(path=str(ARTIFACTS / f"{name}_render_after.png"))
+
+
+@pytest.mark.parametrize("frontend", ["notebook7", "voila"])
+def test_widgets_work_in_notebook7_and_voila(lab, frontend):
+    from playwright.sync_api import sync_playwright
+
+    url, token, _ = lab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        if frontend == "notebook7":
+            page.goto(f"{url}/notebooks/widgets.ipynb?token={token}")
+            page.wait_for_selector(".jp-Notebook", timeout=60_000)
+            page.wait_for_timeout(3000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+        else:
+            page.goto(f"{url}/voila/render/widgets.ipynb?token={token}", timeout=180_000)
+        canvas = page.wait_for_selector(".p3dlab-threejs canvas", timeout=180_000)
+        page.wait_for_timeout(1500)
+        drawn = _non_background_fraction(canvas.screenshot(path=str(ARTIFACTS / f"{frontend}_threejs.png")))
+        assert drawn > 0.02, f"{frontend}: only {drawn:.1%} of the WebGL canvas differs from the background"
+        png_before, png_after = _drag_changes_image(page, frontend)
+        assert png_after != png_before, f"{frontend}: the image did not change after the drag"
+        page.screenshot(path=str(ARTIFACTS / f"{frontend}.png"), full_page=True)
+        text = page.inner_text("body")
+        for err in WIDGET_ERRORS:
+            assert err not in text, f"{frontend}: widget error on the page: {err!r}"
+        browser.close()
