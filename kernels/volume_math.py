@@ -175,6 +175,25 @@ def build(jit, add, jit_inline=None):
 
     def splat(buf, p, mask, shape, a, b, g, gval):
         """``buf[corner k] += ω_k gval`` for the in-bounds corners (corner 0 at flat index p)."""
+        if mask == ALL_CORNERS:  # interior cell: no bounds tests, weights factored
+            sy = shape[2]
+            sz = shape[1] * sy
+            a1 = 1.0 - a
+            gz0 = (1.0 - g) * gval
+            gz1 = g * gval
+            w00 = (1.0 - b) * gz0
+            w10 = b * gz0
+            w01 = (1.0 - b) * gz1
+            w11 = b * gz1
+            add(buf, p, a1 * w00)
+            add(buf, p + 1, a * w00)
+            add(buf, p + sy, a1 * w10)
+            add(buf, p + sy + 1, a * w10)
+            add(buf, p + sz, a1 * w01)
+            add(buf, p + sz + 1, a * w01)
+            add(buf, p + sz + sy, a1 * w11)
+            add(buf, p + sz + sy + 1, a * w11)
+            return
         for k in range(8):
             if mask & (1 << k):
                 wx = a if k & 1 else 1.0 - a

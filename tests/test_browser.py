@@ -172,6 +172,8 @@ def test_widgets_draw_update_and_report_no_errors_in_jupyterlab(lab):
         )
         canvas = page.wait_for_selector(".p3dlab-threejs canvas", timeout=60_000)
         page.wait_for_selector(".p3dlab-image-fallback img", timeout=60_000)
+        # every cell has run when the kernel reports idle (status bar: "Python 3 (ipykernel) | Idle")
+        page.wait_for_function("document.body.innerText.includes('| Idle')", timeout=180_000)
         page.wait_for_timeout(1500)  # let three.js draw a few frames
         page.screenshot(path=str(ARTIFACTS / "notebook.png"), full_page=True)
 
@@ -182,18 +184,7 @@ def test_widgets_draw_update_and_report_no_errors_in_jupyterlab(lab):
         # (b) dragging the slider changes the RenderView image
         before = image.get_attribute("src")
         png_before = image.screenshot(path=str(ARTIFACTS / "render_before.png"))
-        handle = page.query_selector(".p3dlab-render-view:not(.p3dlab-image-fallback) .noUi-handle")
-        handle.scroll_into_view_if_needed()
-        box = handle.bounding_box()
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.mouse.down()
-        page.mouse.move(box["x"] + 30, box["y"] + box["height"] / 2, steps=8)
-        page.mouse.up()
-        page.wait_for_function(
-            "(b) => document.querySelector('.p3dlab-render-view:not(.p3dlab-image-fallback) img').src !== b",
-            arg=before,
-            timeout=30_000,
-        )
+        _drag_azimuth(page, before)
         page.wait_for_timeout(500)
         png_after = image.screenshot(path=str(ARTIFACTS / "render_after.png"))
         assert png_after != png_before, "the rendered image did not change after dragging the azimuth slider"
@@ -222,24 +213,37 @@ def test_widgets_draw_update_and_report_no_errors_in_jupyterlab(lab):
     assert len(times) == 30 and all(t > 0 for t in times)
 
 
+def _drag_azimuth(page, before_src: str, attempts: int = 3) -> None:
+    """Drag the RenderView's azimuth handle 30 px to the right with the mouse until its image
+    changes. The notebook may still be scrolling or re-laying out after Run All, so the handle is
+    looked up again, scrolled into view and given a moment to settle before each attempt."""
+    selector = ".p3dlab-render-view:not(.p3dlab-image-fallback)"
+    for attempt in range(attempts):
+        handle = page.query_selector(f"{selector} .noUi-handle")
+        handle.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        box = handle.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2 + 30, box["y"] + box["height"] / 2, steps=8)
+        page.mouse.up()
+        try:
+            page.wait_for_function(
+                f"(b) => document.querySelector('{selector} img').src !== b", arg=before_src, timeout=10_000
+            )
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+
+
 def _drag_changes_image(page, name: str):
     """Drag the azimuth handle of the RenderView; return the PNG screenshots before and after."""
     image = page.wait_for_selector(".p3dlab-render-view:not(.p3dlab-image-fallback) img", timeout=180_000)
     page.wait_for_timeout(1000)
     before = image.get_attribute("src")
     png_before = image.screenshot()
-    handle = page.query_selector(".p3dlab-render-view:not(.p3dlab-image-fallback) .noUi-handle")
-    handle.scroll_into_view_if_needed()
-    box = handle.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(box["x"] + 30, box["y"] + box["height"] / 2, steps=8)
-    page.mouse.up()
-    page.wait_for_function(
-        "(b) => document.querySelector('.p3dlab-render-view:not(.p3dlab-image-fallback) img').src !== b",
-        arg=before,
-        timeout=30_000,
-    )
+    _drag_azimuth(page, before)
     page.wait_for_timeout(500)
     return png_before, image.screenshot(path=str(ARTIFACTS / f"{name}_render_after.png"))
 
