@@ -199,7 +199,7 @@ def test_widgets_draw_update_and_report_no_errors_in_jupyterlab(lab):
             json.dumps({"median_ms": median, "times_ms": times, "kernel_render_ms": kernel}, indent=1)
         )
         print(
-            f"\nRenderView round trip (20k faces, 256²): median {median:.1f} ms (kernel render + PNG: median "
+            f"\nRenderView round trip (20k faces, 256²): median {median:.1f} ms (kernel render + encode: median "
             f"{kernel_median:.1f} ms); all {[round(t) for t in times]}"
         )
 

@@ -97,7 +97,7 @@ def test_render_view_rerenders_on_slider_changes_and_coalesces():
 
     view = orbit_view(data.teapot(3, normalize=True), image_size=64, sync=True)
     first = bytes(view.image.value)
-    assert first.startswith(b"\x89PNG") and view.renders == 1
+    assert first.startswith(b"\xff\xd8") and view.renders == 1  # JPEG by default
     view.sliders["azim"].value = 120.0
     assert bytes(view.image.value) != first and view.renders == 2
     assert view.last_render_ms < 5000
@@ -144,3 +144,22 @@ def _walk(w):
     yield w
     for c in getattr(w, "children", ()):
         yield from _walk(c)
+
+
+def test_orbit_view_culls_back_faces_only_for_closed_meshes_and_can_send_png():
+    from p3dlab.widgets import orbit_view
+    from p3dlab.widgets.render_view import _is_closed
+
+    sphere, plane = data.ico_sphere(2), data.parallel_planes()
+    assert _is_closed(sphere) and _is_closed(data.cube()) and not _is_closed(plane)
+    closed = orbit_view(sphere, image_size=64, sync=True)
+    open_ = orbit_view(plane, image_size=64, sync=True)
+    assert closed.raster_settings.cull_backfaces and not open_.raster_settings.cull_backfaces
+    # culling a closed outward mesh changes nothing a student can see
+    culled = np.asarray(orbit_view(sphere, image_size=64, sync=True, cull_backfaces=True).render_fn(30.0, 20.0, 2.7))
+    plain = np.asarray(orbit_view(sphere, image_size=64, sync=True, cull_backfaces=False).render_fn(30.0, 20.0, 2.7))
+    assert np.allclose(culled, plain, atol=1e-5)
+    png = orbit_view(sphere, image_size=64, sync=True)
+    png.fmt = "png"
+    png.sliders["azim"].value = 45.0
+    assert bytes(png.image.value).startswith(b"\x89PNG")
