@@ -9,12 +9,13 @@ import time
 
 
 def warmup() -> float:
-    """Run tiny forward + backward passes through the mesh and point rasterizers, KNN/Chamfer and
-    the volume kernels in float32 and float64. Returns the seconds it took."""
+    """Run tiny forward + backward passes through the mesh and point rasterizers, fragment
+    interpolation, KNN/Chamfer and the volume kernels in float32 and float64. Returns the seconds
+    it took."""
     import torch
 
     from p3dlab import data
-    from p3dlab.ops import chamfer_distance, march_volumes, sample_grid
+    from p3dlab.ops import chamfer_distance, interpolate_face_attributes, march_volumes, sample_grid
     from p3dlab.renderer import (
         FoVPerspectiveCameras,
         MeshRasterizer,
@@ -36,6 +37,8 @@ def warmup() -> float:
             mesh.update_padded(verts[None])
         )
         (frags.dists.sum() + frags.zbuf.sum()).backward()
+        with torch.no_grad():  # the inference path of interpolate_face_attributes (shaders, RenderView)
+            interpolate_face_attributes(frags.pix_to_face, frags.bary_coords, verts[mesh.faces_packed()])
         pts = torch.rand(1, 30, 3, dtype=dtype, requires_grad=True)
         PointsRasterizer(cams, PointsRasterizationSettings(image_size=8, radius=0.1))(
             Pointclouds(pts)
