@@ -163,8 +163,7 @@ _vdev = _vm.build(lambda fn: cuda.jit(device=True)(fn), _atomic_add)
 sample_point = _vdev.sample_point
 sample_point_backward = _vdev.sample_point_backward
 march_ray = _vdev.march_ray
-march_ray_backward_ea = _vdev.march_ray_backward_ea
-march_ray_backward_quadrature = _vdev.march_ray_backward_quadrature
+march_ray_backward = _vdev.march_ray_backward
 
 
 @cuda.jit(device=True)
@@ -240,75 +239,17 @@ def march_volume_cuda(
 
 @cuda.jit
 def _march_volume_backward_kernel(
-    dens,
-    feats,
-    shape,
-    ray_vol,
-    rays,
-    lengths,
-    mode,
-    eps,
-    align,
-    last_inf,
-    S_total,
-    T_P,
-    G_f,
-    g_o,
-    g_z,
-    n_used,
-    ray_grad,
-    db,
-    fb,
-    grad_rays,
-):
+    dens, feats, shape, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
+    ray_grad, db, fb, grad_rays,
+):  # fmt: skip
     r = cuda.grid(1)
     if r >= rays.shape[0]:
         return
-    b = ray_vol[r]
-    if mode == _vm.EA:
-        scratch = cuda.local.array((2, _vm.MAX_CUDA_SAMPLES), numba.float64)
-        march_ray_backward_ea(
-            dens,
-            feats,
-            shape,
-            b,
-            rays,
-            lengths,
-            r,
-            align,
-            eps,
-            G_f,
-            g_o[r],
-            g_z[r],
-            n_used[r],
-            ray_grad,
-            scratch,
-            db,
-            fb,
-            grad_rays,
-        )
-    else:
-        march_ray_backward_quadrature(
-            dens,
-            feats,
-            shape,
-            b,
-            rays,
-            lengths,
-            r,
-            align,
-            last_inf,
-            S_total[r],
-            T_P[r],
-            G_f,
-            g_o[r],
-            g_z[r],
-            n_used[r],
-            ray_grad,
-            db,
-            fb,
-            grad_rays,
-        )
+    scratch = cuda.local.array((2, _vm.MAX_CUDA_SAMPLES), numba.float64)  # used by the EA scan only
+    march_ray_backward(
+        dens, feats, shape, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
+        n_used, ray_grad, scratch, db, fb, grad_rays,
+    )  # fmt: skip
 
 
 def march_volume_backward_cuda(

@@ -27,10 +27,7 @@ _dev = vm.build(lambda fn: njit(**_JIT)(fn), _add, lambda fn: njit(inline="alway
 sample_point = _dev.sample_point
 sample_point_backward = _dev.sample_point_backward
 march_ray = _dev.march_ray
-march_ray_backward_ea = _dev.march_ray_backward_ea
-march_ray_backward_quadrature = _dev.march_ray_backward_quadrature
-EA = vm.EA
-QUADRATURE = vm.QUADRATURE
+march_ray_backward = _dev.march_ray_backward
 
 
 @njit(cache=True)
@@ -142,47 +139,7 @@ def march_volume_backward_cpu(
         db = dbuf[task]
         fb = fbuf[task]
         for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
-            b = ray_vol[r]
-            if mode == EA:
-                march_ray_backward_ea(
-                    dens,
-                    feats,
-                    shape,
-                    b,
-                    rays,
-                    lengths,
-                    r,
-                    align,
-                    eps,
-                    G_f,
-                    g_o[r],
-                    g_z[r],
-                    n_used[r],
-                    ray_grad,
-                    scratch[task],
-                    db,
-                    fb,
-                    grad_rays,
-                )
-            else:
-                march_ray_backward_quadrature(
-                    dens,
-                    feats,
-                    shape,
-                    b,
-                    rays,
-                    lengths,
-                    r,
-                    align,
-                    last_inf,
-                    S_total[r],
-                    T_P[r],
-                    G_f,
-                    g_o[r],
-                    g_z[r],
-                    n_used[r],
-                    ray_grad,
-                    db,
-                    fb,
-                    grad_rays,
-                )
+            march_ray_backward(
+                dens, feats, shape, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o,
+                g_z, n_used, ray_grad, scratch[task], db, fb, grad_rays,
+            )  # fmt: skip

@@ -442,10 +442,28 @@ def build(jit, add, jit_inline=None):
 
     march_ray_backward_ea = jit(march_ray_backward_ea)
 
+    def march_ray_backward(
+        dens, feats, shape, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
+        ray_grad, scratch, dbuf, fbuf, grad_rays,
+    ):  # fmt: skip
+        """Backward of ray r in either mode; ``S_total``, ``T_P``, ``g_o``, ``g_z`` and ``n_used`` are
+        the per-ray arrays, ``scratch`` (2, ≥ P) is only used by EA."""
+        if mode == EA:
+            march_ray_backward_ea(
+                dens, feats, shape, b, rays, lengths, r, align, eps, G_f, g_o[r], g_z[r], n_used[r], ray_grad,
+                scratch, dbuf, fbuf, grad_rays,
+            )  # fmt: skip
+        else:
+            march_ray_backward_quadrature(
+                dens, feats, shape, b, rays, lengths, r, align, last_inf, S_total[r], T_P[r], G_f, g_o[r], g_z[r],
+                n_used[r], ray_grad, dbuf, fbuf, grad_rays,
+            )  # fmt: skip
+
+    march_ray_backward = jit(march_ray_backward)
+
     return SimpleNamespace(
         sample_point=sample_point,
         sample_point_backward=sample_point_backward,
         march_ray=march_ray,
-        march_ray_backward_quadrature=march_ray_backward_quadrature,
-        march_ray_backward_ea=march_ray_backward_ea,
+        march_ray_backward=march_ray_backward,
     )

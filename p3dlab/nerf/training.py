@@ -12,7 +12,6 @@ Pixels are sampled at their exact centres, so the targets are the stored pixel v
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -136,13 +135,12 @@ def fit_nerf(
     x, y = pixel_centres(H, W, train.cameras.R.dtype)
     xy_all = torch.stack([x, y], -1).reshape(-1, 2)
     per_view = max(rays_per_step // views_per_step, 1)
-    hist = FitHistory()
     steps = range(iterations)
     if progress:
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc="training")
-    t0 = time.perf_counter()
+    hist = FitHistory(target_psnr=target_psnr)
     for step in steps:
         views = torch.randperm(len(train), generator=gen)[: min(views_per_step, len(train))]
         pix = torch.randint(0, H * W, (len(views), per_view), generator=gen)
@@ -161,17 +159,12 @@ def fit_nerf(
         value.backward()
         opt.step()
         sched.step()
-        hist.steps.append(step)
-        hist.loss.append(float(value.detach()))
-        hist.seconds.append(time.perf_counter() - t0)
+        loss_value = hist.record(step, value)
         test_value = None
-        if test is not None and len(test) and (step % eval_every == eval_every - 1 or step == iterations - 1):
+        if test is not None and len(test) and hist.evaluation_due(step, eval_every, iterations):
             images = render_image(field, test.cameras, (H, W), near, far, n_coarse, n_fine)
             test_value = float(psnr(images[..., :3], test.images))
-            hist.test_steps.append(step)
-            hist.test_psnr.append(test_value)
-            if target_psnr is not None and hist.seconds_to_target is None and test_value >= target_psnr:
-                hist.seconds_to_target = time.perf_counter() - t0
+            hist.record_test(step, test_value)
         if callback is not None:
-            callback(step, hist.loss[-1], test_value)
+            callback(step, loss_value, test_value)
     return hist

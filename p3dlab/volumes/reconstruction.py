@@ -112,12 +112,36 @@ class VoxelRadianceField(torch.nn.Module):
 
 @dataclass
 class FitHistory:
+    """Losses and wall times per step, held-out PSNR at the evaluated steps, and the time at which
+    the held-out PSNR first reached ``target_psnr`` (evaluations included). Shared by
+    ``fit_volume`` and ``p3dlab.nerf.fit_nerf``."""
+
     steps: List[int] = field(default_factory=list)
     loss: List[float] = field(default_factory=list)
     test_steps: List[int] = field(default_factory=list)
     test_psnr: List[float] = field(default_factory=list)
     seconds: List[float] = field(default_factory=list)
     seconds_to_target: Optional[float] = None
+    target_psnr: Optional[float] = None
+    start: float = field(default_factory=time.perf_counter, repr=False)
+
+    def record(self, step: int, loss: torch.Tensor) -> float:
+        self.steps.append(step)
+        self.loss.append(float(loss.detach()))
+        self.seconds.append(time.perf_counter() - self.start)
+        return self.loss[-1]
+
+    def record_test(self, step: int, value: float) -> None:
+        self.test_steps.append(step)
+        self.test_psnr.append(value)
+        reached = self.target_psnr is not None and value >= self.target_psnr
+        if reached and self.seconds_to_target is None:
+            self.seconds_to_target = time.perf_counter() - self.start
+
+    @staticmethod
+    def evaluation_due(step: int, every: int, iterations: int) -> bool:
+        """Evaluate every ``every`` steps and after the last one."""
+        return step % every == every - 1 or step == iterations - 1
 
 
 def evaluate(model: VoxelRadianceField, split, n_pts: int = 64) -> Tuple[float, torch.Tensor]:
@@ -154,8 +178,7 @@ def fit_volume(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations, eta_min=lr_final)
     size = tuple(train.images.shape[1:3])
-    hist = FitHistory()
-    t0 = time.perf_counter()
+    hist = FitHistory(target_psnr=target_psnr)
     for step in range(iterations):
         idx = torch.randperm(len(train), generator=gen)[: min(views_per_step, len(train))].tolist()
         batch = train[idx]
@@ -165,16 +188,11 @@ def fit_volume(
         loss.backward()
         opt.step()
         sched.step()
-        hist.steps.append(step)
-        hist.loss.append(float(loss.detach()))
-        hist.seconds.append(time.perf_counter() - t0)
+        loss_value = hist.record(step, loss)
         value = None
-        if test is not None and len(test) and (step % eval_every == eval_every - 1 or step == iterations - 1):
+        if test is not None and len(test) and hist.evaluation_due(step, eval_every, iterations):
             value, _ = evaluate(model, test, n_pts)
-            hist.test_steps.append(step)
-            hist.test_psnr.append(value)
-            if target_psnr is not None and hist.seconds_to_target is None and value >= target_psnr:
-                hist.seconds_to_target = time.perf_counter() - t0
+            hist.record_test(step, value)
         if callback is not None:
-            callback(step, hist.loss[-1], value, images[0].detach())
+            callback(step, loss_value, value, images[0].detach())
     return hist
