@@ -215,14 +215,18 @@ def test_widgets_draw_update_and_report_no_errors_in_jupyterlab(lab):
 
 def _drag_azimuth(page, before_src: str, attempts: int = 3) -> None:
     """Drag the RenderView's azimuth handle 30 px to the right with the mouse until its image
-    changes. The notebook may still be scrolling or re-laying out after Run All, so the handle is
-    looked up again, scrolled into view and given a moment to settle before each attempt."""
+    changes. A first click on a notebook output activates its cell, and JupyterLab may then scroll
+    it, so each attempt clicks the handle first (which does not move it), lets the layout settle,
+    and looks the handle up again before dragging."""
     selector = ".p3dlab-render-view:not(.p3dlab-image-fallback)"
+    readout = lambda: page.inner_text(f"{selector} .widget-readout")  # noqa: E731
+    start = readout()
     for attempt in range(attempts):
         handle = page.query_selector(f"{selector} .noUi-handle")
         handle.scroll_into_view_if_needed()
-        page.wait_for_timeout(500)
-        box = handle.bounding_box()
+        handle.click()
+        page.wait_for_timeout(700)
+        box = page.query_selector(f"{selector} .noUi-handle").bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.mouse.down()
         page.mouse.move(box["x"] + box["width"] / 2 + 30, box["y"] + box["height"] / 2, steps=8)
@@ -232,9 +236,11 @@ def _drag_azimuth(page, before_src: str, attempts: int = 3) -> None:
                 f"(b) => document.querySelector('{selector} img').src !== b", arg=before_src, timeout=10_000
             )
             return
-        except Exception:
+        except Exception as exc:
             if attempt == attempts - 1:
-                raise
+                raise AssertionError(
+                    f"the image did not change after {attempts} drags (azimuth {start} -> {readout()})"
+                ) from exc
 
 
 def _drag_changes_image(page, name: str):

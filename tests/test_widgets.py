@@ -163,3 +163,37 @@ def test_orbit_view_culls_back_faces_only_for_closed_meshes_and_can_send_png():
     png.fmt = "png"
     png.sliders["azim"].value = 45.0
     assert bytes(png.image.value).startswith(b"\x89PNG")
+
+
+def test_render_view_never_renders_on_two_threads_at_once():
+    """Kernels may deliver slider events on several threads; overlapping renders would launch
+    parallel Numba kernels concurrently, which the workqueue threading layer answers by aborting."""
+    import threading
+    import time
+
+    import ipywidgets as widgets
+
+    from p3dlab.widgets import RenderView
+
+    active, overlaps = [0], [0]
+
+    def slow_render(a):
+        active[0] += 1
+        overlaps[0] = max(overlaps[0], active[0])
+        time.sleep(0.01)
+        active[0] -= 1
+        return np.full((8, 8, 3), a / 100.0)
+
+    views = [RenderView(slow_render, {"a": widgets.FloatSlider(value=1, min=0, max=100)}, sync=True) for _ in range(2)]
+
+    def drag(view):
+        for v in range(2, 12):
+            view.sliders["a"].value = float(v)
+
+    threads = [threading.Thread(target=drag, args=(v,)) for v in views]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps[0] == 1
+    assert all(v.renders == 11 for v in views)

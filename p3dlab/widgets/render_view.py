@@ -9,10 +9,16 @@ uses the latest values.
 from __future__ import annotations
 
 import io
+import threading
 import time
 from typing import Callable, Dict, Optional
 
 import numpy as np
+
+# One render at a time in this process: a kernel may deliver slider events on more than one thread,
+# and Numba's default threading layer here (workqueue, chosen because it survives fork) aborts the
+# whole process when two threads launch parallel kernels at once.
+_RENDER_LOCK = threading.Lock()
 
 
 def _encode(image, fmt: str = "png") -> bytes:
@@ -77,14 +83,15 @@ class RenderView:
 
     def render(self) -> None:
         self._scheduled = False
-        values = self.values()
-        if values == self._rendered_values:
-            return  # coalesced: nothing changed since the last frame
-        t0 = time.perf_counter()
-        self.image.value = _encode(self.render_fn(**values), self.fmt)
-        self.last_render_ms = (time.perf_counter() - t0) * 1e3
-        self._rendered_values = values
-        self.renders += 1
+        with _RENDER_LOCK:
+            values = self.values()
+            if values == self._rendered_values:
+                return  # coalesced: nothing changed since the last frame
+            t0 = time.perf_counter()
+            self.image.value = _encode(self.render_fn(**values), self.fmt)
+            self.last_render_ms = (time.perf_counter() - t0) * 1e3
+            self._rendered_values = values
+            self.renders += 1
         self.status.value = f"<small>{self.last_render_ms:.0f} ms per frame</small>"
 
     def _on_change(self, _change=None) -> None:
