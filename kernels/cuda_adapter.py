@@ -208,7 +208,8 @@ def _sample_volume_backward_kernel(flat, shape, points, align, grad_out, buf, gr
 
 
 def sample_volume_backward_cuda(flat, shape, points, align, grad_out, buffers, grad_points):
-    """Atomic scatter into ``buffers[0]``; arguments as for ``volume_cpu.sample_volume_backward_cpu``."""
+    """Atomic scatter into ``buffers[0]`` (zeroed by the caller); arguments as for
+    ``volume_cpu.sample_volume_backward_cpu``."""
     n = points.shape[0] * points.shape[1]
     args = [as_array(a) for a in (flat, shape, points)]
     _sample_volume_backward_kernel[_blocks(n), THREADS](
@@ -218,67 +219,50 @@ def sample_volume_backward_cuda(flat, shape, points, align, grad_out, buffers, g
 
 @cuda.jit
 def _march_volume_kernel(
-    dens, feats, shape, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+    grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
 ):
     r = cuda.grid(1)
     if r >= rays.shape[0]:
         return
     march_ray(
-        dens, feats, shape, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+        grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
     )
 
 
 def march_volume_cuda(
-    dens, feats, shape, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+    grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
 ):
     """One thread per ray; arguments as for ``volume_cpu.march_volume_cpu``."""
-    arrays = [as_array(a) for a in (dens, feats, shape, ray_vol, rays, lengths)]
+    arrays = [as_array(a) for a in (grid, layout, ray_vol, rays, lengths)]
     outs = [as_array(a) for a in (out_f, out_o, out_z, n_used)]
     _march_volume_kernel[_blocks(rays.shape[0]), THREADS](*arrays, mode, eps, t_min, align, last_inf, *outs)
 
 
 @cuda.jit
 def _march_volume_backward_kernel(
-    dens, feats, shape, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-    ray_grad, db, fb, grad_rays,
+    grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
+    ray_grad, buf, grad_rays,
 ):  # fmt: skip
     r = cuda.grid(1)
     if r >= rays.shape[0]:
         return
     scratch = cuda.local.array((2, _vm.MAX_CUDA_SAMPLES), numba.float64)  # used by the EA scan only
     march_ray_backward(
-        dens, feats, shape, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
-        n_used, ray_grad, scratch, db, fb, grad_rays,
+        grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
+        n_used, ray_grad, scratch, buf, grad_rays,
     )  # fmt: skip
 
 
 def march_volume_backward_cuda(
-    dens,
-    feats,
-    shape,
-    ray_vol,
-    rays,
-    lengths,
-    mode,
-    eps,
-    align,
-    last_inf,
-    S_total,
-    T_P,
-    G_f,
-    g_o,
-    g_z,
-    n_used,
-    ray_grad,
-    dbuf,
-    fbuf,
-    grad_rays,
-):
-    """One thread per ray, atomic scatter into ``dbuf[0]``/``fbuf[0]``; EA needs P <= MAX_CUDA_SAMPLES."""
+    grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
+    ray_grad, buffers, grad_rays,
+):  # fmt: skip
+    """One thread per ray, atomic scatter into ``buffers[0]`` (zeroed by the caller); EA needs
+    P <= MAX_CUDA_SAMPLES."""
     if mode == _vm.EA and lengths.shape[1] > _vm.MAX_CUDA_SAMPLES:
         raise ValueError(f"CUDA EA backward supports at most {_vm.MAX_CUDA_SAMPLES} samples per ray")
-    arrays = [as_array(a) for a in (dens, feats, shape, ray_vol, rays, lengths)]
+    arrays = [as_array(a) for a in (grid, layout, ray_vol, rays, lengths)]
     grads = [as_array(a) for a in (S_total, T_P, G_f, g_o, g_z, n_used)]
     _march_volume_backward_kernel[_blocks(rays.shape[0]), THREADS](
-        *arrays, mode, eps, align, last_inf, *grads, ray_grad, as_array(dbuf[0]), as_array(fbuf[0]), as_array(grad_rays)
+        *arrays, mode, eps, align, last_inf, *grads, ray_grad, as_array(buffers[0]), as_array(grad_rays)
     )

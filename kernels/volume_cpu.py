@@ -3,8 +3,9 @@ backward (kernels.md §8-9; the math and the flat grid layout are in ``volume_ma
 
 Forward kernels run one ray (or one point) per iteration of a ``prange``: outputs are disjoint, no
 synchronisation. Backward kernels scatter into the grid: every task owns its own gradient buffer
-(``buffers`` (n_tasks, grid size), chosen by the caller to fit memory and summed by it in a fixed
-order), so results are deterministic for a given number of tasks. Rays are dealt to tasks in
+(``buffers`` (n_tasks, grid size), chosen by the caller to fit memory, zeroed by the task that
+uses it and summed by ``unpack_channels_sum`` in a fixed order), so results are deterministic for a
+given number of tasks. Rays are dealt to tasks in
 contiguous blocks, which keeps neighbouring rays (and the voxels they share) in one cache.
 """
 
@@ -31,38 +32,72 @@ march_ray_backward = _dev.march_ray_backward
 
 
 @njit(cache=True)
-def _volume_of(n, flat, shape):
+def _volume_of(n, grid, layout):
     """Index of the volume used by batch element n: 0 when the grid holds a single volume."""
-    return 0 if flat.size == shape[0] * shape[1] * shape[2] * shape[3] else n
+    return 0 if grid.size == layout[0] * layout[1] * layout[2] * layout[3] else n
+
+
+_BLOCKS = 64  # work items per volume of the layout copies
 
 
 @njit(parallel=True, **_JIT)
-def sample_volume_cpu(flat, shape, points, align, out):
-    """``out[n, m, c] = V_c(points[n, m])``: flat (N or 1, C, D, H, W) grid with ``shape`` (D, H, W, C),
-    local points (N, M, 3)."""
+def pack_channels_last(src, V, C, dst, K, first):
+    """Copy ``src``, a flat (V, C, D, H, W) grid, into channels ``first … first + C - 1`` of ``dst``,
+    a flat (V, D, H, W, K) grid: ``dst[(v DHW + x) K + first + c] = src[(v C + c) DHW + x]``."""
+    dhw = src.size // (V * C)
+    for task in prange(V * _BLOCKS):
+        v = task // _BLOCKS
+        blk = task % _BLOCKS
+        for x in range(dhw * blk // _BLOCKS, dhw * (blk + 1) // _BLOCKS):
+            for c in range(C):
+                dst[(v * dhw + x) * K + first + c] = src[(v * C + c) * dhw + x]
+
+
+@njit(parallel=True, **_JIT)
+def unpack_channels_sum(buffers, K, first, dst, V, C):
+    """The inverse of ``pack_channels_last`` summed over tasks: ``dst[(v C + c) DHW + x] =
+    Σ_task buffers[task, (v DHW + x) K + first + c]``, tasks added in a fixed order."""
+    dhw = dst.size // (V * C)
+    for task in prange(V * _BLOCKS):
+        v = task // _BLOCKS
+        blk = task % _BLOCKS
+        for x in range(dhw * blk // _BLOCKS, dhw * (blk + 1) // _BLOCKS):
+            src = (v * dhw + x) * K + first
+            for c in range(C):
+                acc = buffers[0, src + c]
+                for k in range(1, buffers.shape[0]):
+                    acc += buffers[k, src + c]
+                dst[(v * C + c) * dhw + x] = acc
+
+
+@njit(parallel=True, **_JIT)
+def sample_volume_cpu(grid, layout, points, align, out):
+    """``out[n, m, c] = V_c(points[n, m])``: channels-last grid (N or 1, D, H, W, C) with ``layout``
+    (D, H, W, C, 0, C), local points (N, M, 3)."""
     N, M, _ = points.shape
     for t in prange(N * M):
         n = t // M
         m = t % M
-        b = _volume_of(n, flat, shape)
-        sample_point(flat, shape, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, out[n], m)
+        b = _volume_of(n, grid, layout)
+        sample_point(grid, layout, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, out[n], m)
 
 
 @njit(parallel=True, **_JIT)
-def sample_volume_backward_cpu(flat, shape, points, align, grad_out, buffers, grad_points):
-    """Scatter ``grad_out`` (N, M, C) into ``buffers`` (n_tasks, flat.size; zeroed) and write
+def sample_volume_backward_cpu(grid, layout, points, align, grad_out, buffers, grad_points):
+    """Scatter ``grad_out`` (N, M, C) into ``buffers`` (n_tasks, grid.size; zeroed here) and write
     ``grad_points`` (N, M, 3)."""
     N, M, _ = points.shape
     total = N * M
     n_tasks = buffers.shape[0]
     for task in prange(n_tasks):
         buf = buffers[task]
+        buf[:] = 0.0
         for t in range(total * task // n_tasks, total * (task + 1) // n_tasks):
             n = t // M
             m = t % M
-            b = _volume_of(n, flat, shape)
+            b = _volume_of(n, grid, layout)
             gx, gy, gz = sample_point_backward(
-                flat, shape, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, grad_out[n], m, buf
+                grid, layout, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, grad_out[n], m, buf
             )
             grad_points[n, m, 0] = gx
             grad_points[n, m, 1] = gy
@@ -71,75 +106,42 @@ def sample_volume_backward_cpu(flat, shape, points, align, grad_out, buffers, gr
 
 @njit(parallel=True, **_JIT)
 def march_volume_cpu(
-    dens, feats, shape, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+    grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
 ):
     """Fused trilinear sampling + ray marching of R rays.
 
-    ``dens``/``feats``: flat (V, 1, D, H, W) densities and (V, C, D, H, W) features (the same array
-    when the densities are the features), ``shape`` = (D, H, W, C); ``ray_vol`` (R,) volume of each
-    ray; ``rays`` (R, 7) local origin, local direction and world direction norm; ``lengths`` (R, P).
-    Writes features ``out_f`` (R, C), opacity ``out_o`` (R,), expected depth ``out_z`` (R,) and the
-    number of samples marched ``n_used`` (R,) (fewer than P after early termination)."""
+    ``grid``: flat channels-last (V, D, H, W, K) densities and features with ``layout`` (D, H, W,
+    K, F0, C) (``volume_math``); ``ray_vol`` (R,) volume of each ray; ``rays`` (R, 7) local origin,
+    local direction and world direction norm; ``lengths`` (R, P). Writes features ``out_f`` (R, C),
+    opacity ``out_o`` (R,), expected depth ``out_z`` (R,) and the number of samples marched
+    ``n_used`` (R,) (fewer than P after early termination)."""
     for r in prange(rays.shape[0]):
         march_ray(
-            dens,
-            feats,
-            shape,
-            ray_vol[r],
-            rays,
-            lengths,
-            r,
-            mode,
-            eps,
-            t_min,
-            align,
-            last_inf,
-            out_f,
-            out_o,
-            out_z,
-            n_used,
+            grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
         )
 
 
 @njit(parallel=True, **_JIT)
 def march_volume_backward_cpu(
-    dens,
-    feats,
-    shape,
-    ray_vol,
-    rays,
-    lengths,
-    mode,
-    eps,
-    align,
-    last_inf,
-    S_total,
-    T_P,
-    G_f,
-    g_o,
-    g_z,
-    n_used,
-    ray_grad,
-    dbuf,
-    fbuf,
-    grad_rays,
-):
+    grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
+    ray_grad, buffers, grad_rays,
+):  # fmt: skip
     """Backward of ``march_volume_cpu``.
 
-    Accumulates into ``dbuf``/``fbuf`` (n_tasks copies of the flat grids, zeroed; the caller sums
-    them; the same array when the densities are the features) and into ``grad_rays`` (R, 7, zeroed).
-    ``S_total`` (R,) = F·G + Z g_Z and ``T_P`` (R,) = 1 - O feed the quadrature scan; ``G_f`` (R, C),
-    ``g_o`` and ``g_z`` (R,) are the upstream gradients. ``ray_grad``: also accumulate the
-    gradients of the rays' origins and directions (skipped, and left zero, when False)."""
+    Accumulates into ``buffers`` (n_tasks copies of the flat grid, zeroed here; the caller sums
+    them) and into ``grad_rays`` (R, 7, zeroed). ``S_total`` (R,) = F·G + Z g_Z and ``T_P`` (R,) =
+    1 - O feed the quadrature scan; ``G_f`` (R, C), ``g_o`` and ``g_z`` (R,) are the upstream
+    gradients. ``ray_grad``: also accumulate the gradients of the rays' origins and directions
+    (skipped, and left zero, when False)."""
     R = rays.shape[0]
     P = lengths.shape[1]
-    n_tasks = dbuf.shape[0]
+    n_tasks = buffers.shape[0]
     scratch = np.empty((n_tasks, 2, max(P, 1)), np.float64)
     for task in prange(n_tasks):
-        db = dbuf[task]
-        fb = fbuf[task]
+        buf = buffers[task]
+        buf[:] = 0.0
         for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
             march_ray_backward(
-                dens, feats, shape, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o,
-                g_z, n_used, ray_grad, scratch[task], db, fb, grad_rays,
+                grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o,
+                g_z, n_used, ray_grad, scratch[task], buf, grad_rays,
             )  # fmt: skip

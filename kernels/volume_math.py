@@ -5,11 +5,13 @@
 the scatter of the backward passes: a plain ``+=`` into a per-task buffer on the CPU, an atomic add
 on CUDA.
 
-**Layout.** Grids are passed as flat views of their (V, C, D, H, W) arrays with ``shape = (D, H, W,
-C)``: voxel (k, j, i) of channel c of volume b is ``flat[(b C + c) DHW + (k H + j) W + i]``. The
-fused marcher takes the densities (C = 1) and the features as two flat arrays (the same array when a
-volume has no features). Reading the torch tensors in place avoids a channels-last copy, which
-cost more than the cache lines it saves.
+**Layout.** Grids are channels-last: a flat view of a (V, D, H, W, K) array with ``layout = (D, H,
+W, K, F0, C)``. Channel c of voxel (k, j, i) of volume b is ``grid[((b D + k) H + j) W + i) K + c]``,
+so the K channels of a voxel share a cache line and the corners i and i + 1 sit next to each other.
+The fused marcher reads the density from channel 0 and the C features from channels F0 … F0 + C - 1
+(F0 = 0, C = 1 when a volume has no features); the sampler reads channels 0 … C - 1. The torch
+wrappers pack (V, C, D, H, W) tensors into this layout once per call (a parallel copy) and unpack
+the gradients: one pass over memory each way, against four times as many cache lines per sample.
 
 **Trilinear sampling** at local (x, y, z) (x ↔ W, y ↔ H, z ↔ D):
 
@@ -105,13 +107,13 @@ def build(jit, add, jit_inline=None):
     lerp8_grad = jit_inline(_lerp8_grad)
     delta = jit_inline(_delta)
 
-    def cell(x, y, z, shape, align):
+    def cell(x, y, z, layout, align):
         """The grid cell of local point (x, y, z): ``(vox, mask, α, β, γ, su, sv, sw)`` with vox the
-        index of corner 0 within one channel, mask the in-bounds corners (0: no corner inside) and
-        s the du/dx factors."""
-        D = shape[0]
-        H = shape[1]
-        W = shape[2]
+        voxel index (k H + j) W + i of corner 0, mask the in-bounds corners (0: no corner inside)
+        and s the du/dx factors."""
+        D = layout[0]
+        H = layout[1]
+        W = layout[2]
         i0, a, su, xl, xh = axis(x, W, align)
         j0, bb, sv, yl, yh = axis(y, H, align)
         k0, g, sw, zl, zh = axis(z, D, align)
@@ -129,55 +131,65 @@ def build(jit, add, jit_inline=None):
 
     cell = jit_inline(cell)
 
-    def corner_index(base, k, shape):
-        return base + (k & 1) + ((k >> 1) & 1) * shape[2] + (k >> 2) * shape[1] * shape[2]
+    def channel_index(layout, b, vox, c):
+        """Flat index of channel c of voxel vox of volume b."""
+        return (b * layout[0] * layout[1] * layout[2] + vox) * layout[3] + c
+
+    channel_index = jit_inline(channel_index)
+
+    def corner_index(p, k, layout):
+        sx = layout[3]
+        sy = layout[2] * sx
+        return p + (k & 1) * sx + ((k >> 1) & 1) * sy + (k >> 2) * layout[1] * sy
 
     corner_index = jit_inline(corner_index)
 
-    def corners(flat, p, mask, shape):
-        """The 8 corner values at flat index p of corner 0 (0 for corners outside the grid)."""
-        sy = shape[2]
-        sz = shape[1] * sy
+    def corners(grid, p, mask, layout):
+        """The 8 corner values of one channel, corner 0 at flat index p (0 outside the grid)."""
+        sx = layout[3]
+        sy = layout[2] * sx
+        sz = layout[1] * sy
         if mask == ALL_CORNERS:
             return (
-                flat[p],
-                flat[p + 1],
-                flat[p + sy],
-                flat[p + sy + 1],
-                flat[p + sz],
-                flat[p + sz + 1],
-                flat[p + sz + sy],
-                flat[p + sz + sy + 1],
+                grid[p],
+                grid[p + sx],
+                grid[p + sy],
+                grid[p + sy + sx],
+                grid[p + sz],
+                grid[p + sz + sx],
+                grid[p + sz + sy],
+                grid[p + sz + sy + sx],
             )
-        v0 = flat[p] if mask & 1 else 0.0
-        v1 = flat[p + 1] if mask & 2 else 0.0
-        v2 = flat[p + sy] if mask & 4 else 0.0
-        v3 = flat[p + sy + 1] if mask & 8 else 0.0
-        v4 = flat[p + sz] if mask & 16 else 0.0
-        v5 = flat[p + sz + 1] if mask & 32 else 0.0
-        v6 = flat[p + sz + sy] if mask & 64 else 0.0
-        v7 = flat[p + sz + sy + 1] if mask & 128 else 0.0
+        v0 = grid[p] if mask & 1 else 0.0
+        v1 = grid[p + sx] if mask & 2 else 0.0
+        v2 = grid[p + sy] if mask & 4 else 0.0
+        v3 = grid[p + sy + sx] if mask & 8 else 0.0
+        v4 = grid[p + sz] if mask & 16 else 0.0
+        v5 = grid[p + sz + sx] if mask & 32 else 0.0
+        v6 = grid[p + sz + sy] if mask & 64 else 0.0
+        v7 = grid[p + sz + sy + sx] if mask & 128 else 0.0
         return v0, v1, v2, v3, v4, v5, v6, v7
 
     corners = jit_inline(corners)
 
-    def value(flat, p, mask, shape, a, b, g):
-        v0, v1, v2, v3, v4, v5, v6, v7 = corners(flat, p, mask, shape)
+    def value(grid, p, mask, layout, a, b, g):
+        v0, v1, v2, v3, v4, v5, v6, v7 = corners(grid, p, mask, layout)
         return lerp8(v0, v1, v2, v3, v4, v5, v6, v7, a, b, g)
 
     value = jit_inline(value)
 
-    def value_grad(flat, p, mask, shape, a, b, g):
-        v0, v1, v2, v3, v4, v5, v6, v7 = corners(flat, p, mask, shape)
+    def value_grad(grid, p, mask, layout, a, b, g):
+        v0, v1, v2, v3, v4, v5, v6, v7 = corners(grid, p, mask, layout)
         return lerp8_grad(v0, v1, v2, v3, v4, v5, v6, v7, a, b, g)
 
     value_grad = jit_inline(value_grad)
 
-    def splat(buf, p, mask, shape, a, b, g, gval):
+    def splat(buf, p, mask, layout, a, b, g, gval):
         """``buf[corner k] += ω_k gval`` for the in-bounds corners (corner 0 at flat index p)."""
         if mask == ALL_CORNERS:  # interior cell: no bounds tests, weights factored
-            sy = shape[2]
-            sz = shape[1] * sy
+            sx = layout[3]
+            sy = layout[2] * sx
+            sz = layout[1] * sy
             a1 = 1.0 - a
             gz0 = (1.0 - g) * gval
             gz1 = g * gval
@@ -186,46 +198,44 @@ def build(jit, add, jit_inline=None):
             w01 = (1.0 - b) * gz1
             w11 = b * gz1
             add(buf, p, a1 * w00)
-            add(buf, p + 1, a * w00)
+            add(buf, p + sx, a * w00)
             add(buf, p + sy, a1 * w10)
-            add(buf, p + sy + 1, a * w10)
+            add(buf, p + sy + sx, a * w10)
             add(buf, p + sz, a1 * w01)
-            add(buf, p + sz + 1, a * w01)
+            add(buf, p + sz + sx, a * w01)
             add(buf, p + sz + sy, a1 * w11)
-            add(buf, p + sz + sy + 1, a * w11)
+            add(buf, p + sz + sy + sx, a * w11)
             return
         for k in range(8):
             if mask & (1 << k):
                 wx = a if k & 1 else 1.0 - a
                 wy = b if k & 2 else 1.0 - b
                 wz = g if k & 4 else 1.0 - g
-                add(buf, corner_index(p, k, shape), wx * wy * wz * gval)
+                add(buf, corner_index(p, k, layout), wx * wy * wz * gval)
 
     splat = jit_inline(splat)
 
-    def sample_point(flat, shape, b, x, y, z, align, out, m):
-        """``out[m, c] = V_c(x, y, z)`` for every channel c of volume b (the standalone sampler)."""
-        vox, mask, a, bb, g, su, sv, sw = cell(x, y, z, shape, align)
-        dhw = shape[0] * shape[1] * shape[2]
-        for c in range(shape[3]):
-            out[m, c] = value(flat, (b * shape[3] + c) * dhw + vox, mask, shape, a, bb, g) if mask else 0.0
+    def sample_point(grid, layout, b, x, y, z, align, out, m):
+        """``out[m, c] = V_c(x, y, z)`` for the channels c < C of volume b (the standalone sampler)."""
+        vox, mask, a, bb, g, su, sv, sw = cell(x, y, z, layout, align)
+        for c in range(layout[5]):
+            out[m, c] = value(grid, channel_index(layout, b, vox, c), mask, layout, a, bb, g) if mask else 0.0
 
     sample_point = jit(sample_point)
 
-    def sample_point_backward(flat, shape, b, x, y, z, align, grad_out, m, buf):
+    def sample_point_backward(grid, layout, b, x, y, z, align, grad_out, m, buf):
         """Scatter ``grad_out[m]`` into ``buf``; return dL/d(x, y, z)."""
-        vox, mask, a, bb, g, su, sv, sw = cell(x, y, z, shape, align)
-        dhw = shape[0] * shape[1] * shape[2]
+        vox, mask, a, bb, g, su, sv, sw = cell(x, y, z, layout, align)
         gx = 0.0
         gy = 0.0
         gz = 0.0
         if mask:
-            for c in range(shape[3]):
+            for c in range(layout[5]):
                 gc = grad_out[m, c]
                 if gc != 0.0:
-                    p = (b * shape[3] + c) * dhw + vox
-                    splat(buf, p, mask, shape, a, bb, g, gc)
-                    du, dv, dw = value_grad(flat, p, mask, shape, a, bb, g)
+                    p = channel_index(layout, b, vox, c)
+                    splat(buf, p, mask, layout, a, bb, g, gc)
+                    du, dv, dw = value_grad(grid, p, mask, layout, a, bb, g)
                     gx += gc * du * su
                     gy += gc * dv * sv
                     gz += gc * dw * sw
@@ -233,19 +243,19 @@ def build(jit, add, jit_inline=None):
 
     sample_point_backward = jit(sample_point_backward)
 
-    def ray_cell(rays, r, t, shape, align):
-        return cell(rays[r, 0] + t * rays[r, 3], rays[r, 1] + t * rays[r, 4], rays[r, 2] + t * rays[r, 5], shape, align)
+    def ray_cell(rays, r, t, layout, align):
+        return cell(
+            rays[r, 0] + t * rays[r, 3], rays[r, 1] + t * rays[r, 4], rays[r, 2] + t * rays[r, 5], layout, align
+        )
 
     ray_cell = jit_inline(ray_cell)
 
-    def march_ray(
-        dens, feats, shape, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
-    ):
+    def march_ray(grid, layout, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used):
         """Forward pass of ray r through volume b: writes F (C,), O and Z, and the number of samples
         used. ``rays[r]`` = (o_x, o_y, o_z, d_x, d_y, d_z, |d_world|) with o, d in local coordinates."""
         P = lengths.shape[1]
-        C = shape[3]
-        dhw = shape[0] * shape[1] * shape[2]
+        F0 = layout[4]
+        C = layout[5]
         for c in range(C):
             out_f[r, c] = 0.0
         T = 1.0
@@ -255,8 +265,9 @@ def build(jit, add, jit_inline=None):
         for i in range(P):
             t = lengths[r, i]
             used = i + 1
-            vox, mask, a, bb, g, su, sv, sw = ray_cell(rays, r, t, shape, align)
-            val = value(dens, b * dhw + vox, mask, shape, a, bb, g) if mask else 0.0
+            vox, mask, a, bb, g, su, sv, sw = ray_cell(rays, r, t, layout, align)
+            p = channel_index(layout, b, vox, 0)
+            val = value(grid, p, mask, layout, a, bb, g) if mask else 0.0
             if mode == EA:
                 w = val * T
                 T_next = T * (1.0 + eps - val)
@@ -268,7 +279,7 @@ def build(jit, add, jit_inline=None):
                 w = T - T_next
             if mask and w != 0.0:
                 for c in range(C):
-                    out_f[r, c] += w * value(feats, (b * C + c) * dhw + vox, mask, shape, a, bb, g)
+                    out_f[r, c] += w * value(grid, p + F0 + c, mask, layout, a, bb, g)
             depth += w * t
             T = T_next
             if T < t_min:
@@ -279,24 +290,25 @@ def build(jit, add, jit_inline=None):
 
     march_ray = jit(march_ray)
 
-    def sample_with_grads(dens, feats, shape, b, rays, r, t, align, G_f, ray_grad):
+    def sample_with_grads(grid, layout, b, rays, r, t, align, G_f, ray_grad):
         """At length t of ray r: the density val and h_f = f·G, and (when ``ray_grad``) their
         gradients with respect to the sample's local position. The features enter only through the
         G-weighted corner values ``e_k = Σ_c G_c f_c[corner k]``, so each corner is read once.
 
-        Returns (vox, mask, α, β, γ, val, fG, ∇val (3), ∇fG (3))."""
-        vox, mask, a, bb, g, su, sv, sw = ray_cell(rays, r, t, shape, align)
+        Returns (p, mask, α, β, γ, val, fG, ∇val (3), ∇fG (3)) with p the flat index of the
+        density of corner 0."""
+        vox, mask, a, bb, g, su, sv, sw = ray_cell(rays, r, t, layout, align)
+        p = channel_index(layout, b, vox, 0)
         if not mask:
-            return vox, mask, a, bb, g, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-        C = shape[3]
-        dhw = shape[0] * shape[1] * shape[2]
-        d0, d1, d2, d3, d4, d5, d6, d7 = corners(dens, b * dhw + vox, mask, shape)
+            return p, mask, a, bb, g, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        F0 = layout[4]
+        d0, d1, d2, d3, d4, d5, d6, d7 = corners(grid, p, mask, layout)
         val = lerp8(d0, d1, d2, d3, d4, d5, d6, d7, a, bb, g)
         e0 = e1 = e2 = e3 = e4 = e5 = e6 = e7 = 0.0
-        for c in range(C):
+        for c in range(layout[5]):
             gc = G_f[r, c]
             if gc != 0.0:
-                f0, f1, f2, f3, f4, f5, f6, f7 = corners(feats, (b * C + c) * dhw + vox, mask, shape)
+                f0, f1, f2, f3, f4, f5, f6, f7 = corners(grid, p + F0 + c, mask, layout)
                 e0 += gc * f0
                 e1 += gc * f1
                 e2 += gc * f2
@@ -307,27 +319,27 @@ def build(jit, add, jit_inline=None):
                 e7 += gc * f7
         fG = lerp8(e0, e1, e2, e3, e4, e5, e6, e7, a, bb, g)
         if not ray_grad:
-            return vox, mask, a, bb, g, val, fG, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+            return p, mask, a, bb, g, val, fG, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         du, dv, dw = lerp8_grad(d0, d1, d2, d3, d4, d5, d6, d7, a, bb, g)
         eu, ev, ew = lerp8_grad(e0, e1, e2, e3, e4, e5, e6, e7, a, bb, g)
-        return vox, mask, a, bb, g, val, fG, du * su, dv * sv, dw * sw, eu * su, ev * sv, ew * sw
+        return p, mask, a, bb, g, val, fG, du * su, dv * sv, dw * sw, eu * su, ev * sv, ew * sw
 
     sample_with_grads = jit_inline(sample_with_grads)
 
-    def scatter_sample(shape, b, r, t, vox, mask, a, bb, g, g_val, w, G_f, dbuf, fbuf, grads, grad_rays):
-        """``∂L/∂density[corners] += ω g_val``, ``∂L/∂f_c[corners] += ω w G_c``, and (``grads`` =
-        (∇val, ∇fG), None-free: zeros when ray gradients are off) the ray's origin/direction."""
+    def scatter_sample(layout, r, t, p, mask, a, bb, g, g_val, w, G_f, buf, grads, grad_rays):
+        """``∂L/∂density[corners] += ω g_val``, ``∂L/∂f_c[corners] += ω w G_c`` (corner 0's density
+        at flat index p), and (``grads`` = (∇val, ∇fG), zeros when ray gradients are off) the ray's
+        origin/direction."""
         if not mask:
             return
-        C = shape[3]
-        dhw = shape[0] * shape[1] * shape[2]
         if g_val != 0.0:
-            splat(dbuf, b * dhw + vox, mask, shape, a, bb, g, g_val)
+            splat(buf, p, mask, layout, a, bb, g, g_val)
         if w != 0.0:
-            for c in range(C):
+            F0 = layout[4]
+            for c in range(layout[5]):
                 gc = w * G_f[r, c]
                 if gc != 0.0:
-                    splat(fbuf, (b * C + c) * dhw + vox, mask, shape, a, bb, g, gc)
+                    splat(buf, p + F0 + c, mask, layout, a, bb, g, gc)
         gx = g_val * grads[0] + w * grads[3]
         gy = g_val * grads[1] + w * grads[4]
         gz = g_val * grads[2] + w * grads[5]
@@ -342,25 +354,7 @@ def build(jit, add, jit_inline=None):
     scatter_sample = jit_inline(scatter_sample)
 
     def march_ray_backward_quadrature(
-        dens,
-        feats,
-        shape,
-        b,
-        rays,
-        lengths,
-        r,
-        align,
-        last_inf,
-        S_total,
-        T_P,
-        G_f,
-        g_o,
-        g_z,
-        used,
-        ray_grad,
-        dbuf,
-        fbuf,
-        grad_rays,
+        grid, layout, b, rays, lengths, r, align, last_inf, S_total, T_P, G_f, g_o, g_z, used, ray_grad, buf, grad_rays
     ):
         """Forward-order scan (kernels.md §9.2). With h_k = c_k·G + t_k g_Z and the prefix
         ``Π_k = Σ_{i≤k} w_i h_i``: ``∂L/∂τ_k = T_{k+1} h_k - (S - Π_k) + T_P g_O`` where
@@ -372,8 +366,8 @@ def build(jit, add, jit_inline=None):
         g_dnorm = 0.0
         for i in range(used):
             t = lengths[r, i]
-            vox, mask, a, bb, g, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                dens, feats, shape, b, rays, r, t, align, G_f, ray_grad
+            p, mask, a, bb, g, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
+                grid, layout, b, rays, r, t, align, G_f, ray_grad
             )
             sigma = val if val > 0.0 else 0.0
             dl, span = delta(lengths, r, i, P, rays[r, 6], last_inf)
@@ -385,42 +379,24 @@ def build(jit, add, jit_inline=None):
             g_val = dl * g_tau if val > 0.0 else 0.0
             g_dnorm += sigma * span * g_tau
             grads = (g0, g1, g2, g3, g4, g5)
-            scatter_sample(shape, b, r, t, vox, mask, a, bb, g, g_val, w, G_f, dbuf, fbuf, grads, grad_rays)
+            scatter_sample(layout, r, t, p, mask, a, bb, g, g_val, w, G_f, buf, grads, grad_rays)
             T = T_next
         grad_rays[r, 6] += g_dnorm
 
     march_ray_backward_quadrature = jit(march_ray_backward_quadrature)
 
     def march_ray_backward_ea(
-        dens,
-        feats,
-        shape,
-        b,
-        rays,
-        lengths,
-        r,
-        align,
-        eps,
-        G_f,
-        g_o,
-        g_z,
-        used,
-        ray_grad,
-        scratch,
-        dbuf,
-        fbuf,
-        grad_rays,
+        grid, layout, b, rays, lengths, r, align, eps, G_f, g_o, g_z, used, ray_grad, scratch, buf, grad_rays
     ):
         """Reverse scan (kernels.md §9.1) with h_k = f_k·G + t_k g_Z:
         ``R_{used-1} = 0``, ``R_{k-1} = a_k h_k + (1 + ε - a_k) R_k``,
         ``∂L/∂a_k = T_k (h_k - R_k) + g_O Π_{j<k}(1 - a_j) Π_{j>k}(1 - a_j)``, ``∂L/∂f_k = a_k T_k G``.
         ``scratch`` (2, ≥ used) holds T_k and the prefix products from a first, forward pass."""
-        dhw = shape[0] * shape[1] * shape[2]
         T = 1.0
         Q = 1.0
         for i in range(used):
-            vox, mask, a, bb, g, su, sv, sw = ray_cell(rays, r, lengths[r, i], shape, align)
-            val = value(dens, b * dhw + vox, mask, shape, a, bb, g) if mask else 0.0
+            vox, mask, a, bb, g, su, sv, sw = ray_cell(rays, r, lengths[r, i], layout, align)
+            val = value(grid, channel_index(layout, b, vox, 0), mask, layout, a, bb, g) if mask else 0.0
             scratch[0, i] = T
             scratch[1, i] = Q
             T *= 1.0 + eps - val
@@ -429,34 +405,34 @@ def build(jit, add, jit_inline=None):
         S = 1.0
         for k in range(used - 1, -1, -1):
             t = lengths[r, k]
-            vox, mask, a, bb, g, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                dens, feats, shape, b, rays, r, t, align, G_f, ray_grad
+            p, mask, a, bb, g, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
+                grid, layout, b, rays, r, t, align, G_f, ray_grad
             )
             T = scratch[0, k]
             h = fG + t * g_z
             g_a = T * (h - R) + g_o * scratch[1, k] * S
             grads = (g0, g1, g2, g3, g4, g5)
-            scatter_sample(shape, b, r, t, vox, mask, a, bb, g, g_a, val * T, G_f, dbuf, fbuf, grads, grad_rays)
+            scatter_sample(layout, r, t, p, mask, a, bb, g, g_a, val * T, G_f, buf, grads, grad_rays)
             R = val * h + (1.0 + eps - val) * R
             S *= 1.0 - val
 
     march_ray_backward_ea = jit(march_ray_backward_ea)
 
     def march_ray_backward(
-        dens, feats, shape, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-        ray_grad, scratch, dbuf, fbuf, grad_rays,
+        grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
+        ray_grad, scratch, buf, grad_rays,
     ):  # fmt: skip
         """Backward of ray r in either mode; ``S_total``, ``T_P``, ``g_o``, ``g_z`` and ``n_used`` are
         the per-ray arrays, ``scratch`` (2, ≥ P) is only used by EA."""
         if mode == EA:
             march_ray_backward_ea(
-                dens, feats, shape, b, rays, lengths, r, align, eps, G_f, g_o[r], g_z[r], n_used[r], ray_grad,
-                scratch, dbuf, fbuf, grad_rays,
+                grid, layout, b, rays, lengths, r, align, eps, G_f, g_o[r], g_z[r], n_used[r], ray_grad, scratch,
+                buf, grad_rays,
             )  # fmt: skip
         else:
             march_ray_backward_quadrature(
-                dens, feats, shape, b, rays, lengths, r, align, last_inf, S_total[r], T_P[r], G_f, g_o[r], g_z[r],
-                n_used[r], ray_grad, dbuf, fbuf, grad_rays,
+                grid, layout, b, rays, lengths, r, align, last_inf, S_total[r], T_P[r], G_f, g_o[r], g_z[r],
+                n_used[r], ray_grad, buf, grad_rays,
             )  # fmt: skip
 
     march_ray_backward = jit(march_ray_backward)

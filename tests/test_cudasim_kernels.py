@@ -102,10 +102,10 @@ def test_point_raster_cuda_equals_cpu():
 
 
 def _volume_case(seed=0, P=6, R=5):
-    """Two 3x4x5 volumes (density + 3 features) as flat grids, and R rays."""
+    """Two 3x4x5 volumes (density + 3 features) as a flat channels-last grid, and R rays."""
     rng = np.random.default_rng(seed)
-    dens, feats = rng.uniform(0.05, 0.9, (2, 1, 3, 4, 5)).ravel(), rng.uniform(0, 1, (2, 3, 3, 4, 5)).ravel()
-    shape = np.array([3, 4, 5, 3], np.int64)
+    grid = np.concatenate([rng.uniform(0.05, 0.9, (2, 3, 4, 5, 1)), rng.uniform(0, 1, (2, 3, 4, 5, 3))], -1).ravel()
+    layout = np.array([3, 4, 5, 4, 1, 3], np.int64)
     rays = np.zeros((R, 7))
     rays[:, :2] = rng.uniform(-0.5, 0.5, (R, 2))
     rays[:, 2] = -1.5
@@ -114,7 +114,7 @@ def _volume_case(seed=0, P=6, R=5):
     rays[:, 6] = np.linalg.norm(rays[:, 3:6], axis=1) * 0.7
     lengths = np.sort(rng.uniform(0.3, 2.8, (R, P)), axis=1)
     ray_vol = np.arange(R) % 2
-    return dens, feats, shape, ray_vol, rays, lengths
+    return grid, layout, ray_vol, rays, lengths
 
 
 @pytest.mark.parametrize("mode, t_min", [(0, 0.0), (0, 0.3), (1, 0.0), (1, 0.9)])
@@ -122,7 +122,7 @@ def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min):
     from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda, march_volume_cuda
     from p3dlab.kernels.volume_cpu import march_volume_backward_cpu, march_volume_cpu
 
-    dens, feats, shape, ray_vol, rays, lengths = _volume_case()
+    grid, layout, ray_vol, rays, lengths = _volume_case()
     R = rays.shape[0]
     outs = {}
     kernels = {
@@ -131,34 +131,14 @@ def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min):
     }
     for name, (fwd, bwd) in kernels.items():
         f, o, z, used = np.zeros((R, 3)), np.zeros(R), np.zeros(R), np.zeros(R, np.int64)
-        fwd(dens, feats, shape, ray_vol, rays, lengths, mode, 1e-3, t_min, True, False, f, o, z, used)
+        fwd(grid, layout, ray_vol, rays, lengths, mode, 1e-3, t_min, True, False, f, o, z, used)
         rng = np.random.default_rng(1)
         G, g_o, g_z = rng.normal(size=(R, 3)), rng.normal(size=R), rng.normal(size=R)
         S = (f * G).sum(1) + z * g_z
-        db, fb, grays = np.zeros((1, dens.size)), np.zeros((1, feats.size)), np.zeros((R, 7))
-        bwd(
-            dens,
-            feats,
-            shape,
-            ray_vol,
-            rays,
-            lengths,
-            mode,
-            1e-3,
-            True,
-            False,
-            S,
-            1 - o,
-            G,
-            g_o,
-            g_z,
-            used,
-            True,
-            db,
-            fb,
-            grays,
-        )
-        outs[name] = (f, o, z, used, db, fb, grays)
+        buf, grays = np.zeros((1, grid.size)), np.zeros((R, 7))
+        args = (grid, layout, ray_vol, rays, lengths, mode, 1e-3, True, False, S, 1 - o, G, g_o, g_z, used)
+        bwd(*args, True, buf, grays)
+        outs[name] = (f, o, z, used, buf, grays)
     assert outs["cpu"][1].min() > 0.05
     if t_min:
         assert outs["cpu"][3].min() < lengths.shape[1]  # early termination happened
@@ -172,7 +152,7 @@ def test_volume_sampler_cuda_equals_cpu():
 
     rng = np.random.default_rng(3)
     flat = rng.normal(size=2 * 3 * 4 * 5 * 2)
-    shape = np.array([3, 4, 5, 2], np.int64)
+    shape = np.array([3, 4, 5, 2, 0, 2], np.int64)  # channels-last (2, 3, 4, 5, 2)
     pts = rng.uniform(-1.3, 1.3, (2, 9, 3))
     g = rng.normal(size=(2, 9, 2))
     res = []

@@ -34,13 +34,6 @@ def _n_tasks(grid_bytes: int, device) -> int:
     return int(max(1, min(numba.get_num_threads(), _BUFFER_BYTES // max(grid_bytes, 1))))
 
 
-def _sum_buffers(buffers: torch.Tensor) -> torch.Tensor:
-    """Sum the per-task buffers in place into the first one, in a fixed order."""
-    for k in range(1, buffers.shape[0]):
-        buffers[0] += buffers[k]
-    return buffers[0]
-
-
 def _np(t):
     return t.detach().numpy()
 
@@ -52,56 +45,99 @@ def _check_grid(grid: torch.Tensor, name: str):
         raise P3DLabValueError(f"{name} has an empty axis: {tuple(grid.shape)}")
 
 
-def _flat(grid: torch.Tensor) -> torch.Tensor:
-    """The flat (N·C·D·H·W,) view the kernels read (a copy only if ``grid`` is not contiguous)."""
-    return grid.detach().contiguous().reshape(-1)
+def _channels_last(grids) -> torch.Tensor:
+    """Pack (V, C_i, D, H, W) grids (same V, D, H, W and dtype) into one contiguous (V, D, H, W,
+    ΣC_i) tensor, the kernels' layout (``volume_math``); a single grid that is already
+    channels-last in memory (``torch.channels_last_3d``) is used in place."""
+    g0 = grids[0]
+    V, _, D, H, W = g0.shape
+    K = sum(g.shape[1] for g in grids)
+    if len(grids) == 1 and g0.permute(0, 2, 3, 4, 1).is_contiguous():
+        return g0.detach().permute(0, 2, 3, 4, 1)
+    if g0.device.type != "cpu":
+        return torch.cat([g.detach() for g in grids], 1).permute(0, 2, 3, 4, 1).contiguous()
+    from p3dlab.kernels.volume_cpu import pack_channels_last
+
+    out = torch.empty(V, D, H, W, K, dtype=g0.dtype)
+    first = 0
+    for g in grids:
+        pack_channels_last(_np(g.contiguous()).reshape(-1), V, g.shape[1], _np(out).reshape(-1), K, first)
+        first += g.shape[1]
+    return out
 
 
-def _shape(grid_shape, device) -> torch.Tensor:
-    """(D, H, W, C) of an (N, C, D, H, W) grid, for the kernels."""
-    _, C, D, H, W = grid_shape
-    return torch.tensor([D, H, W, C], dtype=torch.int64, device=device)
+def _task_buffers(grid: torch.Tensor) -> torch.Tensor:
+    """Gradient buffers for the backward kernels, (n_tasks, grid.numel()): uninitialised on the CPU
+    (each task zeroes its own), zeros for the single atomic buffer on CUDA."""
+    n_tasks = _n_tasks(grid.numel() * grid.element_size(), grid.device)
+    alloc = torch.zeros if grid.device.type == "cuda" else torch.empty
+    return alloc((n_tasks, grid.numel()), dtype=grid.dtype, device=grid.device)
+
+
+def _unpack_sum(buffers: torch.Tensor, grid_shape, first: int, C: int) -> torch.Tensor:
+    """Channels ``first … first + C - 1`` of the summed channels-last ``buffers`` as a (V, C, D, H, W)
+    tensor (``grid_shape`` = (V, D, H, W, K))."""
+    V, D, H, W, K = grid_shape
+    if buffers.device.type != "cpu":
+        total = buffers.sum(0).view(V, D, H, W, K)
+        return total[..., first : first + C].permute(0, 4, 1, 2, 3).contiguous()
+    from p3dlab.kernels.volume_cpu import unpack_channels_sum
+
+    out = torch.empty(V, C, D, H, W, dtype=buffers.dtype)
+    unpack_channels_sum(_np(buffers), K, first, _np(out).reshape(-1), V, C)
+    return out
+
+
+def _layout(grid: torch.Tensor, first: int, C: int) -> torch.Tensor:
+    """The kernels' (D, H, W, K, F0, C) for a (V, D, H, W, K) channels-last grid."""
+    _, D, H, W, K = grid.shape
+    return torch.tensor([D, H, W, K, first, C], dtype=torch.int64, device=grid.device)
+
+
+def _kernel_args(args):
+    return [_np(a) if torch.is_tensor(a) else a for a in args]
 
 
 class _SampleGrid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grid, points, align):
-        flat, shape = _flat(grid), _shape(grid.shape, grid.device)
+        packed = _channels_last([grid])
+        flat, C = packed.reshape(-1), grid.shape[1]
+        layout = _layout(packed, 0, C)
         pts = points.detach().to(grid.dtype).contiguous()
-        out = torch.zeros(pts.shape[0], pts.shape[1], grid.shape[1], dtype=grid.dtype, device=grid.device)
+        out = torch.zeros(pts.shape[0], pts.shape[1], C, dtype=grid.dtype, device=grid.device)
         if pts.numel():
             if grid.device.type == "cuda":
                 from p3dlab.kernels.cuda_adapter import sample_volume_cuda
 
-                sample_volume_cuda(flat, shape, pts, align, out)
+                sample_volume_cuda(flat, layout, pts, align, out)
             else:
                 from p3dlab.kernels.volume_cpu import sample_volume_cpu
 
-                sample_volume_cpu(_np(flat), _np(shape), _np(pts), align, _np(out))
-        ctx.save_for_backward(flat, shape, pts)
-        ctx.align, ctx.grid_shape = align, grid.shape
+                sample_volume_cpu(*_kernel_args((flat, layout, pts, align, out)))
+        ctx.save_for_backward(flat, layout, pts)
+        ctx.align, ctx.packed_shape = align, packed.shape
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        flat, shape, pts = ctx.saved_tensors
-        n_tasks = _n_tasks(flat.numel() * flat.element_size(), flat.device)
-        buffers = torch.zeros((n_tasks, flat.numel()), dtype=flat.dtype, device=flat.device)
+        flat, layout, pts = ctx.saved_tensors
+        buffers = _task_buffers(flat)
         grad_pts = torch.zeros_like(pts)
         g = grad_out.to(flat.dtype).contiguous()
-        if pts.numel():
-            if flat.device.type == "cuda":
-                from p3dlab.kernels.cuda_adapter import sample_volume_backward_cuda
+        C = ctx.packed_shape[-1]
+        if not pts.numel():
+            buffers.zero_()
+        elif flat.device.type == "cuda":
+            from p3dlab.kernels.cuda_adapter import sample_volume_backward_cuda
 
-                sample_volume_backward_cuda(flat, shape, pts, ctx.align, g, buffers, grad_pts)
-            else:
-                from p3dlab.kernels.volume_cpu import sample_volume_backward_cpu
+            sample_volume_backward_cuda(flat, layout, pts, ctx.align, g, buffers, grad_pts)
+        else:
+            from p3dlab.kernels.volume_cpu import sample_volume_backward_cpu
 
-                sample_volume_backward_cpu(
-                    _np(flat), _np(shape), _np(pts), ctx.align, _np(g), _np(buffers), _np(grad_pts)
-                )
-        return _sum_buffers(buffers).reshape(ctx.grid_shape), grad_pts, None
+            sample_volume_backward_cpu(*_kernel_args((flat, layout, pts, ctx.align, g, buffers, grad_pts)))
+        return _unpack_sum(buffers, ctx.packed_shape, 0, C), grad_pts, None
 
 
 def sample_grid(grid: torch.Tensor, points: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
@@ -125,40 +161,38 @@ class _MarchVolumes(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dens, feats, rays, lengths, ray_vol, mode, eps, t_min, align, last_inf):
         dt, dev = dens.dtype, dens.device
-        d_flat = _flat(dens)
-        f_flat = _flat(feats.to(dt)) if feats is not None else d_flat
-        shape = _shape(feats.shape if feats is not None else dens.shape, dev)
+        grid = _channels_last([dens] if feats is None else [dens, feats.to(dt)])
+        C = 1 if feats is None else feats.shape[1]
+        layout = _layout(grid, 0 if feats is None else 1, C)
+        flat = grid.reshape(-1)
         rays_c, len_c = rays.detach().to(dt).contiguous(), lengths.detach().to(dt).contiguous()
-        R, C = rays.shape[0], int(shape[3])
+        R = rays.shape[0]
         out_f = torch.zeros(R, C, dtype=dt, device=dev)
         out_o = torch.zeros(R, dtype=dt, device=dev)
         out_z = torch.zeros(R, dtype=dt, device=dev)
         n_used = torch.zeros(R, dtype=torch.int64, device=dev)
-        args = (d_flat, f_flat, shape, ray_vol, rays_c, len_c, mode, eps, t_min, align, last_inf)
+        args = (flat, layout, ray_vol, rays_c, len_c, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used)
         if R:
             if dev.type == "cuda":
                 from p3dlab.kernels.cuda_adapter import march_volume_cuda
 
-                march_volume_cuda(*args, out_f, out_o, out_z, n_used)
+                march_volume_cuda(*args)
             else:
                 from p3dlab.kernels.volume_cpu import march_volume_cpu
 
-                march_volume_cpu(
-                    *[_np(a) if torch.is_tensor(a) else a for a in args], *map(_np, (out_f, out_o, out_z, n_used))
-                )
-        ctx.save_for_backward(d_flat, f_flat, shape, ray_vol, rays_c, len_c, out_f, out_o, out_z, n_used)
+                march_volume_cpu(*_kernel_args(args))
+        ctx.save_for_backward(flat, layout, ray_vol, rays_c, len_c, out_f, out_o, out_z, n_used)
         ctx.settings = (mode, eps, align, last_inf)
-        ctx.shapes = (dens.shape, feats.shape if feats is not None else None)
+        ctx.packed_shape, ctx.has_feats = grid.shape, feats is not None
         ctx.mark_non_differentiable(n_used)
         return out_f, out_o, out_z, n_used
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_f, g_o, g_z, _g_used):
-        d_flat, f_flat, shape, ray_vol, rays, lengths, out_f, out_o, out_z, n_used = ctx.saved_tensors
+        flat, layout, ray_vol, rays, lengths, out_f, out_o, out_z, n_used = ctx.saved_tensors
         mode, eps, align, last_inf = ctx.settings
-        dens_shape, feats_shape = ctx.shapes
-        dt, dev = d_flat.dtype, d_flat.device
+        dt, dev = flat.dtype, flat.device
         R = rays.shape[0]
         zeros = lambda *s: torch.zeros(*s, dtype=dt, device=dev)
         g_f = zeros(R, out_f.shape[1]) if g_f is None else g_f.to(dt).contiguous()
@@ -166,43 +200,27 @@ class _MarchVolumes(torch.autograd.Function):
         g_z = zeros(R) if g_z is None else g_z.to(dt).contiguous()
         S_total = ((out_f * g_f).sum(-1) + out_z * g_z).contiguous()
         T_P = (1.0 - out_o).contiguous()
-        grid_bytes = (d_flat.numel() + (f_flat.numel() if feats_shape is not None else 0)) * d_flat.element_size()
-        n_tasks = _n_tasks(grid_bytes, dev)
-        dbuf = zeros(n_tasks, d_flat.numel())
-        fbuf = zeros(n_tasks, f_flat.numel()) if feats_shape is not None else dbuf
+        buffers = _task_buffers(flat)
         grad_rays = zeros(R, 7)
-        args = (
-            d_flat,
-            f_flat,
-            shape,
-            ray_vol,
-            rays,
-            lengths,
-            mode,
-            eps,
-            align,
-            last_inf,
-            S_total,
-            T_P,
-            g_f,
-            g_o,
-            g_z,
-            n_used,
-            bool(ctx.needs_input_grad[2]),  # ray gradients only when the rays need them
-        )
-        if R:
-            if dev.type == "cuda":
-                from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda
+        ray_grad = bool(ctx.needs_input_grad[2])  # ray gradients only when the rays need them
+        args = (flat, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, g_f, g_o, g_z)
+        args = (*args, n_used, ray_grad, buffers, grad_rays)
+        if not R:
+            buffers.zero_()
+        elif dev.type == "cuda":
+            from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda
 
-                march_volume_backward_cuda(*args, dbuf, fbuf, grad_rays)
-            else:
-                from p3dlab.kernels.volume_cpu import march_volume_backward_cpu
+            march_volume_backward_cuda(*args)
+        else:
+            from p3dlab.kernels.volume_cpu import march_volume_backward_cpu
 
-                march_volume_backward_cpu(
-                    *[_np(a) if torch.is_tensor(a) else a for a in args], _np(dbuf), _np(fbuf), _np(grad_rays)
-                )
-        grad_dens = _sum_buffers(dbuf).reshape(dens_shape)
-        grad_feats = _sum_buffers(fbuf).reshape(feats_shape) if feats_shape is not None else None
+            march_volume_backward_cpu(*_kernel_args(args))
+        C = out_f.shape[1]
+        if ctx.has_feats:
+            grad_dens = _unpack_sum(buffers, ctx.packed_shape, 0, 1)
+            grad_feats = _unpack_sum(buffers, ctx.packed_shape, 1, C)
+        else:
+            grad_dens, grad_feats = _unpack_sum(buffers, ctx.packed_shape, 0, 1), None
         return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None
 
 
