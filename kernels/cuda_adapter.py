@@ -246,10 +246,11 @@ def _march_volume_backward_kernel(
     r = cuda.grid(1)
     if r >= rays.shape[0]:
         return
-    scratch = cuda.local.array((2, _vm.MAX_CUDA_SAMPLES), numba.float64)  # used by the EA scan only
+    scratch = cuda.local.array((_vm.MAX_CUDA_SAMPLES, _vm.SCRATCH_WIDTH), numba.float64)  # EA scan only
+    cells = cuda.local.array((_vm.MAX_CUDA_SAMPLES, 7), numba.int64)
     march_ray_backward(
         grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
-        n_used, ray_grad, scratch, buf, grad_rays,
+        n_used, ray_grad, scratch, cells, buf, grad_rays,
     )  # fmt: skip
 
 

@@ -136,12 +136,13 @@ def march_volume_backward_cpu(
     R = rays.shape[0]
     P = lengths.shape[1]
     n_tasks = buffers.shape[0]
-    scratch = np.empty((n_tasks, 2, max(P, 1)), np.float64)
+    scratch = np.empty((n_tasks, max(P, 1), vm.SCRATCH_WIDTH), np.float64)
+    cells = np.empty((n_tasks, max(P, 1), 7), np.int64)
     for task in prange(n_tasks):
         buf = buffers[task]
         buf[:] = 0.0
         for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
             march_ray_backward(
                 grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o,
-                g_z, n_used, ray_grad, scratch[task], buf, grad_rays,
+                g_z, n_used, ray_grad, scratch[task], cells[task], buf, grad_rays,
             )  # fmt: skip

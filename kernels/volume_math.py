@@ -21,7 +21,12 @@ the gradients: one pass over memory each way, against four times as many cache l
     ω_c = (c_u ? α : 1 - α)(c_v ? β : 1 - β)(c_w ? γ : 1 - γ),
 
 with corners outside the grid contributing 0 (``padding_mode="zeros"``). Backward: ``∂L/∂V[c] += ω_c g``
-and ``∂val/∂u = Σ_c (c_u ? 1 : −1)(c_v ? β : 1 − β)(c_w ? γ : 1 − γ) V[c]`` (likewise v, w).
+and ``∂val/∂u = Σ_c (∂ω_c/∂u) V[c]`` (likewise v, w).
+
+**Cells.** ``cell`` returns, per axis, the offsets of the two corners, their weights (1 - α, α) and
+the weights' derivatives (-1, 1). A corner outside the grid gets weight 0, derivative 0 and the
+offset of a corner inside, so every sample reads and writes 8 valid addresses with one code path;
+interior cells (nearly all of them) take a short path without the border tests.
 
 **Rays** are ``x(t) = o + t d`` in local coordinates, sampled at the lengths t_0 < … < t_{P-1}.
 
@@ -47,38 +52,39 @@ from types import SimpleNamespace
 EA = 0
 QUADRATURE = 1
 MAX_CUDA_SAMPLES = 512  # per-thread scratch of the CUDA EA backward
-ALL_CORNERS = 255  # bit k set: corner k = (k & 1, (k >> 1) & 1, k >> 2) (x, y, z) is inside the grid
+SCRATCH_WIDTH = 16  # per-sample values kept by the EA backward's first pass
 
 
-def _axis(x, n, align):
-    """Unnormalise local coordinate x for an axis of n voxels: ``(i0, frac, du/dx, lo_ok, hi_ok)``;
-    lo_ok/hi_ok tell whether the corners i0 and i0 + 1 are inside. Both are False when x is far
-    outside or not finite."""
+def _unnormalise(x, n, align):
+    """Grid coordinate u of local coordinate x on an axis of n voxels, and du/dx."""
     if align:
         s = 0.5 * (n - 1)
-        u = (x + 1.0) * s
-    else:
-        s = 0.5 * n
-        u = ((x + 1.0) * n - 1.0) * 0.5
+        return (x + 1.0) * s, s
+    return ((x + 1.0) * n - 1.0) * 0.5, 0.5 * n
+
+
+def _axis(u, n, stride):
+    """The two corners of grid coordinate u on an axis of n voxels: ``(offset_lo, offset_hi, w_lo,
+    w_hi, dw_lo, dw_hi, inside)`` with offset = index · stride, w the trilinear weights and dw = ∂w/∂u.
+    A corner outside the axis gets weight 0 and the offset of one inside; ``inside`` is False (and
+    both weights 0) when u is beyond both corners or not finite."""
     if not (u > -1.0 and u < n):
-        return 0, 0.0, s, False, False
-    i0 = int(math.floor(u))
-    return i0, u - i0, s, i0 >= 0, i0 + 1 < n
-
-
-def _lerp8(v0, v1, v2, v3, v4, v5, v6, v7, a, b, g):
-    """Trilinear blend of the corner values (corner k = (x, y, z) bits of k)."""
-    return (1.0 - g) * ((1.0 - b) * ((1.0 - a) * v0 + a * v1) + b * ((1.0 - a) * v2 + a * v3)) + g * (
-        (1.0 - b) * ((1.0 - a) * v4 + a * v5) + b * ((1.0 - a) * v6 + a * v7)
+        return 0, 0, 0.0, 0.0, 0.0, 0.0, False
+    i0 = int(u) if u >= 0.0 else -1  # floor(u) for u > -1
+    a = u - i0
+    lo = i0 >= 0
+    hi = i0 + 1 < n
+    i_lo = i0 if lo else i0 + 1
+    i_hi = i0 + 1 if hi else i0
+    return (
+        i_lo * stride,
+        i_hi * stride,
+        1.0 - a if lo else 0.0,
+        a if hi else 0.0,
+        -1.0 if lo else 0.0,
+        1.0 if hi else 0.0,
+        True,
     )
-
-
-def _lerp8_grad(v0, v1, v2, v3, v4, v5, v6, v7, a, b, g):
-    """(∂val/∂u, ∂val/∂v, ∂val/∂w) of ``_lerp8``."""
-    du = (1.0 - b) * (1.0 - g) * (v1 - v0) + b * (1.0 - g) * (v3 - v2) + (1.0 - b) * g * (v5 - v4) + b * g * (v7 - v6)
-    dv = (1.0 - a) * (1.0 - g) * (v2 - v0) + a * (1.0 - g) * (v3 - v1) + (1.0 - a) * g * (v6 - v4) + a * g * (v7 - v5)
-    dw = (1.0 - a) * (1.0 - b) * (v4 - v0) + a * (1.0 - b) * (v5 - v1) + (1.0 - a) * b * (v6 - v2) + a * b * (v7 - v3)
-    return du, dv, dw
 
 
 def _delta(lengths, r, i, P, dnorm, last_inf):
@@ -102,151 +108,152 @@ def build(jit, add, jit_inline=None):
     them into the per-ray functions (``njit(inline="always")``), which makes the kernels 3x faster,
     while the per-ray functions stay separate to keep compilation time down."""
     jit_inline = jit_inline or jit
+    unnormalise = jit_inline(_unnormalise)
     axis = jit_inline(_axis)
-    lerp8 = jit_inline(_lerp8)
-    lerp8_grad = jit_inline(_lerp8_grad)
     delta = jit_inline(_delta)
 
     def cell(x, y, z, layout, align):
-        """The grid cell of local point (x, y, z): ``(vox, mask, α, β, γ, su, sv, sw)`` with vox the
-        voxel index (k H + j) W + i of corner 0, mask the in-bounds corners (0: no corner inside)
-        and s the du/dx factors."""
+        """The trilinear cell of local point (x, y, z): ``(offsets, weights, dweights, scales, inside)``
+        with offsets (x_lo, x_hi, y_lo, y_hi, z_lo, z_hi) in elements of the flat grid, the matching
+        weights and their derivatives by grid coordinate, and du/dx, dv/dy, dw/dz. ``inside`` is
+        False when no corner is in the grid (the sample is 0)."""
         D = layout[0]
         H = layout[1]
         W = layout[2]
-        i0, a, su, xl, xh = axis(x, W, align)
-        j0, bb, sv, yl, yh = axis(y, H, align)
-        k0, g, sw, zl, zh = axis(z, D, align)
-        mask = 0
-        if xl and xh and yl and yh and zl and zh:
-            mask = ALL_CORNERS
-        elif (xl or xh) and (yl or yh) and (zl or zh):
-            for k in range(8):
-                okx = xh if k & 1 else xl
-                oky = yh if k & 2 else yl
-                okz = zh if k & 4 else zl
-                if okx and oky and okz:
-                    mask |= 1 << k
-        return (k0 * H + j0) * W + i0, mask, a, bb, g, su, sv, sw
+        sx = layout[3]
+        sy = W * sx
+        sz = H * sy
+        u, su = unnormalise(x, W, align)
+        v, sv = unnormalise(y, H, align)
+        w, sw = unnormalise(z, D, align)
+        if u >= 0.0 and u < W - 1 and v >= 0.0 and v < H - 1 and w >= 0.0 and w < D - 1:
+            i0 = int(u)  # interior cell: all 8 corners inside, floor = truncation
+            j0 = int(v)
+            k0 = int(w)
+            a = u - i0
+            b = v - j0
+            g = w - k0
+            offsets = (i0 * sx, i0 * sx + sx, j0 * sy, j0 * sy + sy, k0 * sz, k0 * sz + sz)
+            return offsets, (1.0 - a, a, 1.0 - b, b, 1.0 - g, g), (-1.0, 1.0, -1.0, 1.0, -1.0, 1.0), (su, sv, sw), True
+        x0, x1, wx0, wx1, dx0, dx1, okx = axis(u, W, sx)
+        y0, y1, wy0, wy1, dy0, dy1, oky = axis(v, H, sy)
+        z0, z1, wz0, wz1, dz0, dz1, okz = axis(w, D, sz)
+        return (
+            (x0, x1, y0, y1, z0, z1),
+            (wx0, wx1, wy0, wy1, wz0, wz1),
+            (dx0, dx1, dy0, dy1, dz0, dz1),
+            (su, sv, sw),
+            okx and oky and okz,
+        )
 
     cell = jit_inline(cell)
 
-    def channel_index(layout, b, vox, c):
-        """Flat index of channel c of voxel vox of volume b."""
-        return (b * layout[0] * layout[1] * layout[2] + vox) * layout[3] + c
+    def voxel_base(layout, b):
+        """Flat index of channel 0 of voxel (0, 0, 0) of volume b."""
+        return b * layout[0] * layout[1] * layout[2] * layout[3]
 
-    channel_index = jit_inline(channel_index)
+    voxel_base = jit_inline(voxel_base)
 
-    def corner_index(p, k, layout):
-        sx = layout[3]
-        sy = layout[2] * sx
-        return p + (k & 1) * sx + ((k >> 1) & 1) * sy + (k >> 2) * layout[1] * sy
-
-    corner_index = jit_inline(corner_index)
-
-    def corners(grid, p, mask, layout):
-        """The 8 corner values of one channel, corner 0 at flat index p (0 outside the grid)."""
-        sx = layout[3]
-        sy = layout[2] * sx
-        sz = layout[1] * sy
-        if mask == ALL_CORNERS:
-            return (
-                grid[p],
-                grid[p + sx],
-                grid[p + sy],
-                grid[p + sy + sx],
-                grid[p + sz],
-                grid[p + sz + sx],
-                grid[p + sz + sy],
-                grid[p + sz + sy + sx],
-            )
-        v0 = grid[p] if mask & 1 else 0.0
-        v1 = grid[p + sx] if mask & 2 else 0.0
-        v2 = grid[p + sy] if mask & 4 else 0.0
-        v3 = grid[p + sy + sx] if mask & 8 else 0.0
-        v4 = grid[p + sz] if mask & 16 else 0.0
-        v5 = grid[p + sz + sx] if mask & 32 else 0.0
-        v6 = grid[p + sz + sy] if mask & 64 else 0.0
-        v7 = grid[p + sz + sy + sx] if mask & 128 else 0.0
-        return v0, v1, v2, v3, v4, v5, v6, v7
+    def corners(grid, p, offsets):
+        """The 8 corner values of the channel whose voxel (0, 0, 0) is at flat index p; corner k is
+        (x, y, z) = (k & 1, (k >> 1) & 1, k >> 2)."""
+        x0, x1, y0, y1, z0, z1 = offsets
+        return (
+            grid[p + z0 + y0 + x0],
+            grid[p + z0 + y0 + x1],
+            grid[p + z0 + y1 + x0],
+            grid[p + z0 + y1 + x1],
+            grid[p + z1 + y0 + x0],
+            grid[p + z1 + y0 + x1],
+            grid[p + z1 + y1 + x0],
+            grid[p + z1 + y1 + x1],
+        )
 
     corners = jit_inline(corners)
 
-    def value(grid, p, mask, layout, a, b, g):
-        v0, v1, v2, v3, v4, v5, v6, v7 = corners(grid, p, mask, layout)
-        return lerp8(v0, v1, v2, v3, v4, v5, v6, v7, a, b, g)
+    def blend(v0, v1, v2, v3, v4, v5, v6, v7, wx0, wx1, wy0, wy1, wz0, wz1):
+        """Σ_k ω_k v_k with ω_k = wx · wy · wz of corner k."""
+        return wz0 * (wy0 * (wx0 * v0 + wx1 * v1) + wy1 * (wx0 * v2 + wx1 * v3)) + wz1 * (
+            wy0 * (wx0 * v4 + wx1 * v5) + wy1 * (wx0 * v6 + wx1 * v7)
+        )
+
+    blend = jit_inline(blend)
+
+    def blend_grad(vals, weights, dweights):
+        """(∂/∂u, ∂/∂v, ∂/∂w) of ``blend``: the same sums with one axis' weights replaced by their
+        derivatives."""
+        v0, v1, v2, v3, v4, v5, v6, v7 = vals
+        wx0, wx1, wy0, wy1, wz0, wz1 = weights
+        dx0, dx1, dy0, dy1, dz0, dz1 = dweights
+        return (
+            blend(v0, v1, v2, v3, v4, v5, v6, v7, dx0, dx1, wy0, wy1, wz0, wz1),
+            blend(v0, v1, v2, v3, v4, v5, v6, v7, wx0, wx1, dy0, dy1, wz0, wz1),
+            blend(v0, v1, v2, v3, v4, v5, v6, v7, wx0, wx1, wy0, wy1, dz0, dz1),
+        )
+
+    blend_grad = jit_inline(blend_grad)
+
+    def value(grid, p, offsets, weights):
+        """Trilinear value of the channel whose voxel (0, 0, 0) is at flat index p."""
+        v0, v1, v2, v3, v4, v5, v6, v7 = corners(grid, p, offsets)
+        wx0, wx1, wy0, wy1, wz0, wz1 = weights
+        return blend(v0, v1, v2, v3, v4, v5, v6, v7, wx0, wx1, wy0, wy1, wz0, wz1)
 
     value = jit_inline(value)
 
-    def value_grad(grid, p, mask, layout, a, b, g):
-        v0, v1, v2, v3, v4, v5, v6, v7 = corners(grid, p, mask, layout)
-        return lerp8_grad(v0, v1, v2, v3, v4, v5, v6, v7, a, b, g)
-
-    value_grad = jit_inline(value_grad)
-
-    def splat(buf, p, mask, layout, a, b, g, gval):
-        """``buf[corner k] += ω_k gval`` for the in-bounds corners (corner 0 at flat index p)."""
-        if mask == ALL_CORNERS:  # interior cell: no bounds tests, weights factored
-            sx = layout[3]
-            sy = layout[2] * sx
-            sz = layout[1] * sy
-            a1 = 1.0 - a
-            gz0 = (1.0 - g) * gval
-            gz1 = g * gval
-            w00 = (1.0 - b) * gz0
-            w10 = b * gz0
-            w01 = (1.0 - b) * gz1
-            w11 = b * gz1
-            add(buf, p, a1 * w00)
-            add(buf, p + sx, a * w00)
-            add(buf, p + sy, a1 * w10)
-            add(buf, p + sy + sx, a * w10)
-            add(buf, p + sz, a1 * w01)
-            add(buf, p + sz + sx, a * w01)
-            add(buf, p + sz + sy, a1 * w11)
-            add(buf, p + sz + sy + sx, a * w11)
-            return
-        for k in range(8):
-            if mask & (1 << k):
-                wx = a if k & 1 else 1.0 - a
-                wy = b if k & 2 else 1.0 - b
-                wz = g if k & 4 else 1.0 - g
-                add(buf, corner_index(p, k, layout), wx * wy * wz * gval)
+    def splat(buf, p, offsets, weights, gval):
+        """``buf[corner k] += ω_k gval`` (the adjoint of ``value``)."""
+        x0, x1, y0, y1, z0, z1 = offsets
+        wx0, wx1, wy0, wy1, wz0, wz1 = weights
+        g0 = wz0 * gval
+        g1 = wz1 * gval
+        g00 = wy0 * g0
+        g10 = wy1 * g0
+        g01 = wy0 * g1
+        g11 = wy1 * g1
+        add(buf, p + z0 + y0 + x0, wx0 * g00)
+        add(buf, p + z0 + y0 + x1, wx1 * g00)
+        add(buf, p + z0 + y1 + x0, wx0 * g10)
+        add(buf, p + z0 + y1 + x1, wx1 * g10)
+        add(buf, p + z1 + y0 + x0, wx0 * g01)
+        add(buf, p + z1 + y0 + x1, wx1 * g01)
+        add(buf, p + z1 + y1 + x0, wx0 * g11)
+        add(buf, p + z1 + y1 + x1, wx1 * g11)
 
     splat = jit_inline(splat)
 
     def sample_point(grid, layout, b, x, y, z, align, out, m):
         """``out[m, c] = V_c(x, y, z)`` for the channels c < C of volume b (the standalone sampler)."""
-        vox, mask, a, bb, g, su, sv, sw = cell(x, y, z, layout, align)
+        offsets, weights, dweights, scales, inside = cell(x, y, z, layout, align)
+        p = voxel_base(layout, b)
         for c in range(layout[5]):
-            out[m, c] = value(grid, channel_index(layout, b, vox, c), mask, layout, a, bb, g) if mask else 0.0
+            out[m, c] = value(grid, p + c, offsets, weights) if inside else 0.0
 
     sample_point = jit(sample_point)
 
     def sample_point_backward(grid, layout, b, x, y, z, align, grad_out, m, buf):
         """Scatter ``grad_out[m]`` into ``buf``; return dL/d(x, y, z)."""
-        vox, mask, a, bb, g, su, sv, sw = cell(x, y, z, layout, align)
+        offsets, weights, dweights, scales, inside = cell(x, y, z, layout, align)
+        p = voxel_base(layout, b)
         gx = 0.0
         gy = 0.0
         gz = 0.0
-        if mask:
+        if inside:
             for c in range(layout[5]):
                 gc = grad_out[m, c]
                 if gc != 0.0:
-                    p = channel_index(layout, b, vox, c)
-                    splat(buf, p, mask, layout, a, bb, g, gc)
-                    du, dv, dw = value_grad(grid, p, mask, layout, a, bb, g)
-                    gx += gc * du * su
-                    gy += gc * dv * sv
-                    gz += gc * dw * sw
+                    splat(buf, p + c, offsets, weights, gc)
+                    du, dv, dw = blend_grad(corners(grid, p + c, offsets), weights, dweights)
+                    gx += gc * du * scales[0]
+                    gy += gc * dv * scales[1]
+                    gz += gc * dw * scales[2]
         return gx, gy, gz
 
     sample_point_backward = jit(sample_point_backward)
 
     def ray_cell(rays, r, t, layout, align):
-        return cell(
-            rays[r, 0] + t * rays[r, 3], rays[r, 1] + t * rays[r, 4], rays[r, 2] + t * rays[r, 5], layout, align
-        )
+        x = rays[r, 0] + t * rays[r, 3]
+        return cell(x, rays[r, 1] + t * rays[r, 4], rays[r, 2] + t * rays[r, 5], layout, align)
 
     ray_cell = jit_inline(ray_cell)
 
@@ -254,6 +261,7 @@ def build(jit, add, jit_inline=None):
         """Forward pass of ray r through volume b: writes F (C,), O and Z, and the number of samples
         used. ``rays[r]`` = (o_x, o_y, o_z, d_x, d_y, d_z, |d_world|) with o, d in local coordinates."""
         P = lengths.shape[1]
+        p = voxel_base(layout, b)
         F0 = layout[4]
         C = layout[5]
         for c in range(C):
@@ -265,9 +273,8 @@ def build(jit, add, jit_inline=None):
         for i in range(P):
             t = lengths[r, i]
             used = i + 1
-            vox, mask, a, bb, g, su, sv, sw = ray_cell(rays, r, t, layout, align)
-            p = channel_index(layout, b, vox, 0)
-            val = value(grid, p, mask, layout, a, bb, g) if mask else 0.0
+            offsets, weights, dweights, scales, inside = ray_cell(rays, r, t, layout, align)
+            val = value(grid, p, offsets, weights) if inside else 0.0
             if mode == EA:
                 w = val * T
                 T_next = T * (1.0 + eps - val)
@@ -277,9 +284,9 @@ def build(jit, add, jit_inline=None):
                 dl, span = delta(lengths, r, i, P, rays[r, 6], last_inf)
                 T_next = T * math.exp(-sigma * dl)
                 w = T - T_next
-            if mask and w != 0.0:
+            if inside and w != 0.0:
                 for c in range(C):
-                    out_f[r, c] += w * value(grid, p + F0 + c, mask, layout, a, bb, g)
+                    out_f[r, c] += w * value(grid, p + F0 + c, offsets, weights)
             depth += w * t
             T = T_next
             if T < t_min:
@@ -290,56 +297,58 @@ def build(jit, add, jit_inline=None):
 
     march_ray = jit(march_ray)
 
-    def sample_with_grads(grid, layout, b, rays, r, t, align, G_f, ray_grad):
-        """At length t of ray r: the density val and h_f = f·G, and (when ``ray_grad``) their
-        gradients with respect to the sample's local position. The features enter only through the
-        G-weighted corner values ``e_k = Σ_c G_c f_c[corner k]``, so each corner is read once.
+    def sample_with_grads(grid, layout, p, rays, r, t, align, G_f, ray_grad):
+        """At length t of ray r (volume whose voxel (0, 0, 0) is at p): the density val and
+        h_f = f·G, and (when ``ray_grad``) their gradients with respect to the sample's local
+        position, for which the features enter through the G-weighted corner values
+        ``e_k = Σ_c G_c f_c[corner k]``.
 
-        Returns (p, mask, α, β, γ, val, fG, ∇val (3), ∇fG (3)) with p the flat index of the
-        density of corner 0."""
-        vox, mask, a, bb, g, su, sv, sw = ray_cell(rays, r, t, layout, align)
-        p = channel_index(layout, b, vox, 0)
-        if not mask:
-            return p, mask, a, bb, g, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        Returns (offsets, weights, inside, val, fG, ∇val (3), ∇fG (3))."""
+        offsets, weights, dweights, scales, inside = ray_cell(rays, r, t, layout, align)
+        if not inside:
+            return offsets, weights, inside, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         F0 = layout[4]
-        d0, d1, d2, d3, d4, d5, d6, d7 = corners(grid, p, mask, layout)
-        val = lerp8(d0, d1, d2, d3, d4, d5, d6, d7, a, bb, g)
+        wx0, wx1, wy0, wy1, wz0, wz1 = weights
+        dens = corners(grid, p, offsets)
+        d0, d1, d2, d3, d4, d5, d6, d7 = dens
+        val = blend(d0, d1, d2, d3, d4, d5, d6, d7, wx0, wx1, wy0, wy1, wz0, wz1)
+        fG = 0.0
+        for c in range(layout[5]):
+            fG += G_f[r, c] * value(grid, p + F0 + c, offsets, weights)
+        if not ray_grad:
+            return offsets, weights, inside, val, fG, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        # position gradients: of the density, and of f·G through the G-weighted corner values
         e0 = e1 = e2 = e3 = e4 = e5 = e6 = e7 = 0.0
         for c in range(layout[5]):
             gc = G_f[r, c]
-            if gc != 0.0:
-                f0, f1, f2, f3, f4, f5, f6, f7 = corners(grid, p + F0 + c, mask, layout)
-                e0 += gc * f0
-                e1 += gc * f1
-                e2 += gc * f2
-                e3 += gc * f3
-                e4 += gc * f4
-                e5 += gc * f5
-                e6 += gc * f6
-                e7 += gc * f7
-        fG = lerp8(e0, e1, e2, e3, e4, e5, e6, e7, a, bb, g)
-        if not ray_grad:
-            return p, mask, a, bb, g, val, fG, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-        du, dv, dw = lerp8_grad(d0, d1, d2, d3, d4, d5, d6, d7, a, bb, g)
-        eu, ev, ew = lerp8_grad(e0, e1, e2, e3, e4, e5, e6, e7, a, bb, g)
-        return p, mask, a, bb, g, val, fG, du * su, dv * sv, dw * sw, eu * su, ev * sv, ew * sw
+            f0, f1, f2, f3, f4, f5, f6, f7 = corners(grid, p + F0 + c, offsets)
+            e0 += gc * f0
+            e1 += gc * f1
+            e2 += gc * f2
+            e3 += gc * f3
+            e4 += gc * f4
+            e5 += gc * f5
+            e6 += gc * f6
+            e7 += gc * f7
+        su, sv, sw = scales
+        du, dv, dw = blend_grad(dens, weights, dweights)
+        eu, ev, ew = blend_grad((e0, e1, e2, e3, e4, e5, e6, e7), weights, dweights)
+        return offsets, weights, inside, val, fG, du * su, dv * sv, dw * sw, eu * su, ev * sv, ew * sw
 
     sample_with_grads = jit_inline(sample_with_grads)
 
-    def scatter_sample(layout, r, t, p, mask, a, bb, g, g_val, w, G_f, buf, grads, grad_rays):
-        """``∂L/∂density[corners] += ω g_val``, ``∂L/∂f_c[corners] += ω w G_c`` (corner 0's density
-        at flat index p), and (``grads`` = (∇val, ∇fG), zeros when ray gradients are off) the ray's
-        origin/direction."""
-        if not mask:
-            return
+    def scatter_sample(layout, p, r, t, offsets, weights, g_val, w, G_f, buf, grads, grad_rays):
+        """``∂L/∂density[corners] += ω g_val``, ``∂L/∂f_c[corners] += ω w G_c`` (volume's voxel
+        (0, 0, 0) at flat index p), and (``grads`` = (∇val, ∇fG), zeros when ray gradients are off)
+        the ray's origin/direction."""
         if g_val != 0.0:
-            splat(buf, p, mask, layout, a, bb, g, g_val)
+            splat(buf, p, offsets, weights, g_val)
         if w != 0.0:
             F0 = layout[4]
             for c in range(layout[5]):
                 gc = w * G_f[r, c]
                 if gc != 0.0:
-                    splat(buf, p + F0 + c, mask, layout, a, bb, g, gc)
+                    splat(buf, p + F0 + c, offsets, weights, gc)
         gx = g_val * grads[0] + w * grads[3]
         gy = g_val * grads[1] + w * grads[4]
         gz = g_val * grads[2] + w * grads[5]
@@ -361,13 +370,14 @@ def build(jit, add, jit_inline=None):
         ``S = F·G + Z g_Z``; ``∂L/∂σ_k = δ_k ∂L/∂τ_k`` and ``∂L/∂|d| += σ_k span_k ∂L/∂τ_k``;
         ``T_P = 1 - O`` comes from the forward pass."""
         P = lengths.shape[1]
+        p = voxel_base(layout, b)
         T = 1.0
         prefix = 0.0
         g_dnorm = 0.0
         for i in range(used):
             t = lengths[r, i]
-            p, mask, a, bb, g, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                grid, layout, b, rays, r, t, align, G_f, ray_grad
+            offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
+                grid, layout, p, rays, r, t, align, G_f, ray_grad
             )
             sigma = val if val > 0.0 else 0.0
             dl, span = delta(lengths, r, i, P, rays[r, 6], last_inf)
@@ -378,41 +388,71 @@ def build(jit, add, jit_inline=None):
             g_tau = T_next * h - (S_total - prefix) + T_P * g_o
             g_val = dl * g_tau if val > 0.0 else 0.0
             g_dnorm += sigma * span * g_tau
-            grads = (g0, g1, g2, g3, g4, g5)
-            scatter_sample(layout, r, t, p, mask, a, bb, g, g_val, w, G_f, buf, grads, grad_rays)
+            if inside:
+                grads = (g0, g1, g2, g3, g4, g5)
+                scatter_sample(layout, p, r, t, offsets, weights, g_val, w, G_f, buf, grads, grad_rays)
             T = T_next
         grad_rays[r, 6] += g_dnorm
 
     march_ray_backward_quadrature = jit(march_ray_backward_quadrature)
 
     def march_ray_backward_ea(
-        grid, layout, b, rays, lengths, r, align, eps, G_f, g_o, g_z, used, ray_grad, scratch, buf, grad_rays
+        grid, layout, b, rays, lengths, r, align, eps, G_f, g_o, g_z, used, ray_grad, scratch, cells, buf, grad_rays
     ):
         """Reverse scan (kernels.md §9.1) with h_k = f_k·G + t_k g_Z:
         ``R_{used-1} = 0``, ``R_{k-1} = a_k h_k + (1 + ε - a_k) R_k``,
         ``∂L/∂a_k = T_k (h_k - R_k) + g_O Π_{j<k}(1 - a_j) Π_{j>k}(1 - a_j)``, ``∂L/∂f_k = a_k T_k G``.
-        ``scratch`` (2, ≥ used) holds T_k and the prefix products from a first, forward pass."""
+
+        A first, forward pass samples every point once and keeps what the reverse pass needs in the
+        per-ray scratch (``scratch`` (≥ used, SCRATCH_WIDTH): T_k, Π_{j<k}(1 - a_j), a_k, h_k, the
+        six corner weights and the six position gradients; ``cells`` (≥ used, 7): the six corner
+        offsets and whether the sample is inside), so the reverse pass only scatters."""
+        p = voxel_base(layout, b)
         T = 1.0
         Q = 1.0
         for i in range(used):
-            vox, mask, a, bb, g, su, sv, sw = ray_cell(rays, r, lengths[r, i], layout, align)
-            val = value(grid, channel_index(layout, b, vox, 0), mask, layout, a, bb, g) if mask else 0.0
-            scratch[0, i] = T
-            scratch[1, i] = Q
+            t = lengths[r, i]
+            offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
+                grid, layout, p, rays, r, t, align, G_f, ray_grad
+            )
+            scratch[i, 0] = T
+            scratch[i, 1] = Q
+            scratch[i, 2] = val
+            scratch[i, 3] = fG + t * g_z
+            for j in range(6):
+                scratch[i, 4 + j] = weights[j]
+                cells[i, j] = offsets[j]
+            cells[i, 6] = 1 if inside else 0
+            if ray_grad:
+                scratch[i, 10] = g0
+                scratch[i, 11] = g1
+                scratch[i, 12] = g2
+                scratch[i, 13] = g3
+                scratch[i, 14] = g4
+                scratch[i, 15] = g5
             T *= 1.0 + eps - val
             Q *= 1.0 - val
         R = 0.0
         S = 1.0
         for k in range(used - 1, -1, -1):
-            t = lengths[r, k]
-            p, mask, a, bb, g, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                grid, layout, b, rays, r, t, align, G_f, ray_grad
-            )
-            T = scratch[0, k]
-            h = fG + t * g_z
-            g_a = T * (h - R) + g_o * scratch[1, k] * S
-            grads = (g0, g1, g2, g3, g4, g5)
-            scatter_sample(layout, r, t, p, mask, a, bb, g, g_a, val * T, G_f, buf, grads, grad_rays)
+            T = scratch[k, 0]
+            val = scratch[k, 2]
+            h = scratch[k, 3]
+            g_a = T * (h - R) + g_o * scratch[k, 1] * S
+            if cells[k, 6]:
+                offsets = (cells[k, 0], cells[k, 1], cells[k, 2], cells[k, 3], cells[k, 4], cells[k, 5])
+                weights = (scratch[k, 4], scratch[k, 5], scratch[k, 6], scratch[k, 7], scratch[k, 8], scratch[k, 9])
+                grads = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+                if ray_grad:
+                    grads = (
+                        scratch[k, 10],
+                        scratch[k, 11],
+                        scratch[k, 12],
+                        scratch[k, 13],
+                        scratch[k, 14],
+                        scratch[k, 15],
+                    )
+                scatter_sample(layout, p, r, lengths[r, k], offsets, weights, g_a, val * T, G_f, buf, grads, grad_rays)
             R = val * h + (1.0 + eps - val) * R
             S *= 1.0 - val
 
@@ -420,14 +460,15 @@ def build(jit, add, jit_inline=None):
 
     def march_ray_backward(
         grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-        ray_grad, scratch, buf, grad_rays,
+        ray_grad, scratch, cells, buf, grad_rays,
     ):  # fmt: skip
         """Backward of ray r in either mode; ``S_total``, ``T_P``, ``g_o``, ``g_z`` and ``n_used`` are
-        the per-ray arrays, ``scratch`` (2, ≥ P) is only used by EA."""
+        the per-ray arrays, ``scratch`` (≥ P, SCRATCH_WIDTH) and ``cells`` (≥ P, 7) are only used by
+        EA."""
         if mode == EA:
             march_ray_backward_ea(
                 grid, layout, b, rays, lengths, r, align, eps, G_f, g_o[r], g_z[r], n_used[r], ray_grad, scratch,
-                buf, grad_rays,
+                cells, buf, grad_rays,
             )  # fmt: skip
         else:
             march_ray_backward_quadrature(

@@ -66,12 +66,25 @@ def _channels_last(grids) -> torch.Tensor:
     return out
 
 
+_SPARE_BUFFERS: dict = {}  # one set of CPU backward buffers kept for the next call
+
+
 def _task_buffers(grid: torch.Tensor) -> torch.Tensor:
     """Gradient buffers for the backward kernels, (n_tasks, grid.numel()): uninitialised on the CPU
-    (each task zeroes its own), zeros for the single atomic buffer on CUDA."""
+    (each task zeroes its own), zeros for the single atomic buffer on CUDA. The CPU buffers of the
+    last call are reused when they fit: fresh pages cost more to fault in than to zero."""
     n_tasks = _n_tasks(grid.numel() * grid.element_size(), grid.device)
-    alloc = torch.zeros if grid.device.type == "cuda" else torch.empty
-    return alloc((n_tasks, grid.numel()), dtype=grid.dtype, device=grid.device)
+    if grid.device.type == "cuda":
+        return torch.zeros((n_tasks, grid.numel()), dtype=grid.dtype, device=grid.device)
+    spare = _SPARE_BUFFERS.pop((n_tasks, grid.numel(), grid.dtype), None)
+    return spare if spare is not None else torch.empty((n_tasks, grid.numel()), dtype=grid.dtype)
+
+
+def _keep_spare(buffers: torch.Tensor):
+    """Keep CPU ``buffers`` for the next backward (one set, at most a quarter of the buffer budget)."""
+    if buffers.device.type == "cpu" and buffers.numel() * buffers.element_size() <= _BUFFER_BYTES // 4:
+        _SPARE_BUFFERS.clear()
+        _SPARE_BUFFERS[(buffers.shape[0], buffers.shape[1], buffers.dtype)] = buffers
 
 
 def _unpack_sum(buffers: torch.Tensor, grid_shape, first: int, C: int) -> torch.Tensor:
@@ -137,7 +150,9 @@ class _SampleGrid(torch.autograd.Function):
             from p3dlab.kernels.volume_cpu import sample_volume_backward_cpu
 
             sample_volume_backward_cpu(*_kernel_args((flat, layout, pts, ctx.align, g, buffers, grad_pts)))
-        return _unpack_sum(buffers, ctx.packed_shape, 0, C), grad_pts, None
+        grad = _unpack_sum(buffers, ctx.packed_shape, 0, C)
+        _keep_spare(buffers)
+        return grad, grad_pts, None
 
 
 def sample_grid(grid: torch.Tensor, points: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
@@ -221,6 +236,7 @@ class _MarchVolumes(torch.autograd.Function):
             grad_feats = _unpack_sum(buffers, ctx.packed_shape, 1, C)
         else:
             grad_dens, grad_feats = _unpack_sum(buffers, ctx.packed_shape, 0, 1), None
+        _keep_spare(buffers)
         return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None
 
 
