@@ -15,6 +15,11 @@ from numba import njit, prange
 
 from p3dlab.kernels import mesh_raster_math as rm
 
+# Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
+# code from: this line changes with mesh_raster_math.py (tests/test_kernel_cache.py enforces it), so
+# cached kernels are rebuilt when the math changes.
+MATH_SOURCE_SHA256 = "074972e079b4f745"
+
 _dev = rm.build(lambda fn: njit(cache=True)(fn))
 candidate = _dev.candidate
 insert = _dev.insert

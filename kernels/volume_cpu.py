@@ -16,6 +16,11 @@ from numba import njit, prange
 
 from p3dlab.kernels import volume_math as vm
 
+# Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
+# code from: this line changes with volume_math.py (tests/test_kernel_cache.py enforces it), so
+# cached kernels are rebuilt when the math changes.
+MATH_SOURCE_SHA256 = "2c568b47908f07c2"
+
 
 @njit(cache=True, inline="always")
 def _add(buf, index, v):
