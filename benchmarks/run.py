@@ -1,6 +1,7 @@
 """Run every benchmark, print a table and write it to bench-results/ (``make bench``).
 
-``P3DLAB_FAST=1`` (or ``--fast``) runs the small-size variants where a benchmark has them.
+``P3DLAB_FAST=1`` (or ``--fast``) runs the small-size variants where a benchmark has them. Every
+kernel is compiled (or loaded from Numba's cache) before the first benchmark.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def main(argv=None) -> int:
     if args.fast:
         os.environ["P3DLAB_FAST"] = "1"
     torch.set_num_threads(os.cpu_count() or 1)
+    from p3dlab.classroom.warmup import warmup
+
+    compile_s = warmup()  # compile (or load) every kernel first: no benchmark times the JIT
     results = []
     for mod in MODULES:
         for fn in mod.ALL:
@@ -40,7 +44,7 @@ def main(argv=None) -> int:
                 print(f"  done: {fn.__name__}", flush=True)
     table = format_table(results)
     header = f"p3dlab benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
-    header += f"{os.cpu_count()} cores, torch {torch.__version__}, medians"
+    header += f"{os.cpu_count()} cores, torch {torch.__version__}, medians (kernel warm-up {compile_s:.1f} s)"
     print(header)
     print(table)
     out = Path(args.out)
