@@ -323,3 +323,47 @@ def test_gradient_buffers_respect_the_memory_budget(monkeypatch):
         from p3dlab.volumes import VoxelRadianceField
 
         VoxelRadianceField(grid_size=512)  # 512³ x 4 channels x Adam state would need ~6 GB
+
+
+def test_channels_last_grids_are_read_in_place_and_agree():
+    """A grid already channels-last in memory is not packed again; results and gradients do not
+    depend on the memory format of the inputs."""
+    import p3dlab.ops.volume_sampling as vs
+
+    g = torch.Generator().manual_seed(5)
+    grid = torch.randn(2, 3, 4, 5, 6, dtype=D, generator=g)
+    grid_cl = grid.contiguous(memory_format=torch.channels_last_3d)
+    assert vs._channels_last([grid_cl]).data_ptr() == grid_cl.data_ptr()
+    pts = torch.rand(2, 50, 3, dtype=D, generator=g) * 2.4 - 1.2
+    w = torch.randn(2, 50, 3, dtype=D, generator=g)
+    grads = []
+    for gr in (grid, grid_cl):
+        gr = gr.clone(memory_format=torch.preserve_format).requires_grad_()
+        out = sample_grid(gr, pts)
+        assert torch.allclose(out, _grid_sample_ref(grid, pts, True), atol=1e-13)
+        grads.append(torch.autograd.grad((out * w).sum(), gr)[0])
+    assert torch.allclose(grads[0], grads[1], atol=1e-13)
+    vol, bundle = _scene(n=1)
+    dens_cl = vol.densities().detach().contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    feats_cl = vol.features().detach().contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    vol_cl = Volumes(dens_cl, feats_cl, voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05))
+    f, o, _, _ = march_volumes(vol, bundle, "ea")
+    f_cl, o_cl, _, _ = march_volumes(vol_cl, bundle, "ea")
+    assert torch.allclose(f, f_cl, atol=1e-13) and torch.allclose(o, o_cl, atol=1e-13)
+    ref = torch.autograd.grad(f.sum() + o.sum(), [vol.densities(), vol.features()])
+    got = torch.autograd.grad(f_cl.sum() + o_cl.sum(), [dens_cl, feats_cl])
+    for a, b in zip(ref, got):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_reused_backward_buffers_start_from_zero():
+    """The CPU backward keeps its buffers for the next call; a second, different backward must not
+    see the first one's gradients."""
+    vol, bundle = _scene(n=1)
+    f, o, _, _ = march_volumes(vol, bundle, "ea")
+    first = torch.autograd.grad(3.0 * f.sum() + o.sum(), vol.densities(), retain_graph=True)[0]
+    second = torch.autograd.grad(o.sum(), vol.densities())[0]
+    f2, o2, _, _ = march_volumes(vol, bundle, "ea")
+    fresh = torch.autograd.grad(o2.sum(), vol.densities())[0]
+    assert not torch.allclose(first, second)
+    assert torch.equal(second, fresh)
