@@ -246,8 +246,10 @@ def _march_volume_backward_kernel(
     r = cuda.grid(1)
     if r >= rays.shape[0]:
         return
-    scratch = cuda.local.array((_vm.MAX_CUDA_SAMPLES, _vm.SCRATCH_WIDTH), numba.float64)  # EA scan only
-    cells = cuda.local.array((_vm.MAX_CUDA_SAMPLES, 7), numba.int64)
+    # EA scan only: T and Π(1 - a) per sample; the reverse pass samples again (no per-sample record,
+    # which would take ~90 KB of local memory per thread)
+    scratch = cuda.local.array((_vm.MAX_CUDA_SAMPLES, 2), numba.float64)
+    cells = cuda.local.array((1, 7), numba.int64)
     march_ray_backward(
         grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
         n_used, ray_grad, scratch, cells, buf, grad_rays,

@@ -52,7 +52,7 @@ from types import SimpleNamespace
 EA = 0
 QUADRATURE = 1
 MAX_CUDA_SAMPLES = 512  # per-thread scratch of the CUDA EA backward
-SCRATCH_WIDTH = 16  # per-sample values kept by the EA backward's first pass
+SCRATCH_WIDTH = 16  # per-sample values the CPU EA backward keeps between its two passes
 
 
 def _unnormalise(x, n, align):
@@ -396,6 +396,32 @@ def build(jit, add, jit_inline=None):
 
     march_ray_backward_quadrature = jit(march_ray_backward_quadrature)
 
+    def keep_sample(scratch, cells, i, val, h, offsets, weights, inside, grads, ray_grad):
+        """Record sample i for the reverse pass: a_i, h_i, the cell and (``ray_grad``) the position
+        gradients (columns 0-1 of ``scratch`` hold T_i and Π_{j<i}(1 - a_j))."""
+        scratch[i, 2] = val
+        scratch[i, 3] = h
+        for j in range(6):
+            scratch[i, 4 + j] = weights[j]
+            cells[i, j] = offsets[j]
+        cells[i, 6] = 1 if inside else 0
+        if ray_grad:
+            for j in range(6):
+                scratch[i, 10 + j] = grads[j]
+
+    keep_sample = jit_inline(keep_sample)
+
+    def kept_sample(scratch, cells, k, ray_grad):
+        """``(offsets, weights, inside, a_k, h_k, grads)`` as recorded by ``keep_sample``."""
+        offsets = (cells[k, 0], cells[k, 1], cells[k, 2], cells[k, 3], cells[k, 4], cells[k, 5])
+        weights = (scratch[k, 4], scratch[k, 5], scratch[k, 6], scratch[k, 7], scratch[k, 8], scratch[k, 9])
+        grads = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        if ray_grad:
+            grads = (scratch[k, 10], scratch[k, 11], scratch[k, 12], scratch[k, 13], scratch[k, 14], scratch[k, 15])
+        return offsets, weights, cells[k, 6] != 0, scratch[k, 2], scratch[k, 3], grads
+
+    kept_sample = jit_inline(kept_sample)
+
     def march_ray_backward_ea(
         grid, layout, b, rays, lengths, r, align, eps, G_f, g_o, g_z, used, ray_grad, scratch, cells, buf, grad_rays
     ):
@@ -403,56 +429,45 @@ def build(jit, add, jit_inline=None):
         ``R_{used-1} = 0``, ``R_{k-1} = a_k h_k + (1 + ε - a_k) R_k``,
         ``∂L/∂a_k = T_k (h_k - R_k) + g_O Π_{j<k}(1 - a_j) Π_{j>k}(1 - a_j)``, ``∂L/∂f_k = a_k T_k G``.
 
-        A first, forward pass samples every point once and keeps what the reverse pass needs in the
-        per-ray scratch (``scratch`` (≥ used, SCRATCH_WIDTH): T_k, Π_{j<k}(1 - a_j), a_k, h_k, the
-        six corner weights and the six position gradients; ``cells`` (≥ used, 7): the six corner
-        offsets and whether the sample is inside), so the reverse pass only scatters."""
+        A first, forward pass stores T_k and Π_{j<k}(1 - a_j) in ``scratch`` (≥ used, ≥ 2). When
+        the scratch is SCRATCH_WIDTH wide (the CPU kernels), it also keeps every sample
+        (``keep_sample``; ``cells`` (≥ used, 7)) so the reverse pass only scatters; with 2 columns
+        (CUDA, where per-thread memory is scarce) the reverse pass samples again."""
         p = voxel_base(layout, b)
+        keep = scratch.shape[1] >= SCRATCH_WIDTH
         T = 1.0
         Q = 1.0
         for i in range(used):
             t = lengths[r, i]
-            offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                grid, layout, p, rays, r, t, align, G_f, ray_grad
-            )
+            if keep:
+                offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
+                    grid, layout, p, rays, r, t, align, G_f, ray_grad
+                )
+                grads = (g0, g1, g2, g3, g4, g5)
+                keep_sample(scratch, cells, i, val, fG + t * g_z, offsets, weights, inside, grads, ray_grad)
+            else:
+                offsets, weights, dweights, scales, inside = ray_cell(rays, r, t, layout, align)
+                val = value(grid, p, offsets, weights) if inside else 0.0
             scratch[i, 0] = T
             scratch[i, 1] = Q
-            scratch[i, 2] = val
-            scratch[i, 3] = fG + t * g_z
-            for j in range(6):
-                scratch[i, 4 + j] = weights[j]
-                cells[i, j] = offsets[j]
-            cells[i, 6] = 1 if inside else 0
-            if ray_grad:
-                scratch[i, 10] = g0
-                scratch[i, 11] = g1
-                scratch[i, 12] = g2
-                scratch[i, 13] = g3
-                scratch[i, 14] = g4
-                scratch[i, 15] = g5
             T *= 1.0 + eps - val
             Q *= 1.0 - val
         R = 0.0
         S = 1.0
         for k in range(used - 1, -1, -1):
+            t = lengths[r, k]
+            if keep:
+                offsets, weights, inside, val, h, grads = kept_sample(scratch, cells, k, ray_grad)
+            else:
+                offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
+                    grid, layout, p, rays, r, t, align, G_f, ray_grad
+                )
+                h = fG + t * g_z
+                grads = (g0, g1, g2, g3, g4, g5)
             T = scratch[k, 0]
-            val = scratch[k, 2]
-            h = scratch[k, 3]
             g_a = T * (h - R) + g_o * scratch[k, 1] * S
-            if cells[k, 6]:
-                offsets = (cells[k, 0], cells[k, 1], cells[k, 2], cells[k, 3], cells[k, 4], cells[k, 5])
-                weights = (scratch[k, 4], scratch[k, 5], scratch[k, 6], scratch[k, 7], scratch[k, 8], scratch[k, 9])
-                grads = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-                if ray_grad:
-                    grads = (
-                        scratch[k, 10],
-                        scratch[k, 11],
-                        scratch[k, 12],
-                        scratch[k, 13],
-                        scratch[k, 14],
-                        scratch[k, 15],
-                    )
-                scatter_sample(layout, p, r, lengths[r, k], offsets, weights, g_a, val * T, G_f, buf, grads, grad_rays)
+            if inside:
+                scatter_sample(layout, p, r, t, offsets, weights, g_a, val * T, G_f, buf, grads, grad_rays)
             R = val * h + (1.0 + eps - val) * R
             S *= 1.0 - val
 
@@ -463,8 +478,8 @@ def build(jit, add, jit_inline=None):
         ray_grad, scratch, cells, buf, grad_rays,
     ):  # fmt: skip
         """Backward of ray r in either mode; ``S_total``, ``T_P``, ``g_o``, ``g_z`` and ``n_used`` are
-        the per-ray arrays, ``scratch`` (≥ P, SCRATCH_WIDTH) and ``cells`` (≥ P, 7) are only used by
-        EA."""
+        the per-ray arrays; ``scratch`` (≥ P, 2 or SCRATCH_WIDTH) and ``cells`` (≥ P, 7) are only used
+        by EA."""
         if mode == EA:
             march_ray_backward_ea(
                 grid, layout, b, rays, lengths, r, align, eps, G_f, g_o[r], g_z[r], n_used[r], ray_grad, scratch,
