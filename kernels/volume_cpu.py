@@ -59,20 +59,25 @@ def pack_channels_last(src, V, C, dst, K, first):
 
 
 @njit(parallel=True, **_JIT)
-def unpack_channels_sum(buffers, K, first, dst, V, C):
-    """The inverse of ``pack_channels_last`` summed over tasks: ``dst[(v C + c) DHW + x] =
-    Σ_task buffers[task, (v DHW + x) K + first + c]``, tasks added in a fixed order."""
-    dhw = dst.size // (V * C)
+def unpack_channels_sum(buffers, K, split, first, second, V):
+    """The inverse of ``pack_channels_last``, summed over tasks in a fixed order, in one pass over
+    ``buffers`` (n_tasks, V·DHW·K): channels 0 … split - 1 go to ``first`` (V, split, DHW) and
+    channels split … K - 1 to ``second`` (V, K - split, DHW; empty when split = K)."""
+    dhw = first.size // (V * split)
+    rest = K - split
     for task in prange(V * _BLOCKS):
         v = task // _BLOCKS
         blk = task % _BLOCKS
         for x in range(dhw * blk // _BLOCKS, dhw * (blk + 1) // _BLOCKS):
-            src = (v * dhw + x) * K + first
-            for c in range(C):
+            src = (v * dhw + x) * K
+            for c in range(K):
                 acc = buffers[0, src + c]
                 for k in range(1, buffers.shape[0]):
                     acc += buffers[k, src + c]
-                dst[(v * C + c) * dhw + x] = acc
+                if c < split:
+                    first[(v * split + c) * dhw + x] = acc
+                else:
+                    second[(v * rest + c - split) * dhw + x] = acc
 
 
 @njit(parallel=True, **_JIT)

@@ -367,3 +367,22 @@ def test_reused_backward_buffers_start_from_zero():
     fresh = torch.autograd.grad(o2.sum(), vol.densities())[0]
     assert not torch.allclose(first, second)
     assert torch.equal(second, fresh)
+
+
+@pytest.mark.parametrize("channels", [(1,), (1, 3), (4,)])
+def test_layout_copies_agree_with_their_torch_versions_used_on_cuda(channels):
+    """The Numba pack / unpack-and-sum kernels against the torch ops the CUDA path uses."""
+    import p3dlab.ops.volume_sampling as vs
+
+    g = torch.Generator().manual_seed(7)
+    grids = [torch.randn(2, c, 3, 4, 5, dtype=D, generator=g) for c in channels]
+    packed = vs._channels_last(grids)
+    assert torch.equal(packed, vs._channels_last_torch(grids))
+    assert torch.equal(packed[..., : channels[0]], grids[0].permute(0, 2, 3, 4, 1))
+    buffers = torch.randn(3, packed.numel(), dtype=D, generator=g)
+    ours = vs._unpack_sum(buffers, packed.shape, channels[0])
+    ref = vs._unpack_sum_torch(buffers, packed.shape, channels[0])
+    assert (ours[1] is None) == (ref[1] is None) == (len(channels) == 1)
+    for a, b in zip(ours, ref):
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-14)

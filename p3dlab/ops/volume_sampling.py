@@ -55,7 +55,7 @@ def _channels_last(grids) -> torch.Tensor:
     if len(grids) == 1 and g0.permute(0, 2, 3, 4, 1).is_contiguous():
         return g0.detach().permute(0, 2, 3, 4, 1)
     if g0.device.type != "cpu":
-        return torch.cat([g.detach() for g in grids], 1).permute(0, 2, 3, 4, 1).contiguous()
+        return _channels_last_torch(grids)
     from p3dlab.kernels.volume_cpu import pack_channels_last
 
     out = torch.empty(V, D, H, W, K, dtype=g0.dtype)
@@ -67,6 +67,11 @@ def _channels_last(grids) -> torch.Tensor:
 
 
 _SPARE_BUFFERS: dict = {}  # one set of CPU backward buffers kept for the next call
+
+
+def _channels_last_torch(grids) -> torch.Tensor:
+    """``_channels_last`` in torch ops (CUDA tensors)."""
+    return torch.cat([g.detach() for g in grids], 1).permute(0, 2, 3, 4, 1).contiguous()
 
 
 def _task_buffers(grid: torch.Tensor) -> torch.Tensor:
@@ -87,18 +92,25 @@ def _keep_spare(buffers: torch.Tensor):
         _SPARE_BUFFERS[(buffers.shape[0], buffers.shape[1], buffers.dtype)] = buffers
 
 
-def _unpack_sum(buffers: torch.Tensor, grid_shape, first: int, C: int) -> torch.Tensor:
-    """Channels ``first … first + C - 1`` of the summed channels-last ``buffers`` as a (V, C, D, H, W)
-    tensor (``grid_shape`` = (V, D, H, W, K))."""
+def _unpack_sum(buffers: torch.Tensor, grid_shape, split: int):
+    """The summed channels-last ``buffers`` as (V, C, D, H, W) tensors: channels 0 … split - 1, and
+    the rest (None when split is the channel count K); ``grid_shape`` = (V, D, H, W, K)."""
     V, D, H, W, K = grid_shape
     if buffers.device.type != "cpu":
-        total = buffers.sum(0).view(V, D, H, W, K)
-        return total[..., first : first + C].permute(0, 4, 1, 2, 3).contiguous()
+        return _unpack_sum_torch(buffers, grid_shape, split)
     from p3dlab.kernels.volume_cpu import unpack_channels_sum
 
-    out = torch.empty(V, C, D, H, W, dtype=buffers.dtype)
-    unpack_channels_sum(_np(buffers), K, first, _np(out).reshape(-1), V, C)
-    return out
+    first = torch.empty(V, split, D, H, W, dtype=buffers.dtype)
+    second = torch.empty(V, K - split, D, H, W, dtype=buffers.dtype)
+    unpack_channels_sum(_np(buffers), K, split, _np(first).reshape(-1), _np(second).reshape(-1), V)
+    return first, second if split < K else None
+
+
+def _unpack_sum_torch(buffers: torch.Tensor, grid_shape, split: int):
+    """``_unpack_sum`` in torch ops (CUDA tensors)."""
+    V, D, H, W, K = grid_shape
+    total = buffers.sum(0).view(V, D, H, W, K).permute(0, 4, 1, 2, 3)
+    return total[:, :split].contiguous(), total[:, split:].contiguous() if split < K else None
 
 
 def _layout(grid: torch.Tensor, first: int, C: int) -> torch.Tensor:
@@ -150,7 +162,7 @@ class _SampleGrid(torch.autograd.Function):
             from p3dlab.kernels.volume_cpu import sample_volume_backward_cpu
 
             sample_volume_backward_cpu(*_kernel_args((flat, layout, pts, ctx.align, g, buffers, grad_pts)))
-        grad = _unpack_sum(buffers, ctx.packed_shape, 0, C)
+        grad, _ = _unpack_sum(buffers, ctx.packed_shape, C)
         _keep_spare(buffers)
         return grad, grad_pts, None
 
@@ -198,7 +210,7 @@ class _MarchVolumes(torch.autograd.Function):
                 march_volume_cpu(*_kernel_args(args))
         ctx.save_for_backward(flat, layout, ray_vol, rays_c, len_c, out_f, out_o, out_z, n_used)
         ctx.settings = (mode, eps, align, last_inf)
-        ctx.packed_shape, ctx.has_feats = grid.shape, feats is not None
+        ctx.packed_shape = grid.shape
         ctx.mark_non_differentiable(n_used)
         return out_f, out_o, out_z, n_used
 
@@ -230,12 +242,7 @@ class _MarchVolumes(torch.autograd.Function):
             from p3dlab.kernels.volume_cpu import march_volume_backward_cpu
 
             march_volume_backward_cpu(*_kernel_args(args))
-        C = out_f.shape[1]
-        if ctx.has_feats:
-            grad_dens = _unpack_sum(buffers, ctx.packed_shape, 0, 1)
-            grad_feats = _unpack_sum(buffers, ctx.packed_shape, 1, C)
-        else:
-            grad_dens, grad_feats = _unpack_sum(buffers, ctx.packed_shape, 0, 1), None
+        grad_dens, grad_feats = _unpack_sum(buffers, ctx.packed_shape, 1)
         _keep_spare(buffers)
         return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None
 
