@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness import Result, median_time
+from benchmarks.harness import Result, paired_median_times
 from p3dlab.config import fast_mode
 from p3dlab.data import multiview_dataset
 from p3dlab.ops import march_volumes
@@ -62,8 +62,8 @@ def bench_ea_render():
         _torch_baseline(vol, bundle, EmissionAbsorptionRaymarcher()).sum().backward()
 
     name = f"EA render fwd+bwd {size}^3 at {image}^2, {P} samples"
-    base = median_time(baseline, repeats=3)
-    return Result(name, median_time(ours, repeats=7), "grid_sample + cumprod (torch)", base, ">= 10x")
+    t_ours, t_base = paired_median_times(ours, baseline, repeats=7)
+    return Result(name, t_ours, "grid_sample + cumprod (torch)", t_base, ">= 10x")
 
 
 def bench_fit_step():
@@ -87,9 +87,9 @@ def bench_fit_step():
         loss.backward()
         opt.step()
 
-    base = median_time(lambda: step(False), repeats=3)
+    t_ours, t_base = paired_median_times(lambda: step(True), lambda: step(False), repeats=7)
     name = f"voxel fit step {size}^3, {views} views x {image}^2 x {P} samples (+Adam)"
-    return Result(name, median_time(lambda: step(True), repeats=7), "grid_sample + cumsum (torch)", base, ">= 10x")
+    return Result(name, t_ours, "grid_sample + cumsum (torch)", t_base, ">= 10x")
 
 
 def bench_reconstruction():

@@ -38,6 +38,21 @@ def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 1, min
     return statistics.median(times)
 
 
+def paired_median_times(fn: Callable[[], object], baseline: Callable[[], object], repeats: int = 5):
+    """Medians of ``fn()`` and ``baseline()`` timed in alternation (one warm-up each), so that a
+    machine whose speed drifts (a shared VM) slows both alike and the ratio stays meaningful."""
+    fn()
+    baseline()
+    ours: List[float] = []
+    base: List[float] = []
+    for _ in range(repeats):
+        for f, times in ((baseline, base), (fn, ours)):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(ours), statistics.median(base)
+
+
 def format_table(results: List[Result]) -> str:
     rows = [("benchmark", "median", "baseline", "baseline median", "speed-up", "target")]
     for r in results:
