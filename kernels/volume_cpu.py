@@ -5,8 +5,8 @@ Forward kernels run one ray (or one point) per iteration of a ``prange``: output
 synchronisation. Backward kernels scatter into the grid: every task owns its own gradient buffer
 (``buffers`` (n_tasks, grid size), chosen by the caller to fit memory, zeroed by the task that
 uses it and summed by ``unpack_channels_sum`` in a fixed order), so results are deterministic for a
-given number of tasks. Rays are dealt to tasks in
-contiguous blocks, which keeps neighbouring rays (and the voxels they share) in one cache.
+given number of tasks. Rays are dealt to tasks in contiguous blocks, which keeps neighbouring rays
+(and the voxels they share) in one cache.
 """
 
 from __future__ import annotations
