@@ -159,7 +159,7 @@ def _atomic_add(buf, index, v):
     cuda.atomic.add(buf, index, v)
 
 
-_vdev = _vm.build(lambda fn: cuda.jit(device=True)(fn), _atomic_add)
+_vdev = _vm.build(lambda fn: cuda.jit(device=True)(fn), _atomic_add, keep_samples=False)
 sample_point = _vdev.sample_point
 sample_point_backward = _vdev.sample_point_backward
 march_ray = _vdev.march_ray

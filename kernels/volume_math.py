@@ -101,8 +101,13 @@ def _delta(lengths, r, i, P, dnorm, last_inf):
     return span * dnorm, span
 
 
-def build(jit, add, jit_inline=None):
+def build(jit, add, jit_inline=None, keep_samples=True):
     """Compile the device functions with ``jit``; ``add(buffer, index, value)`` is the scatter.
+
+    ``keep_samples``: the EA backward keeps every sample of a ray between its two passes (the CPU,
+    scratch (P, SCRATCH_WIDTH)) or samples again in the reverse pass (CUDA, where per-thread
+    memory is scarce; scratch (P, 2)). It is fixed at build time so that each build compiles
+    only its own strategy.
 
     ``jit_inline`` (default ``jit``) compiles the small per-sample helpers; the CPU build inlines
     them into the per-ray functions (``njit(inline="always")``), which makes the kernels 3x faster,
@@ -429,12 +434,12 @@ def build(jit, add, jit_inline=None):
         ``R_{used-1} = 0``, ``R_{k-1} = a_k h_k + (1 + ε - a_k) R_k``,
         ``∂L/∂a_k = T_k (h_k - R_k) + g_O Π_{j<k}(1 - a_j) Π_{j>k}(1 - a_j)``, ``∂L/∂f_k = a_k T_k G``.
 
-        A first, forward pass stores T_k and Π_{j<k}(1 - a_j) in ``scratch`` (≥ used, ≥ 2). When
-        the scratch is SCRATCH_WIDTH wide (the CPU kernels), it also keeps every sample
-        (``keep_sample``; ``cells`` (≥ used, 7)) so the reverse pass only scatters; with 2 columns
-        (CUDA, where per-thread memory is scarce) the reverse pass samples again."""
+        A first, forward pass stores T_k and Π_{j<k}(1 - a_j) in ``scratch`` (≥ used, ≥ 2). With
+        ``keep_samples`` (the CPU build) it also keeps every sample (``keep_sample``; scratch
+        SCRATCH_WIDTH wide, ``cells`` (≥ used, 7)) so the reverse pass only scatters; otherwise
+        (CUDA) the reverse pass samples again."""
         p = voxel_base(layout, b)
-        keep = scratch.shape[1] >= SCRATCH_WIDTH
+        keep = keep_samples
         T = 1.0
         Q = 1.0
         for i in range(used):
