@@ -66,12 +66,12 @@ def _channels_last(grids) -> torch.Tensor:
     return out
 
 
-_SPARE_BUFFERS: dict = {}  # one set of CPU backward buffers kept for the next call
-
-
 def _channels_last_torch(grids) -> torch.Tensor:
     """``_channels_last`` in torch ops (CUDA tensors)."""
     return torch.cat([g.detach() for g in grids], 1).permute(0, 2, 3, 4, 1).contiguous()
+
+
+_SPARE_BUFFERS: dict = {}  # one set of CPU backward buffers kept for the next call
 
 
 def _task_buffers(grid: torch.Tensor) -> torch.Tensor:
