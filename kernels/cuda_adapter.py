@@ -219,46 +219,47 @@ def sample_volume_backward_cuda(flat, shape, points, align, grad_out, buffers, g
 
 @cuda.jit
 def _march_volume_kernel(
-    grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+    grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
 ):
     r = cuda.grid(1)
     if r >= rays.shape[0]:
         return
     march_ray(
-        grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
-    )
+        grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used,
+        samples,
+    )  # fmt: skip
 
 
 def march_volume_cuda(
-    grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+    grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
 ):
     """One thread per ray; arguments as for ``volume_cpu.march_volume_cpu``."""
     arrays = [as_array(a) for a in (grid, layout, ray_vol, rays, lengths)]
-    outs = [as_array(a) for a in (out_f, out_o, out_z, n_used)]
+    outs = [as_array(a) for a in (out_f, out_o, out_z, n_used, samples)]
     _march_volume_kernel[_blocks(rays.shape[0]), THREADS](*arrays, mode, eps, t_min, align, last_inf, *outs)
 
 
 @cuda.jit
 def _march_volume_backward_kernel(
     grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-    ray_grad, buf, grad_rays,
+    ray_grad, samples, buf, grad_rays,
 ):  # fmt: skip
     r = cuda.grid(1)
     if r >= rays.shape[0]:
         return
-    # EA scan only: T and Π(1 - a) per sample; the reverse pass samples again (no per-sample record,
-    # which would take ~90 KB of local memory per thread)
+    # EA scan only: T and Π(1 - a) per sample; the reverse pass reads the forward's samples or
+    # samples again (no per-sample record of cells, which would take ~90 KB of local memory per thread)
     scratch = cuda.local.array((_vm.MAX_CUDA_SAMPLES, 2), numba.float64)
     cells = cuda.local.array((1, 7), numba.int64)
     march_ray_backward(
         grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
-        n_used, ray_grad, scratch, cells, buf, grad_rays,
+        n_used, ray_grad, samples, scratch, cells, buf, grad_rays,
     )  # fmt: skip
 
 
 def march_volume_backward_cuda(
     grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-    ray_grad, buffers, grad_rays,
+    ray_grad, samples, buffers, grad_rays,
 ):  # fmt: skip
     """One thread per ray, atomic scatter into ``buffers[0]`` (zeroed by the caller); EA needs
     P <= MAX_CUDA_SAMPLES."""
@@ -267,5 +268,14 @@ def march_volume_backward_cuda(
     arrays = [as_array(a) for a in (grid, layout, ray_vol, rays, lengths)]
     grads = [as_array(a) for a in (S_total, T_P, G_f, g_o, g_z, n_used)]
     _march_volume_backward_kernel[_blocks(rays.shape[0]), THREADS](
-        *arrays, mode, eps, align, last_inf, *grads, ray_grad, as_array(buffers[0]), as_array(grad_rays)
+        *arrays,
+        mode,
+        eps,
+        align,
+        last_inf,
+        *grads,
+        ray_grad,
+        as_array(samples),
+        as_array(buffers[0]),
+        as_array(grad_rays),
     )

@@ -19,7 +19,7 @@ from p3dlab.kernels import volume_math as vm
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line changes with volume_math.py (tests/test_kernel_cache.py enforces it), so
 # cached kernels are rebuilt when the math changes.
-MATH_SOURCE_SHA256 = "c29d1a050347894a"
+MATH_SOURCE_SHA256 = "3e18710ba22412d9"
 
 
 @njit(cache=True, inline="always")
@@ -116,25 +116,27 @@ def sample_volume_backward_cpu(grid, layout, points, align, grad_out, buffers, g
 
 @njit(parallel=True, **_JIT)
 def march_volume_cpu(
-    grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
+    grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
 ):
     """Fused trilinear sampling + ray marching of R rays.
 
     ``grid``: flat channels-last (V, D, H, W, K) densities and features with ``layout`` (D, H, W,
     K, F0, C) (``volume_math``); ``ray_vol`` (R,) volume of each ray; ``rays`` (R, 7) local origin,
     local direction and world direction norm; ``lengths`` (R, P). Writes features ``out_f`` (R, C),
-    opacity ``out_o`` (R,), expected depth ``out_z`` (R,) and the number of samples marched
-    ``n_used`` (R,) (fewer than P after early termination)."""
+    opacity ``out_o`` (R,), expected depth ``out_z`` (R,), the number of samples marched ``n_used``
+    (R,) (fewer than P after early termination) and, unless ``samples`` is empty, the density and
+    features of every sample marched into ``samples`` (R, P, 1 + C) for the backward."""
     for r in prange(rays.shape[0]):
         march_ray(
-            grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used
-        )
+            grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z,
+            n_used, samples,
+        )  # fmt: skip
 
 
 @njit(parallel=True, **_JIT)
 def march_volume_backward_cpu(
     grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-    ray_grad, buffers, grad_rays,
+    ray_grad, samples, buffers, grad_rays,
 ):  # fmt: skip
     """Backward of ``march_volume_cpu``.
 
@@ -142,7 +144,8 @@ def march_volume_backward_cpu(
     them) and into ``grad_rays`` (R, 7, zeroed). ``S_total`` (R,) = F·G + Z g_Z and ``T_P`` (R,) =
     1 - O feed the quadrature scan; ``G_f`` (R, C), ``g_o`` and ``g_z`` (R,) are the upstream
     gradients. ``ray_grad``: also accumulate the gradients of the rays' origins and directions
-    (skipped, and left zero, when False)."""
+    (skipped, and left zero, when False). ``samples``: what the forward pass kept (R, P, 1 + C),
+    read instead of the grid when ``ray_grad`` is False; empty to sample the grid again."""
     R = rays.shape[0]
     P = lengths.shape[1]
     n_tasks = buffers.shape[0]
@@ -154,5 +157,5 @@ def march_volume_backward_cpu(
         for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
             march_ray_backward(
                 grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o,
-                g_z, n_used, ray_grad, scratch[task], cells[task], buf, grad_rays,
+                g_z, n_used, ray_grad, samples, scratch[task], cells[task], buf, grad_rays,
             )  # fmt: skip

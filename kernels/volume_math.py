@@ -42,6 +42,10 @@ caller).
 below ``t_min`` (0 disables it). Later samples then contribute nothing and receive zero gradient:
 the gradients are exact for the truncated sum, which differs from the full one by at most
 ``t_min`` times the remaining colour.
+
+**Kept samples.** Given a ``samples`` array (R, P, 1 + C), the forward pass writes the density and
+features of every sample it marches, and a backward without ray gradients reads them instead of the
+8 corners of each channel: it computes only the cell again, for the scatter.
 """
 
 from __future__ import annotations
@@ -104,10 +108,10 @@ def _delta(lengths, r, i, P, dnorm, last_inf):
 def build(jit, add, jit_inline=None, keep_samples=True):
     """Compile the device functions with ``jit``; ``add(buffer, index, value)`` is the scatter.
 
-    ``keep_samples``: the EA backward keeps every sample of a ray between its two passes (the CPU,
-    scratch (P, SCRATCH_WIDTH)) or samples again in the reverse pass (CUDA, where per-thread
-    memory is scarce; scratch (P, 2)). It is fixed at build time so that each build compiles
-    only its own strategy.
+    ``keep_samples``: when the forward pass kept no samples (or ray gradients need the corners),
+    the EA backward keeps every sample of a ray between its two passes (the CPU, scratch (P,
+    SCRATCH_WIDTH)) or samples again in the reverse pass (CUDA, where per-thread memory is scarce;
+    scratch (P, 2)). It is fixed at build time so that each build compiles only its own strategy.
 
     ``jit_inline`` (default ``jit``) compiles the small per-sample helpers; the CPU build inlines
     them into the per-ray functions (``njit(inline="always")``), which makes the kernels 3x faster,
@@ -262,13 +266,18 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     ray_cell = jit_inline(ray_cell)
 
-    def march_ray(grid, layout, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used):
+    def march_ray(
+        grid, layout, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
+    ):
         """Forward pass of ray r through volume b: writes F (C,), O and Z, and the number of samples
-        used. ``rays[r]`` = (o_x, o_y, o_z, d_x, d_y, d_z, |d_world|) with o, d in local coordinates."""
+        used. ``rays[r]`` = (o_x, o_y, o_z, d_x, d_y, d_z, |d_world|) with o, d in local coordinates.
+        ``samples`` (R, P, 1 + C), unless it is empty: keeps (density, f_0 … f_{C-1}) of every sample
+        marched, for the backward (``stored_sample``)."""
         P = lengths.shape[1]
         p = voxel_base(layout, b)
         F0 = layout[4]
         C = layout[5]
+        store = samples.shape[0] > 0
         for c in range(C):
             out_f[r, c] = 0.0
         T = 1.0
@@ -289,9 +298,17 @@ def build(jit, add, jit_inline=None, keep_samples=True):
                 dl, span = delta(lengths, r, i, P, rays[r, 6], last_inf)
                 T_next = T * math.exp(-sigma * dl)
                 w = T - T_next
-            if inside and w != 0.0:
+            if inside and (w != 0.0 or store):
                 for c in range(C):
-                    out_f[r, c] += w * value(grid, p + F0 + c, offsets, weights)
+                    f = value(grid, p + F0 + c, offsets, weights)
+                    out_f[r, c] += w * f
+                    if store:
+                        samples[r, i, 1 + c] = f
+            elif store:
+                for c in range(C):
+                    samples[r, i, 1 + c] = 0.0
+            if store:
+                samples[r, i, 0] = val
             depth += w * t
             T = T_next
             if T < t_min:
@@ -342,6 +359,17 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     sample_with_grads = jit_inline(sample_with_grads)
 
+    def stored_sample(samples, rays, r, k, t, layout, align, G_f):
+        """Sample k of ray r as the forward pass kept it: ``(offsets, weights, inside, val, fG)``
+        with fG = f·G; only the cell is computed again, no corner is read."""
+        offsets, weights, dweights, scales, inside = ray_cell(rays, r, t, layout, align)
+        fG = 0.0
+        for c in range(layout[5]):
+            fG += G_f[r, c] * samples[r, k, 1 + c]
+        return offsets, weights, inside, samples[r, k, 0], fG
+
+    stored_sample = jit_inline(stored_sample)
+
     def scatter_sample(layout, p, r, t, offsets, weights, g_val, w, G_f, buf, grads, grad_rays):
         """``∂L/∂density[corners] += ω g_val``, ``∂L/∂f_c[corners] += ω w G_c`` (volume's voxel
         (0, 0, 0) at flat index p), and (``grads`` = (∇val, ∇fG), zeros when ray gradients are off)
@@ -368,22 +396,29 @@ def build(jit, add, jit_inline=None, keep_samples=True):
     scatter_sample = jit_inline(scatter_sample)
 
     def march_ray_backward_quadrature(
-        grid, layout, b, rays, lengths, r, align, last_inf, S_total, T_P, G_f, g_o, g_z, used, ray_grad, buf, grad_rays
-    ):
+        grid, layout, b, rays, lengths, r, align, last_inf, S_total, T_P, G_f, g_o, g_z, used, ray_grad, samples,
+        buf, grad_rays,
+    ):  # fmt: skip
         """Forward-order scan (kernels.md §9.2). With h_k = c_k·G + t_k g_Z and the prefix
         ``Π_k = Σ_{i≤k} w_i h_i``: ``∂L/∂τ_k = T_{k+1} h_k - (S - Π_k) + T_P g_O`` where
         ``S = F·G + Z g_Z``; ``∂L/∂σ_k = δ_k ∂L/∂τ_k`` and ``∂L/∂|d| += σ_k span_k ∂L/∂τ_k``;
-        ``T_P = 1 - O`` comes from the forward pass."""
+        ``T_P = 1 - O`` comes from the forward pass. The samples come from ``samples`` when the
+        forward kept them and no ray gradient is asked for; otherwise they are read again."""
         P = lengths.shape[1]
         p = voxel_base(layout, b)
+        stored = samples.shape[0] > 0 and not ray_grad
         T = 1.0
         prefix = 0.0
         g_dnorm = 0.0
         for i in range(used):
             t = lengths[r, i]
-            offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                grid, layout, p, rays, r, t, align, G_f, ray_grad
-            )
+            if stored:
+                offsets, weights, inside, val, fG = stored_sample(samples, rays, r, i, t, layout, align, G_f)
+                g0 = g1 = g2 = g3 = g4 = g5 = 0.0
+            else:
+                offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
+                    grid, layout, p, rays, r, t, align, G_f, ray_grad
+                )
             sigma = val if val > 0.0 else 0.0
             dl, span = delta(lengths, r, i, P, rays[r, 6], last_inf)
             T_next = T * math.exp(-sigma * dl)
@@ -428,23 +463,27 @@ def build(jit, add, jit_inline=None, keep_samples=True):
     kept_sample = jit_inline(kept_sample)
 
     def march_ray_backward_ea(
-        grid, layout, b, rays, lengths, r, align, eps, G_f, g_o, g_z, used, ray_grad, scratch, cells, buf, grad_rays
-    ):
+        grid, layout, b, rays, lengths, r, align, eps, G_f, g_o, g_z, used, ray_grad, samples, scratch, cells, buf,
+        grad_rays,
+    ):  # fmt: skip
         """Reverse scan (kernels.md §9.1) with h_k = f_k·G + t_k g_Z:
         ``R_{used-1} = 0``, ``R_{k-1} = a_k h_k + (1 + ε - a_k) R_k``,
         ``∂L/∂a_k = T_k (h_k - R_k) + g_O Π_{j<k}(1 - a_j) Π_{j>k}(1 - a_j)``, ``∂L/∂f_k = a_k T_k G``.
 
-        A first, forward pass stores T_k and Π_{j<k}(1 - a_j) in ``scratch`` (≥ used, ≥ 2). With
-        ``keep_samples`` (the CPU build) it also keeps every sample (``keep_sample``; scratch
-        SCRATCH_WIDTH wide, ``cells`` (≥ used, 7)) so the reverse pass only scatters; otherwise
-        (CUDA) the reverse pass samples again."""
+        A first, forward pass stores T_k and Π_{j<k}(1 - a_j) in ``scratch`` (≥ used, ≥ 2). The
+        samples come from the forward pass's ``samples`` when it kept them and no ray gradient is
+        asked for. Otherwise, with ``keep_samples`` (the CPU build), the first pass reads every sample
+        and keeps it (``keep_sample``; scratch SCRATCH_WIDTH wide, ``cells`` (≥ used, 7)) so the
+        reverse pass only scatters; without it (CUDA) the reverse pass samples again."""
         p = voxel_base(layout, b)
-        keep = keep_samples
+        stored = samples.shape[0] > 0 and not ray_grad
         T = 1.0
         Q = 1.0
         for i in range(used):
             t = lengths[r, i]
-            if keep:
+            if stored:
+                val = samples[r, i, 0]
+            elif keep_samples:  # a build constant: each build compiles one of the two strategies
                 offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
                     grid, layout, p, rays, r, t, align, G_f, ray_grad
                 )
@@ -461,7 +500,11 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         S = 1.0
         for k in range(used - 1, -1, -1):
             t = lengths[r, k]
-            if keep:
+            if stored:
+                offsets, weights, inside, val, fG = stored_sample(samples, rays, r, k, t, layout, align, G_f)
+                h = fG + t * g_z
+                grads = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+            elif keep_samples:
                 offsets, weights, inside, val, h, grads = kept_sample(scratch, cells, k, ray_grad)
             else:
                 offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
@@ -480,20 +523,20 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     def march_ray_backward(
         grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-        ray_grad, scratch, cells, buf, grad_rays,
+        ray_grad, samples, scratch, cells, buf, grad_rays,
     ):  # fmt: skip
         """Backward of ray r in either mode; ``S_total``, ``T_P``, ``g_o``, ``g_z`` and ``n_used`` are
-        the per-ray arrays; ``scratch`` (≥ P, 2 or SCRATCH_WIDTH) and ``cells`` (≥ P, 7) are only used
-        by EA."""
+        the per-ray arrays; ``samples`` is what the forward pass kept (or empty); ``scratch`` (≥ P, 2
+        or SCRATCH_WIDTH) and ``cells`` (≥ P, 7) are only used by EA."""
         if mode == EA:
             march_ray_backward_ea(
-                grid, layout, b, rays, lengths, r, align, eps, G_f, g_o[r], g_z[r], n_used[r], ray_grad, scratch,
-                cells, buf, grad_rays,
+                grid, layout, b, rays, lengths, r, align, eps, G_f, g_o[r], g_z[r], n_used[r], ray_grad, samples,
+                scratch, cells, buf, grad_rays,
             )  # fmt: skip
         else:
             march_ray_backward_quadrature(
                 grid, layout, b, rays, lengths, r, align, last_inf, S_total[r], T_P[r], G_f, g_o[r], g_z[r],
-                n_used[r], ray_grad, buf, grad_rays,
+                n_used[r], ray_grad, samples, buf, grad_rays,
             )  # fmt: skip
 
     march_ray_backward = jit(march_ray_backward)

@@ -117,8 +117,12 @@ def _volume_case(seed=0, P=6, R=5):
     return grid, layout, ray_vol, rays, lengths
 
 
-@pytest.mark.parametrize("mode, t_min", [(0, 0.0), (0, 0.3), (1, 0.0), (1, 0.9)])
-def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min):
+@pytest.mark.parametrize(
+    "mode, t_min, keep", [(0, 0.0, False), (0, 0.3, False), (0, 0.3, True), (1, 0.0, False), (1, 0.9, True)]
+)
+def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep):
+    """``keep``: the forward keeps its samples and the backward reads them (no ray gradients);
+    otherwise the backward reads the grid again and also returns ray gradients."""
     from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda, march_volume_cuda
     from p3dlab.kernels.volume_cpu import march_volume_backward_cpu, march_volume_cpu
 
@@ -131,14 +135,22 @@ def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min):
     }
     for name, (fwd, bwd) in kernels.items():
         f, o, z, used = np.zeros((R, 3)), np.zeros(R), np.zeros(R), np.zeros(R, np.int64)
-        fwd(grid, layout, ray_vol, rays, lengths, mode, 1e-3, t_min, True, False, f, o, z, used)
+        samples = np.full((R, lengths.shape[1], 4), np.nan) if keep else np.zeros((0, 1, 4))
+        fwd(grid, layout, ray_vol, rays, lengths, mode, 1e-3, t_min, True, False, f, o, z, used, samples)
         rng = np.random.default_rng(1)
         G, g_o, g_z = rng.normal(size=(R, 3)), rng.normal(size=R), rng.normal(size=R)
         S = (f * G).sum(1) + z * g_z
         buf, grays = np.zeros((1, grid.size)), np.zeros((R, 7))
         args = (grid, layout, ray_vol, rays, lengths, mode, 1e-3, True, False, S, 1 - o, G, g_o, g_z, used)
-        bwd(*args, True, buf, grays)
+        bwd(*args, not keep, samples, buf, grays)
         outs[name] = (f, o, z, used, buf, grays)
+        if keep:  # the backward read no sample the forward did not write
+            assert all(np.isfinite(samples[r, : used[r]]).all() for r in range(R))
+            no_samples = np.zeros((0, 1, 4))
+            buf_again, grays_again = np.zeros((1, grid.size)), np.zeros((R, 7))
+            bwd(*args, False, no_samples, buf_again, grays_again)  # the same backward reading the grid
+            np.testing.assert_allclose(buf, buf_again, rtol=1e-12, atol=1e-12)
+            assert not grays[:, :6].any()  # no origin/direction gradients without ray_grad
     assert outs["cpu"][1].min() > 0.05
     if t_min:
         assert outs["cpu"][3].min() < lengths.shape[1]  # early termination happened

@@ -108,7 +108,9 @@ def test_sample_grid_rejects_bad_input():
 # ----------------------------------------------------------------------------------------- fused
 
 
-def _scene(dtype=D, n=2, features=True, seed=0, density_scale=0.5, size=(6, 7, 8), H=8, W=9, P=20):
+def _scene(dtype=D, n=2, features=True, seed=0, density_scale=0.5, size=(6, 7, 8), H=8, W=9, P=20, ray_grad=True):
+    """Volumes and a ray bundle whose origins and directions need gradients (``ray_grad``: then the
+    backward reads the grid again) or not (then it reads the samples the forward kept)."""
     g = torch.Generator().manual_seed(seed)
     R, T = look_at_view_transform(
         dist=torch.tensor([3.0, 2.5][:n]), elev=torch.tensor([10.0, 30.0][:n]), azim=torch.tensor([20.0, -40.0][:n])
@@ -119,7 +121,9 @@ def _scene(dtype=D, n=2, features=True, seed=0, density_scale=0.5, size=(6, 7, 8
     vol = Volumes(dens, feats, voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05))
     torch.manual_seed(seed)
     b = NDCMultinomialRaysampler(W, H, P, 1.0, 4.5, stratified_sampling=True)(cams)
-    bundle = RayBundle(b.origins.clone().requires_grad_(), b.directions.clone().requires_grad_(), b.lengths, b.xys)
+    bundle = RayBundle(
+        b.origins.clone().requires_grad_(ray_grad), b.directions.clone().requires_grad_(ray_grad), b.lengths, b.xys
+    )
     return vol, bundle
 
 
@@ -138,8 +142,9 @@ def _reference(vol, bundle, marcher):
     ],
 )
 @pytest.mark.parametrize("features", [True, False])
-def test_fused_march_matches_sampler_plus_marcher_forward_and_backward(mode, marcher, features):
-    vol, bundle = _scene(features=features)
+@pytest.mark.parametrize("ray_grad", [True, False])
+def test_fused_march_matches_sampler_plus_marcher_forward_and_backward(mode, marcher, features, ray_grad):
+    vol, bundle = _scene(features=features, ray_grad=ray_grad)
     ref, ref_depth = _reference(vol, bundle, marcher)
     f, o, z, used = march_volumes(vol, bundle, mode, last_delta=getattr(marcher, "last_delta", "interval"))
     out = torch.cat([f, o], -1)
@@ -152,7 +157,8 @@ def test_fused_march_matches_sampler_plus_marcher_forward_and_backward(mode, mar
     g = torch.Generator().manual_seed(5)
     w = torch.randn(out.shape, dtype=D, generator=g)
     wz = torch.randn(z.shape, dtype=D, generator=g)
-    inputs = [vol.densities(), bundle.origins, bundle.directions] + ([vol.features()] if features else [])
+    inputs = [vol.densities()] + ([bundle.origins, bundle.directions] if ray_grad else [])
+    inputs += [vol.features()] if features else []
     loss_ref = (ref * w).sum() + ((ref_depth * wz).sum() if ref_depth is not None else 0)
     loss = (out * w).sum() + ((z * wz).sum() if ref_depth is not None else 0)
     for a, b in zip(torch.autograd.grad(loss, inputs), torch.autograd.grad(loss_ref, inputs)):
@@ -179,17 +185,21 @@ def _tiny(seed, density_scale):
         ("quadrature", 0.0, 3.0, "inf"),
     ],
 )
-def test_fused_march_gradcheck(mode, eps, density_scale, last):
+@pytest.mark.parametrize("ray_grad", [True, False])
+def test_fused_march_gradcheck(mode, eps, density_scale, last, ray_grad):
     dens, feats, o, d, lengths = _tiny(3, density_scale)
 
-    def run(dens_, feats_, o_, d_):
+    def run(dens_, feats_, o_=None, d_=None):
+        o_ = o.detach() if o_ is None else o_
+        d_ = d.detach() if d_ is None else d_
         vol = Volumes(dens_, feats_, voxel_size=0.5)
         f, op, z, _ = march_volumes(vol, RayBundle(o_, d_, lengths, o_[..., :2]), mode, eps=eps, last_delta=last)
         return f, op, z
 
+    inputs = (dens, feats, o, d) if ray_grad else (dens, feats)  # without ray gradients: the kept samples
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert torch.autograd.gradcheck(run, (dens, feats, o, d), eps=1e-6, atol=1e-5, rtol=1e-3)
+        assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
 
 
 def test_renderer_uses_the_fused_kernel_and_agrees_with_the_reference_path():
@@ -304,19 +314,25 @@ def test_float32_fused_render_is_close_to_float64():
         assert b.dtype == torch.float32 and torch.allclose(a.float(), b, atol=1e-5)
 
 
-def test_gradient_buffers_respect_the_memory_budget(monkeypatch):
-    """With a budget below one grid copy, the backward uses a single buffer and still agrees."""
+@pytest.mark.parametrize("mode", ["ea", "quadrature"])
+def test_gradient_buffers_and_kept_samples_respect_the_memory_budget(monkeypatch, mode):
+    """With a budget below one grid copy, the backward uses a single buffer and the forward keeps no
+    samples (the backward reads the grid again); the gradients agree with the default budget's."""
     import p3dlab.ops.volume_sampling as vs
 
-    vol, bundle = _scene(n=1)
+    kept = []
+    real = vs._kept_samples
+    monkeypatch.setattr(vs, "_kept_samples", lambda *a: kept.append(real(*a)) or kept[-1])
+    vol, bundle = _scene(n=1, ray_grad=False, density_scale=2.0 if mode == "quadrature" else 0.5)
     grads = []
     for budget in (vs._BUFFER_BYTES, 1):
         monkeypatch.setattr(vs, "_BUFFER_BYTES", budget)
         assert vs._n_tasks(10**6, torch.device("cpu")) == (
             1 if budget == 1 else vs._n_tasks(10**6, torch.device("cpu"))
         )
-        f, o, _, _ = march_volumes(vol, bundle, "ea")
-        grads.append(torch.autograd.grad(f.sum() + o.sum(), [vol.densities(), vol.features()]))
+        f, o, z, _ = march_volumes(vol, bundle, mode)
+        grads.append(torch.autograd.grad(f.sum() + o.sum() + z.sum(), [vol.densities(), vol.features()]))
+    assert [tuple(k.shape) for k in kept] == [(8 * 9, 20, 4), (0, 1, 4)]
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-12)
     with pytest.raises(P3DLabValueError, match="grid_size"):
@@ -356,10 +372,13 @@ def test_channels_last_grids_are_read_in_place_and_agree():
         assert torch.allclose(a, b, atol=1e-12)
 
 
-def test_reused_backward_buffers_start_from_zero():
+@pytest.mark.parametrize("ray_grad", [True, False])
+def test_reused_backward_buffers_start_from_zero(ray_grad):
     """The CPU backward keeps its buffers for the next call; a second, different backward must not
-    see the first one's gradients."""
-    vol, bundle = _scene(n=1)
+    see the first one's gradients. Without ray gradients the second backward through the retained
+    graph reads the grid again (the first gave the kept samples away) and must agree bit for bit
+    with a fresh backward that reads the kept samples."""
+    vol, bundle = _scene(n=1, ray_grad=ray_grad)
     f, o, _, _ = march_volumes(vol, bundle, "ea")
     first = torch.autograd.grad(3.0 * f.sum() + o.sum(), vol.densities(), retain_graph=True)[0]
     second = torch.autograd.grad(o.sum(), vol.densities())[0]
@@ -367,6 +386,29 @@ def test_reused_backward_buffers_start_from_zero():
     fresh = torch.autograd.grad(o2.sum(), vol.densities())[0]
     assert not torch.allclose(first, second)
     assert torch.equal(second, fresh)
+
+
+@pytest.mark.parametrize("mode", ["ea", "quadrature"])
+def test_kept_samples_handed_to_the_next_forward_do_not_change_a_retained_graph(monkeypatch, mode):
+    """After a backward, the kept samples go to the next forward (no fresh pages to fault in). A
+    retained graph that is differentiated again afterwards must not read them: it samples again."""
+    import p3dlab.ops.volume_sampling as vs
+
+    kept = []
+    real = vs._kept_samples
+    monkeypatch.setattr(vs, "_kept_samples", lambda *a: kept.append(real(*a)) or kept[-1])
+    vol, bundle = _scene(n=1, ray_grad=False)
+    other, _ = _scene(n=1, ray_grad=False, seed=7)
+    inputs = [vol.densities(), vol.features()]
+    f, o, z, _ = march_volumes(vol, bundle, mode)
+    loss = (f * torch.linspace(0.5, 2.0, 3, dtype=D)).sum() + o.sum() - z.sum()
+    first = torch.autograd.grad(loss, inputs, retain_graph=True)
+    f2, o2, _, _ = march_volumes(other, bundle, mode)  # takes the kept samples over
+    torch.autograd.grad(f2.sum() + o2.sum(), [other.densities(), other.features()])
+    assert len(kept) == 2 and kept[0].numel() and kept[1].data_ptr() == kept[0].data_ptr()
+    again = torch.autograd.grad(loss, inputs)
+    for a, b in zip(first, again):
+        assert torch.allclose(a, b, atol=1e-13)
 
 
 @pytest.mark.parametrize("channels", [(1,), (1, 3), (4,)])

@@ -5,8 +5,10 @@
 grids, differentiable in the grid values and the point coordinates, without grid_sample's slow
 CPU backward.
 
-``march_volumes(volumes, ray_bundle, ...)`` samples and composites every ray in one pass and never
-materialises the (rays × samples × channels) intermediates; its backward recomputes the samples.
+``march_volumes(volumes, ray_bundle, ...)`` samples and composites every ray in one pass. It keeps
+only the sampled values (rays × samples × (1 + C), within half of ``P3DLAB_VOLUME_BUFFER_MB``) for
+its backward, which then recomputes only the trilinear cells; grid_sample + a torch marcher keeps
+several tensors of that size and more.
 It is differentiable in the densities, features, ray origins and directions (so camera poses can be
 fitted), not in the sample lengths.
 """
@@ -71,25 +73,38 @@ def _channels_last_torch(grids) -> torch.Tensor:
     return torch.cat([g.detach() for g in grids], 1).permute(0, 2, 3, 4, 1).contiguous()
 
 
-_SPARE_BUFFERS: dict = {}  # one set of CPU backward buffers kept for the next call
+_SPARE: dict = {}  # (shape, dtype) -> a CPU tensor of the last call, kept for the next one
+
+
+def _empty_reusing(shape, dtype, device) -> torch.Tensor:
+    """``torch.empty(shape)``, reusing a CPU tensor ``_keep_spare`` kept: fresh pages cost more to
+    fault in than to overwrite (15-20 ms for 64 MB)."""
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    spare = _SPARE.pop((tuple(shape), dtype), None)
+    return spare if spare is not None else torch.empty(shape, dtype=dtype)
+
+
+def _keep_spare(t: torch.Tensor):
+    """Keep the CPU tensor ``t``, which its user is done with, for the next ``_empty_reusing`` of its
+    shape: one per shape, at most a quarter of the buffer budget in all (the oldest go first)."""
+    cap = _BUFFER_BYTES // 4
+    if t.device.type != "cpu" or t.numel() * t.element_size() > cap:
+        return
+    key = (tuple(t.shape), t.dtype)
+    _SPARE.pop(key, None)
+    _SPARE[key] = t
+    while sum(v.numel() * v.element_size() for v in _SPARE.values()) > cap:
+        _SPARE.pop(next(iter(_SPARE)))
 
 
 def _task_buffers(grid: torch.Tensor) -> torch.Tensor:
     """Gradient buffers for the backward kernels, (n_tasks, grid.numel()): uninitialised on the CPU
-    (each task zeroes its own), zeros for the single atomic buffer on CUDA. The CPU buffers of the
-    last call are reused when they fit: fresh pages cost more to fault in than to zero."""
+    (each task zeroes its own), zeros for the single atomic buffer on CUDA."""
     n_tasks = _n_tasks(grid.numel() * grid.element_size(), grid.device)
     if grid.device.type == "cuda":
         return torch.zeros((n_tasks, grid.numel()), dtype=grid.dtype, device=grid.device)
-    spare = _SPARE_BUFFERS.pop((n_tasks, grid.numel(), grid.dtype), None)
-    return spare if spare is not None else torch.empty((n_tasks, grid.numel()), dtype=grid.dtype)
-
-
-def _keep_spare(buffers: torch.Tensor):
-    """Keep CPU ``buffers`` for the next backward (one set, at most a quarter of the buffer budget)."""
-    if buffers.device.type == "cpu" and buffers.numel() * buffers.element_size() <= _BUFFER_BYTES // 4:
-        _SPARE_BUFFERS.clear()
-        _SPARE_BUFFERS[(buffers.shape[0], buffers.shape[1], buffers.dtype)] = buffers
+    return _empty_reusing((n_tasks, grid.numel()), grid.dtype, grid.device)
 
 
 def _unpack_sum(buffers: torch.Tensor, grid_shape, split: int):
@@ -181,12 +196,29 @@ def sample_grid(grid: torch.Tensor, points: torch.Tensor, align_corners: bool = 
     return _SampleGrid.apply(grid, points, bool(align_corners))
 
 
+def _kept_samples(ctx, R: int, P: int, K: int, dtype, device) -> torch.Tensor:
+    """Where the forward kernel keeps every sample's density and features for the backward, (R, P,
+    K), when
+    - grad mode is on (``ctx.grad_enabled``; inside ``forward`` it is always off, and
+      ``needs_input_grad`` ignores it),
+    - the grids need gradients and the rays do not (ray gradients need the corners, so that
+      backward reads the grid anyway),
+    - and the array fits half the buffer budget (``P3DLAB_VOLUME_BUFFER_MB``).
+    Otherwise an empty (0, 1, K) array: the backward samples the grid again."""
+    needed = ctx.grad_enabled and any(ctx.needs_input_grad[:2]) and not ctx.needs_input_grad[2]
+    fits = R * P * K * torch.empty((), dtype=dtype).element_size() <= _BUFFER_BYTES // 2
+    if needed and fits:
+        return _empty_reusing((R, P, K), dtype, device)
+    return torch.empty((0, 1, K), dtype=dtype, device=device)
+
+
 class _MarchVolumes(torch.autograd.Function):
     """Inputs: densities (V, 1, D, H, W), features (V, C, D, H, W) or None (the densities are the
-    features), rays (R, 7), lengths (R, P), ray_vol (R,) and the settings."""
+    features), rays (R, 7), lengths (R, P), ray_vol (R,), the settings and the caller's grad mode."""
 
     @staticmethod
-    def forward(ctx, dens, feats, rays, lengths, ray_vol, mode, eps, t_min, align, last_inf):
+    def forward(ctx, dens, feats, rays, lengths, ray_vol, mode, eps, t_min, align, last_inf, grad_enabled):
+        ctx.grad_enabled = grad_enabled
         dt, dev = dens.dtype, dens.device
         grid = _channels_last([dens] if feats is None else [dens, feats.to(dt)])
         C = 1 if feats is None else feats.shape[1]
@@ -198,7 +230,9 @@ class _MarchVolumes(torch.autograd.Function):
         out_o = torch.zeros(R, dtype=dt, device=dev)
         out_z = torch.zeros(R, dtype=dt, device=dev)
         n_used = torch.zeros(R, dtype=torch.int64, device=dev)
+        samples = _kept_samples(ctx, R, len_c.shape[1], 1 + C, dt, dev)
         args = (flat, layout, ray_vol, rays_c, len_c, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used)
+        args = (*args, samples)
         if R:
             if dev.type == "cuda":
                 from p3dlab.kernels.cuda_adapter import march_volume_cuda
@@ -209,6 +243,8 @@ class _MarchVolumes(torch.autograd.Function):
 
                 march_volume_cpu(*_kernel_args(args))
         ctx.save_for_backward(flat, layout, ray_vol, rays_c, len_c, out_f, out_o, out_z, n_used)
+        # not a saved tensor: the backward hands it on to the next forward (``_keep_spare``)
+        ctx.samples = samples
         ctx.settings = (mode, eps, align, last_inf)
         ctx.packed_shape = grid.shape
         ctx.mark_non_differentiable(n_used)
@@ -218,6 +254,11 @@ class _MarchVolumes(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_f, g_o, g_z, _g_used):
         flat, layout, ray_vol, rays, lengths, out_f, out_o, out_z, n_used = ctx.saved_tensors
+        # a second backward through a retained graph samples the grid again: the first one gave the
+        # kept samples away to the next forward
+        samples, ctx.samples = ctx.samples, None
+        if samples is None:
+            samples = torch.empty((0, 1, 1 + out_f.shape[1]), dtype=flat.dtype, device=flat.device)
         mode, eps, align, last_inf = ctx.settings
         dt, dev = flat.dtype, flat.device
         R = rays.shape[0]
@@ -231,7 +272,7 @@ class _MarchVolumes(torch.autograd.Function):
         grad_rays = zeros(R, 7)
         ray_grad = bool(ctx.needs_input_grad[2])  # ray gradients only when the rays need them
         args = (flat, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, g_f, g_o, g_z)
-        args = (*args, n_used, ray_grad, buffers, grad_rays)
+        args = (*args, n_used, ray_grad, samples, buffers, grad_rays)
         if not R:
             buffers.zero_()
         elif dev.type == "cuda":
@@ -244,7 +285,9 @@ class _MarchVolumes(torch.autograd.Function):
             march_volume_backward_cpu(*_kernel_args(args))
         grad_dens, grad_feats = _unpack_sum(buffers, ctx.packed_shape, 1)
         _keep_spare(buffers)
-        return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None
+        if samples.numel():
+            _keep_spare(samples)
+        return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None, None
 
 
 def march_volumes(
@@ -330,6 +373,7 @@ def march_volumes(
         float(termination_threshold),
         bool(volumes.align_corners),
         last_delta == "inf",
+        torch.is_grad_enabled(),
     )
     shape = o.shape[:-1]
     return (
