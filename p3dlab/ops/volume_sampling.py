@@ -312,6 +312,11 @@ def march_volumes(
             truncated sum, at most ``threshold`` × the remaining colour away from the full one).
         last_delta: quadrature's last step, "interval" or "inf".
 
+    Memory: when the densities or features need gradients (and the rays do not), the forward keeps
+    each sample's density and features for the backward, rays × samples × (1 + C) values (16 MB
+    for 4 views × 64² rays × 64 samples × RGB in float32), unless that exceeds half of
+    ``P3DLAB_VOLUME_BUFFER_MB``; the backward then reads them instead of the grid.
+
     Returns ``(features (N, ..., C), opacity (N, ..., 1), depth (N, ..., 1), n_used (N, ...))``:
     features without background, expected depth ``Σ w_i t_i`` and the samples marched per ray.
     Volumes without features use their densities as the single feature channel.
