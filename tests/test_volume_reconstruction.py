@@ -54,6 +54,25 @@ def test_initial_fog_opacity_is_set_by_target_not_by_sample_count():
         assert opacity.item() == pytest.approx(0.3, abs=0.01)
 
 
+def test_stratified_jitter_keeps_each_sample_in_its_interval_and_follows_the_generator():
+    from p3dlab.renderer import FoVPerspectiveCameras, look_at_view_transform
+
+    model = VoxelRadianceField(grid_size=8)
+    R, T = look_at_view_transform(torch.tensor([3.0, 3.5]), torch.tensor([10.0, 40.0]), torch.tensor([0.0, 90.0]))
+    cams = FoVPerspectiveCameras(R=R, T=T)
+    base = model.rays(cams, (6, 5), 16)
+    runs = [model.rays(cams, (6, 5), 16, generator=torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
+    assert torch.equal(runs[0].lengths, runs[1].lengths) and not torch.equal(runs[0].lengths, runs[2].lengths)
+    assert torch.equal(runs[0].origins, base.origins) and torch.equal(runs[0].directions, base.directions)
+    hit = base.lengths[..., -1] > base.lengths[..., 0]  # rays that cross the box
+    assert hit.float().mean() > 0.5
+    step = (base.lengths[..., 1:2] - base.lengths[..., :1])[hit]
+    offset = (runs[0].lengths[hit] - base.lengths[hit]) / step  # in units of the sample spacing
+    assert offset.abs().max() <= 0.5 + 1e-4 and offset.min() < -0.45 and offset.max() > 0.45
+    assert abs(float(offset.mean())) < 0.05 and (runs[0].lengths[hit].diff(dim=-1) > 0).all()
+    assert torch.equal(runs[0].lengths[~hit], base.lengths[~hit])  # zero spacing: nothing moves
+
+
 def test_voxel_fit_reduces_the_loss_and_beats_the_initial_psnr():
     torch.manual_seed(0)
     train, test = multiview_dataset(n_views=8, n_test=2, image_size=24)

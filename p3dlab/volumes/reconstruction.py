@@ -76,11 +76,7 @@ class VoxelRadianceField(torch.nn.Module):
         bundle = NDCMultinomialRaysampler(W, H, 2, 0.1, 1.0)(cameras)
         lo, hi = self.box()
         bundle = clip_ray_bundle_to_aabb(bundle, lo, hi, n_pts)
-        if generator is not None and n_pts > 1:
-            step = (bundle.lengths[..., 1:2] - bundle.lengths[..., :1]).detach()
-            jitter = torch.rand(bundle.lengths.shape, generator=generator, dtype=bundle.lengths.dtype) - 0.5
-            bundle = RayBundle(bundle.origins, bundle.directions, bundle.lengths + jitter * step, bundle.xys)
-        return bundle
+        return jitter_samples(bundle, generator) if generator is not None else bundle
 
     def render(self, cameras, image_size: Tuple[int, int], n_pts: int = 64, generator=None) -> torch.Tensor:
         """(N, H, W, 4) RGB + opacity images (black background)."""
@@ -108,6 +104,17 @@ class VoxelRadianceField(torch.nn.Module):
             local = vol.world_to_local_coords(verts[0][None])
             colours = sample_grid(vol.features(), local.to(vol.features().dtype))[0]
         return Meshes([verts[0]], [faces[0]], textures=TexturesVertex([colours.clamp(0, 1)]))
+
+
+def jitter_samples(bundle: RayBundle, generator: torch.Generator) -> RayBundle:
+    """Stratified sampling: move each sample uniformly within ±half the ray's (even) sample spacing
+    (in place on one new tensor: three passes fewer over the samples than out-of-place ops)."""
+    if bundle.lengths.shape[-1] < 2:
+        return bundle
+    step = (bundle.lengths[..., 1:2] - bundle.lengths[..., :1]).detach()
+    lengths = torch.rand(bundle.lengths.shape, generator=generator, dtype=bundle.lengths.dtype)
+    lengths.sub_(0.5).mul_(step).add_(bundle.lengths)
+    return RayBundle(bundle.origins, bundle.directions, lengths, bundle.xys)
 
 
 @dataclass
