@@ -302,16 +302,42 @@ def test_rays_that_miss_zero_length_rays_and_bad_input():
         march_volumes(Volumes(dens * 3, voxel_size=0.5), RayBundle(o[:, :1], d[:, :1], t[:, :1], o[:, :1, :2]), "ea")
 
 
-def test_float32_fused_render_is_close_to_float64():
-    vol, bundle = _scene(n=1)
-    vol32 = Volumes(
-        vol.densities().float(), vol.features().float(), voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05)
-    )
+def test_float32_fused_render_and_gradients_are_close_to_float64():
+    vol, bundle = _scene(n=1, ray_grad=False)
+    dens32 = vol.densities().detach().float().requires_grad_()
+    feats32 = vol.features().detach().float().requires_grad_()
+    vol32 = Volumes(dens32, feats32, voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05))
     b32 = RayBundle(bundle.origins.float(), bundle.directions.float(), bundle.lengths.float(), bundle.xys.float())
     for mode in ("ea", "quadrature"):
         a = torch.cat(march_volumes(vol, bundle, mode)[:2], -1)
         b = torch.cat(march_volumes(vol32, b32, mode)[:2], -1)
         assert b.dtype == torch.float32 and torch.allclose(a.float(), b, atol=1e-5)
+        w = torch.linspace(-1.0, 1.0, a.numel(), dtype=D).reshape(a.shape)
+        ga = torch.autograd.grad((a * w).sum(), [vol.densities(), vol.features()])
+        gb = torch.autograd.grad((b * w.float()).sum(), [dens32, feats32])
+        for x, y in zip(ga, gb):
+            assert y.dtype == torch.float32 and x.abs().max() > 0.01
+            assert torch.allclose(x.float(), y, atol=2e-5, rtol=1e-4), (x.float() - y).abs().max()
+
+
+def test_spare_tensors_stay_within_a_quarter_of_the_budget(monkeypatch):
+    """``_keep_spare`` keeps one tensor per shape, drops the oldest beyond budget / 4 and never
+    keeps one larger than that; ``_empty_reusing`` hands a kept tensor out once."""
+    import p3dlab.ops.volume_sampling as vs
+
+    monkeypatch.setattr(vs, "_SPARE", {})
+    monkeypatch.setattr(vs, "_BUFFER_BYTES", 4 * 1000 * 8)  # a quarter: 1000 float64
+    cpu = torch.device("cpu")
+    a, b, big = torch.empty(600, dtype=D), torch.empty(300, dtype=D), torch.empty(1001, dtype=D)
+    vs._keep_spare(a)
+    vs._keep_spare(b)
+    vs._keep_spare(big)
+    assert list(vs._SPARE) == [((600,), D), ((300,), D)]
+    c = torch.empty(500, dtype=D)
+    vs._keep_spare(c)  # 600 + 300 + 500 > 1000: the oldest (a) goes
+    assert list(vs._SPARE) == [((300,), D), ((500,), D)]
+    assert vs._empty_reusing((500,), D, cpu) is c and vs._empty_reusing((500,), D, cpu) is not c
+    assert vs._empty_reusing((300,), torch.float32, cpu) is not b  # another dtype is another shape
 
 
 @pytest.mark.parametrize("mode", ["ea", "quadrature"])
