@@ -279,14 +279,45 @@ def test_textures_uv_bad_indices():
         TexturesUV([torch.rand(4, 4, 3)], [torch.tensor([[0, 1, 5]])], [torch.rand(3, 2)])
 
 
-def test_textures_atlas_sampling():
+def _atlas_read(atlas, bary):
+    """The atlas entry a pixel of face 0 with barycentrics ``bary`` (M, 3) reads, as (M, C)."""
+    M = bary.shape[0]
+    frag = _Frag(torch.zeros(1, M, 1, 1, dtype=torch.int64), bary.view(1, M, 1, 1, 3))
+    return TexturesAtlas([atlas]).sample_textures(frag)[0, :, 0, 0]
+
+
+def test_textures_atlas_sampling_follows_pytorch3d_layout():
+    """(w0, w1) picks the column and the row, PyTorch3D's way round: (0.8, 0.1) with R = 2 is in
+    square (1, 0), lower-left half, so it reads atlas[0, 1]."""
     atlas = torch.zeros(1, 2, 2, 3)
-    atlas[0, 1, 0] = torch.tensor([1.0, 0, 0])
-    tex = TexturesAtlas([atlas])
-    out = tex.sample_textures(
-        _Frag(torch.zeros(1, 1, 1, 1, dtype=torch.int64), torch.tensor([0.8, 0.1, 0.1]).view(1, 1, 1, 1, 3))
-    )
-    assert torch.equal(out[0, 0, 0, 0], torch.tensor([1.0, 0, 0]))
+    atlas[0, 0, 1] = torch.tensor([1.0, 0, 0])
+    assert torch.equal(_atlas_read(atlas, torch.tensor([[0.8, 0.1, 0.1]]))[0], torch.tensor([1.0, 0, 0]))
+
+
+@pytest.mark.parametrize("R", [1, 2, 3, 5])
+def test_textures_atlas_gives_each_of_the_r2_small_triangles_its_own_entry(R):
+    """The centroids of the R² small triangles of the face (lower-left and upper-right halves of the
+    squares of side 1/R in (w0, w1)) read R² different entries; points near a small triangle's
+    corners read the same entry as its centroid."""
+    atlas = torch.arange(R * R, dtype=torch.float32).view(1, R, R, 1)
+    centroids = []
+    for i in range(R):
+        for j in range(R - i):
+            corners = [(i, j), (i + 1, j), (i, j + 1)]  # lower-left half of square (i, j)
+            centroids.append(corners)
+            if i + j + 2 <= R:
+                centroids.append([(i + 1, j), (i, j + 1), (i + 1, j + 1)])  # upper-right half
+    assert len(centroids) == R * R
+    entries = []
+    for corners in centroids:
+        c = torch.tensor(corners, dtype=torch.float32) / R  # (3, 2) in (w0, w1)
+        centre = c.mean(0)
+        pts = torch.cat([centre[None], 0.9 * c + 0.1 * centre])  # the centroid and near its corners
+        bary = torch.cat([pts, 1 - pts.sum(1, keepdim=True)], 1)
+        read = _atlas_read(atlas, bary)[:, 0]
+        assert (read == read[0]).all(), (corners, read)
+        entries.append(int(read[0]))
+    assert sorted(entries) == list(range(R * R))
 
 
 # ---------------------------------------------------------------- point clouds

@@ -235,10 +235,15 @@ class TexturesUV(_TexturesBase):
 
 
 class TexturesAtlas(_TexturesBase):
-    """An R x R grid of colours per face, indexed by the first two barycentric coordinates.
+    """R x R colours per face, indexed by the first two barycentric coordinates (w0, w1) as in
+    PyTorch3D.
 
-    Cell (i, j) of face f holds the colour near barycentrics (w0, w1) = ((i + 1/2)/R, (j + 1/2)/R);
-    a pixel with barycentrics (w0, w1, w2) reads cell (floor(w0 R), floor(w1 R)), clamped.
+    The face's triangle w0 + w1 ≤ 1 is cut into R² small triangles. The square i ≤ w0 R < i + 1,
+    j ≤ w1 R < j + 1 is split by its anti-diagonal:
+    - its lower-left half (w0 R - i + w1 R - j ≤ 1) reads ``atlas[f, j, i]`` (row from w1);
+    - its upper-right half reads ``atlas[f, R - 1 - j, R - 1 - i]``, an entry no lower-left half
+      uses.
+    Barycentrics are clamped to [0, 1] first (pixels just outside a face, with blur).
 
     Args:
         atlas: (N, F, R, R, C) tensor or list of (F_i, R, R, C) tensors.
@@ -277,8 +282,12 @@ class TexturesAtlas(_TexturesBase):
         atlas = self.atlas_packed()
         r = atlas.shape[1]
         p2f = fragments.pix_to_face
-        ij = (fragments.bary_coords[..., :2].clamp(0.0, 1.0) * r).long().clamp(0, r - 1)
-        out = atlas[p2f.clamp(min=0), ij[..., 0], ij[..., 1]]
+        w = fragments.bary_coords[..., :2].clamp(0.0, 1.0) * r  # (w0 R, w1 R)
+        ij = w.long().clamp(0, r - 1)  # the square (i, j)
+        lower = (w - ij).sum(-1) <= 1.0  # in its lower-left half
+        i = torch.where(lower, ij[..., 0], r - 1 - ij[..., 0])
+        j = torch.where(lower, ij[..., 1], r - 1 - ij[..., 1])
+        out = atlas[p2f.clamp(min=0), j, i]
         return out * (p2f >= 0)[..., None].to(out.dtype)
 
     def join_scene(self) -> "TexturesAtlas":
