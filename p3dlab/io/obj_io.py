@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from p3dlab.io.errors import FileFormatError, OBJError, UnsafePathError
+from p3dlab.io.texture_atlas import check_atlas_args, make_texture_atlas
 from p3dlab.kernels.text_parse import parse_ints
 
 
@@ -366,12 +367,12 @@ def load_obj(
 
     ``Properties.material_colors`` maps each material to its Ka/Kd/Ks/Ns (and d, Ni, illum);
     ``texture_images`` maps materials with ``map_Kd`` to (H, W, 3) float images in [0, 1].
+    With ``create_texture_atlas``, ``Properties.texture_atlas`` is an (F, R, R, 3) atlas for
+    ``TexturesAtlas`` (R = ``texture_atlas_size`` ≤ 64; ``texture_wrap`` "repeat", "clamp" or
+    None for uv outside [0, 1]; see ``p3dlab.io.texture_atlas``).
     """
     if create_texture_atlas:
-        raise OBJError(
-            "create_texture_atlas=True is not supported yet; use TexturesUV (the default)",
-            f if isinstance(f, str) else None,
-        )
+        check_atlas_args(texture_atlas_size, texture_wrap, f if isinstance(f, str) else "<stream>")
     text, path = _read_text(f)
     base_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
     where = path if path is not None else "<stream>"
@@ -440,12 +441,23 @@ def load_obj(
         materials_idx=as_long(poly_mat[poly_of_tri]),
     )
     verts = torch.from_numpy(v[:, :3].astype(np.float32)).to(dev)
+    verts_uvs = torch.from_numpy(vt[:, :2].astype(np.float32)).to(dev) if len(vt) else None
+    atlas = None
+    if create_texture_atlas:
+        faces_uvs = None
+        if verts_uvs is not None:  # NaN for corners without a uv index
+            idx = faces.textures_idx
+            faces_uvs = torch.where((idx >= 0)[..., None], verts_uvs[idx.clamp(min=0)], torch.nan)
+        atlas = make_texture_atlas(
+            faces.materials_idx, names, material_colors, texture_images, faces_uvs, texture_atlas_size,
+            texture_wrap, where,
+        )  # fmt: skip
     props = Properties(
         normals=torch.from_numpy(vn[:, :3].astype(np.float32)).to(dev) if len(vn) else None,
-        verts_uvs=torch.from_numpy(vt[:, :2].astype(np.float32)).to(dev) if len(vt) else None,
+        verts_uvs=verts_uvs,
         material_colors=material_colors or None,
         texture_images=texture_images or None,
-        texture_atlas=None,
+        texture_atlas=atlas,
     )
     return verts, faces, props
 
@@ -524,18 +536,35 @@ def save_obj(
         f.write(out)
 
 
-def load_objs_as_meshes(files, device="cpu", load_textures: bool = True, allow_outside_paths: bool = False):
+def load_objs_as_meshes(
+    files,
+    device="cpu",
+    load_textures: bool = True,
+    create_texture_atlas: bool = False,
+    texture_atlas_size: int = 4,
+    texture_wrap: Optional[str] = "repeat",
+    allow_outside_paths: bool = False,
+):
     """Load OBJ files into one ``Meshes`` batch; a mesh with a ``map_Kd`` texture and UVs gets a
-    ``TexturesUV`` (v flipped: v = 0 is the bottom row of the image)."""
-    from p3dlab.structures import Meshes, TexturesUV, join_meshes_as_batch
+    ``TexturesUV`` (v flipped: v = 0 is the bottom row of the image), or with
+    ``create_texture_atlas`` every mesh gets a ``TexturesAtlas`` (see ``load_obj``)."""
+    from p3dlab.structures import Meshes, TexturesAtlas, TexturesUV, join_meshes_as_batch
 
     meshes = []
     for f in files:
         verts, faces, aux = load_obj(
-            f, load_textures=load_textures, device=device, allow_outside_paths=allow_outside_paths
+            f,
+            load_textures=load_textures,
+            create_texture_atlas=create_texture_atlas,
+            texture_atlas_size=texture_atlas_size,
+            texture_wrap=texture_wrap,
+            device=device,
+            allow_outside_paths=allow_outside_paths,
         )
         tex = None
-        if load_textures and aux.texture_images and aux.verts_uvs is not None:
+        if create_texture_atlas:
+            tex = TexturesAtlas([aux.texture_atlas])
+        elif load_textures and aux.texture_images and aux.verts_uvs is not None:
             images = aux.texture_images
             if len(images) > 1:
                 warnings.warn(f"{f}: {len(images)} textures; only the first is used", stacklevel=2)
