@@ -110,7 +110,7 @@ def test_sample_grid_rejects_bad_input():
 
 def _scene(dtype=D, n=2, features=True, seed=0, density_scale=0.5, size=(6, 7, 8), H=8, W=9, P=20, ray_grad=True):
     """Volumes and a ray bundle whose origins and directions need gradients (``ray_grad``: then the
-    backward reads the grid again) or not (then it reads the samples the forward kept)."""
+    backward reads the grid again, even with ``keep_samples``) or not."""
     g = torch.Generator().manual_seed(seed)
     R, T = look_at_view_transform(
         dist=torch.tensor([3.0, 2.5][:n]), elev=torch.tensor([10.0, 30.0][:n]), azim=torch.tensor([20.0, -40.0][:n])
@@ -125,6 +125,11 @@ def _scene(dtype=D, n=2, features=True, seed=0, density_scale=0.5, size=(6, 7, 8
         b.origins.clone().requires_grad_(ray_grad), b.directions.clone().requires_grad_(ray_grad), b.lengths, b.xys
     )
     return vol, bundle
+
+
+# the backward's three ways: ray gradients (reads the grid), no ray gradients (reads the grid, keeping
+# each ray's samples between its two passes), kept samples (reads what the forward kept)
+PATHS = [(True, False), (False, False), (False, True)]  # (ray_grad, keep_samples)
 
 
 def _reference(vol, bundle, marcher):
@@ -142,11 +147,12 @@ def _reference(vol, bundle, marcher):
     ],
 )
 @pytest.mark.parametrize("features", [True, False])
-@pytest.mark.parametrize("ray_grad", [True, False])
-def test_fused_march_matches_sampler_plus_marcher_forward_and_backward(mode, marcher, features, ray_grad):
+@pytest.mark.parametrize("ray_grad, keep", PATHS)
+def test_fused_march_matches_sampler_plus_marcher_forward_and_backward(mode, marcher, features, ray_grad, keep):
     vol, bundle = _scene(features=features, ray_grad=ray_grad)
     ref, ref_depth = _reference(vol, bundle, marcher)
-    f, o, z, used = march_volumes(vol, bundle, mode, last_delta=getattr(marcher, "last_delta", "interval"))
+    last = getattr(marcher, "last_delta", "interval")
+    f, o, z, used = march_volumes(vol, bundle, mode, last_delta=last, keep_samples=keep)
     out = torch.cat([f, o], -1)
     assert out.shape == ref.shape == (2, 8, 9, f.shape[-1] + 1)
     assert 0.1 < o.mean() < 0.9  # a scene with partial opacity everywhere tests every branch
@@ -185,18 +191,19 @@ def _tiny(seed, density_scale):
         ("quadrature", 0.0, 3.0, "inf"),
     ],
 )
-@pytest.mark.parametrize("ray_grad", [True, False])
-def test_fused_march_gradcheck(mode, eps, density_scale, last, ray_grad):
+@pytest.mark.parametrize("ray_grad, keep", PATHS)
+def test_fused_march_gradcheck(mode, eps, density_scale, last, ray_grad, keep):
     dens, feats, o, d, lengths = _tiny(3, density_scale)
 
     def run(dens_, feats_, o_=None, d_=None):
         o_ = o.detach() if o_ is None else o_
         d_ = d.detach() if d_ is None else d_
         vol = Volumes(dens_, feats_, voxel_size=0.5)
-        f, op, z, _ = march_volumes(vol, RayBundle(o_, d_, lengths, o_[..., :2]), mode, eps=eps, last_delta=last)
+        bundle = RayBundle(o_, d_, lengths, o_[..., :2])
+        f, op, z, _ = march_volumes(vol, bundle, mode, eps=eps, last_delta=last, keep_samples=keep)
         return f, op, z
 
-    inputs = (dens, feats, o, d) if ray_grad else (dens, feats)  # without ray gradients: the kept samples
+    inputs = (dens, feats, o, d) if ray_grad else (dens, feats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
@@ -309,8 +316,8 @@ def test_float32_fused_render_and_gradients_are_close_to_float64():
     vol32 = Volumes(dens32, feats32, voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05))
     b32 = RayBundle(bundle.origins.float(), bundle.directions.float(), bundle.lengths.float(), bundle.xys.float())
     for mode in ("ea", "quadrature"):
-        a = torch.cat(march_volumes(vol, bundle, mode)[:2], -1)
-        b = torch.cat(march_volumes(vol32, b32, mode)[:2], -1)
+        a = torch.cat(march_volumes(vol, bundle, mode, keep_samples=True)[:2], -1)
+        b = torch.cat(march_volumes(vol32, b32, mode, keep_samples=True)[:2], -1)
         assert b.dtype == torch.float32 and torch.allclose(a.float(), b, atol=1e-5)
         w = torch.linspace(-1.0, 1.0, a.numel(), dtype=D).reshape(a.shape)
         ga = torch.autograd.grad((a * w).sum(), [vol.densities(), vol.features()])
@@ -343,7 +350,8 @@ def test_spare_tensors_stay_within_a_quarter_of_the_budget(monkeypatch):
 @pytest.mark.parametrize("mode", ["ea", "quadrature"])
 def test_gradient_buffers_and_kept_samples_respect_the_memory_budget(monkeypatch, mode):
     """With a budget below one grid copy, the backward uses a single buffer and the forward keeps no
-    samples (the backward reads the grid again); the gradients agree with the default budget's."""
+    samples even when asked (the backward reads the grid again); the gradients agree with the
+    default budget's. Without ``keep_samples`` nothing is kept."""
     import p3dlab.ops.volume_sampling as vs
 
     kept = []
@@ -356,11 +364,13 @@ def test_gradient_buffers_and_kept_samples_respect_the_memory_budget(monkeypatch
         assert vs._n_tasks(10**6, torch.device("cpu")) == (
             1 if budget == 1 else vs._n_tasks(10**6, torch.device("cpu"))
         )
-        f, o, z, _ = march_volumes(vol, bundle, mode)
+        f, o, z, _ = march_volumes(vol, bundle, mode, keep_samples=True)
         grads.append(torch.autograd.grad(f.sum() + o.sum() + z.sum(), [vol.densities(), vol.features()]))
-    assert [tuple(k.shape) for k in kept] == [(8 * 9, 20, 4), (0, 1, 4)]
-    for a, b in zip(*grads):
-        assert torch.allclose(a, b, atol=1e-12)
+    f, o, z, _ = march_volumes(vol, bundle, mode)
+    grads.append(torch.autograd.grad(f.sum() + o.sum() + z.sum(), [vol.densities(), vol.features()]))
+    assert [tuple(k.shape) for k in kept] == [(8 * 9, 20, 4), (0, 1, 4), (0, 1, 4)]
+    for a, b, c in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-12) and torch.allclose(a, c, atol=1e-12)
     with pytest.raises(P3DLabValueError, match="grid_size"):
         from p3dlab.volumes import VoxelRadianceField
 
@@ -398,17 +408,17 @@ def test_channels_last_grids_are_read_in_place_and_agree():
         assert torch.allclose(a, b, atol=1e-12)
 
 
-@pytest.mark.parametrize("ray_grad", [True, False])
-def test_reused_backward_buffers_start_from_zero(ray_grad):
+@pytest.mark.parametrize("ray_grad, keep", PATHS)
+def test_reused_backward_buffers_start_from_zero(ray_grad, keep):
     """The CPU backward keeps its buffers for the next call; a second, different backward must not
-    see the first one's gradients. Without ray gradients the second backward through the retained
+    see the first one's gradients. With kept samples the second backward through the retained
     graph reads the grid again (the first gave the kept samples away) and must agree bit for bit
     with a fresh backward that reads the kept samples."""
     vol, bundle = _scene(n=1, ray_grad=ray_grad)
-    f, o, _, _ = march_volumes(vol, bundle, "ea")
+    f, o, _, _ = march_volumes(vol, bundle, "ea", keep_samples=keep)
     first = torch.autograd.grad(3.0 * f.sum() + o.sum(), vol.densities(), retain_graph=True)[0]
     second = torch.autograd.grad(o.sum(), vol.densities())[0]
-    f2, o2, _, _ = march_volumes(vol, bundle, "ea")
+    f2, o2, _, _ = march_volumes(vol, bundle, "ea", keep_samples=keep)
     fresh = torch.autograd.grad(o2.sum(), vol.densities())[0]
     assert not torch.allclose(first, second)
     assert torch.equal(second, fresh)
@@ -426,10 +436,10 @@ def test_kept_samples_handed_to_the_next_forward_do_not_change_a_retained_graph(
     vol, bundle = _scene(n=1, ray_grad=False)
     other, _ = _scene(n=1, ray_grad=False, seed=7)
     inputs = [vol.densities(), vol.features()]
-    f, o, z, _ = march_volumes(vol, bundle, mode)
+    f, o, z, _ = march_volumes(vol, bundle, mode, keep_samples=True)
     loss = (f * torch.linspace(0.5, 2.0, 3, dtype=D)).sum() + o.sum() - z.sum()
     first = torch.autograd.grad(loss, inputs, retain_graph=True)
-    f2, o2, _, _ = march_volumes(other, bundle, mode)  # takes the kept samples over
+    f2, o2, _, _ = march_volumes(other, bundle, mode, keep_samples=True)  # takes the kept samples over
     torch.autograd.grad(f2.sum() + o2.sum(), [other.densities(), other.features()])
     assert len(kept) == 2 and kept[0].numel() and kept[1].data_ptr() == kept[0].data_ptr()
     again = torch.autograd.grad(loss, inputs)

@@ -83,7 +83,8 @@ class VoxelRadianceField(torch.nn.Module):
         from p3dlab.ops.volume_sampling import march_volumes
 
         bundle = self.rays(cameras, image_size, n_pts, generator)
-        feats, opacity, _, _ = march_volumes(self.volumes(), bundle, "quadrature")
+        # training steps keep the samples for the backward: 16 MB for 4 views × 64² × 64 samples
+        feats, opacity, _, _ = march_volumes(self.volumes(), bundle, "quadrature", keep_samples=True)
         return torch.cat([feats, opacity], -1)
 
     def to_mesh(self, opacity_per_voxel: float = 0.2):
