@@ -28,7 +28,12 @@ the weights' derivatives (-1, 1). A corner outside the grid gets weight 0, deriv
 offset of a corner inside, so every sample reads and writes 8 valid addresses with one code path;
 interior cells (nearly all of them) take a short path without the border tests.
 
-**Rays** are ``x(t) = o + t d`` in local coordinates, sampled at the lengths t_0 < … < t_{P-1}.
+**Density + RGB grids** (K = 4, the common case) read and scatter the four channels of each corner
+together (``value4``, ``splat4``): 8 corner addresses per sample instead of 8 per channel.
+
+**Rays** are ``x(t) = o + t d`` in local coordinates, sampled at the lengths t_0 < … < t_{P-1}; the
+map to grid coordinates is affine, so each ray is converted once (``ray_of``) and sample t sits at
+``(u_0, v_0, w_0) + t (du/dt, dv/dt, dw/dt)``.
 
 **Emission-absorption, PyTorch3D mode** (mode 0): a_i = val_density, ``T_i = Π_{j<i} (1 + ε - a_j)``,
 ``w_i = a_i T_i``, ``F = Σ w_i f_i``, ``O = 1 - Π (1 - a_i)``, ``Z = Σ w_i t_i``.
@@ -121,20 +126,17 @@ def build(jit, add, jit_inline=None, keep_samples=True):
     axis = jit_inline(_axis)
     delta = jit_inline(_delta)
 
-    def cell(x, y, z, layout, align):
-        """The trilinear cell of local point (x, y, z): ``(offsets, weights, dweights, scales, inside)``
+    def grid_cell(u, v, w, scales, layout):
+        """The trilinear cell of grid point (u, v, w): ``(offsets, weights, dweights, scales, inside)``
         with offsets (x_lo, x_hi, y_lo, y_hi, z_lo, z_hi) in elements of the flat grid, the matching
-        weights and their derivatives by grid coordinate, and du/dx, dv/dy, dw/dz. ``inside`` is
-        False when no corner is in the grid (the sample is 0)."""
+        weights and their derivatives by grid coordinate, and ``scales`` (du/dx, dv/dy, dw/dz) passed
+        through. ``inside`` is False when no corner is in the grid (the sample is 0)."""
         D = layout[0]
         H = layout[1]
         W = layout[2]
         sx = layout[3]
         sy = W * sx
         sz = H * sy
-        u, su = unnormalise(x, W, align)
-        v, sv = unnormalise(y, H, align)
-        w, sw = unnormalise(z, D, align)
         if u >= 0.0 and u < W - 1 and v >= 0.0 and v < H - 1 and w >= 0.0 and w < D - 1:
             i0 = int(u)  # interior cell: all 8 corners inside, floor = truncation
             j0 = int(v)
@@ -143,7 +145,7 @@ def build(jit, add, jit_inline=None, keep_samples=True):
             b = v - j0
             g = w - k0
             offsets = (i0 * sx, i0 * sx + sx, j0 * sy, j0 * sy + sy, k0 * sz, k0 * sz + sz)
-            return offsets, (1.0 - a, a, 1.0 - b, b, 1.0 - g, g), (-1.0, 1.0, -1.0, 1.0, -1.0, 1.0), (su, sv, sw), True
+            return offsets, (1.0 - a, a, 1.0 - b, b, 1.0 - g, g), (-1.0, 1.0, -1.0, 1.0, -1.0, 1.0), scales, True
         x0, x1, wx0, wx1, dx0, dx1, okx = axis(u, W, sx)
         y0, y1, wy0, wy1, dy0, dy1, oky = axis(v, H, sy)
         z0, z1, wz0, wz1, dz0, dz1, okz = axis(w, D, sz)
@@ -151,9 +153,18 @@ def build(jit, add, jit_inline=None, keep_samples=True):
             (x0, x1, y0, y1, z0, z1),
             (wx0, wx1, wy0, wy1, wz0, wz1),
             (dx0, dx1, dy0, dy1, dz0, dz1),
-            (su, sv, sw),
+            scales,
             okx and oky and okz,
         )
+
+    grid_cell = jit_inline(grid_cell)
+
+    def cell(x, y, z, layout, align):
+        """``grid_cell`` of local point (x, y, z)."""
+        u, su = unnormalise(x, layout[2], align)
+        v, sv = unnormalise(y, layout[1], align)
+        w, sw = unnormalise(z, layout[0], align)
+        return grid_cell(u, v, w, (su, sv, sw), layout)
 
     cell = jit_inline(cell)
 
@@ -231,6 +242,66 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     splat = jit_inline(splat)
 
+    def corners8(offsets, weights):
+        """The flat offsets and trilinear weights ω of the 8 corners of a cell, corner k = (x, y, z) =
+        (k & 1, (k >> 1) & 1, k >> 2)."""
+        x0, x1, y0, y1, z0, z1 = offsets
+        wx0, wx1, wy0, wy1, wz0, wz1 = weights
+        w00 = wy0 * wz0
+        w10 = wy1 * wz0
+        w01 = wy0 * wz1
+        w11 = wy1 * wz1
+        return (
+            (
+                z0 + y0 + x0,
+                z0 + y0 + x1,
+                z0 + y1 + x0,
+                z0 + y1 + x1,
+                z1 + y0 + x0,
+                z1 + y0 + x1,
+                z1 + y1 + x0,
+                z1 + y1 + x1,
+            ),
+            (wx0 * w00, wx1 * w00, wx0 * w10, wx1 * w10, wx0 * w01, wx1 * w01, wx0 * w11, wx1 * w11),
+        )
+
+    corners8 = jit_inline(corners8)
+
+    def value4(grid, p, offsets, weights):
+        """``value`` of the 4 channels p … p + 3 at once (a density + RGB grid, K = 4): each corner's
+        channels share 16 bytes, so the 8 corners are read once each, not once per channel."""
+        offs, ws = corners8(offsets, weights)
+        v0 = v1 = v2 = v3 = 0.0
+        for k in range(8):
+            q = p + offs[k]
+            w = ws[k]
+            v0 += w * grid[q]
+            v1 += w * grid[q + 1]
+            v2 += w * grid[q + 2]
+            v3 += w * grid[q + 3]
+        return v0, v1, v2, v3
+
+    value4 = jit_inline(value4)
+
+    def splat4(buf, p, offsets, weights, g0, g1, g2, g3):
+        """``splat`` of channels p … p + 3 at once (the adjoint of ``value4``)."""
+        offs, ws = corners8(offsets, weights)
+        for k in range(8):
+            q = p + offs[k]
+            w = ws[k]
+            add(buf, q, w * g0)
+            add(buf, q + 1, w * g1)
+            add(buf, q + 2, w * g2)
+            add(buf, q + 3, w * g3)
+
+    splat4 = jit_inline(splat4)
+
+    def is_rgb(layout):
+        """A density + 3 features grid (K = 4, F0 = 1): the layout ``value4`` and ``splat4`` read."""
+        return layout[3] == 4 and layout[4] == 1
+
+    is_rgb = jit_inline(is_rgb)
+
     def sample_point(grid, layout, b, x, y, z, align, out, m):
         """``out[m, c] = V_c(x, y, z)`` for the channels c < C of volume b (the standalone sampler)."""
         offsets, weights, dweights, scales, inside = cell(x, y, z, layout, align)
@@ -260,26 +331,51 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     sample_point_backward = jit(sample_point_backward)
 
-    def ray_cell(rays, r, t, layout, align):
-        x = rays[r, 0] + t * rays[r, 3]
-        return cell(x, rays[r, 1] + t * rays[r, 4], rays[r, 2] + t * rays[r, 5], layout, align)
+    def ray_of(rays, r, layout, align):
+        """Ray r in grid coordinates, ``((u_0, v_0, w_0, du/dt, dv/dt, dw/dt), (du/dx, dv/dy,
+        dw/dz))``: the map from local to grid coordinates is affine, so sample t is at
+        (u_0, v_0, w_0) + t (du/dt, dv/dt, dw/dt). Computed once per ray and kept in registers (the
+        compiler cannot keep array elements across the stores of the scatter, which might alias
+        them)."""
+        u0, su = unnormalise(rays[r, 0], layout[2], align)
+        v0, sv = unnormalise(rays[r, 1], layout[1], align)
+        w0, sw = unnormalise(rays[r, 2], layout[0], align)
+        return (u0, v0, w0, rays[r, 3] * su, rays[r, 4] * sv, rays[r, 5] * sw), (su, sv, sw)
+
+    ray_of = jit_inline(ray_of)
+
+    def layout_of(layout):
+        """The layout array as a tuple, for the same reason as ``ray_of``."""
+        return layout[0], layout[1], layout[2], layout[3], layout[4], layout[5]
+
+    layout_of = jit_inline(layout_of)
+
+    def ray_cell(ray, t, layout):
+        """``grid_cell`` of sample t of a ray given by ``ray_of``."""
+        g, scales = ray
+        return grid_cell(g[0] + t * g[3], g[1] + t * g[4], g[2] + t * g[5], scales, layout)
 
     ray_cell = jit_inline(ray_cell)
 
     def march_ray(
-        grid, layout, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
+        grid, layout_array, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
     ):
         """Forward pass of ray r through volume b: writes F (C,), O and Z, and the number of samples
         used. ``rays[r]`` = (o_x, o_y, o_z, d_x, d_y, d_z, |d_world|) with o, d in local coordinates.
         ``samples`` (R, P, 1 + C), unless it is empty: keeps (density, f_0 … f_{C-1}) of every sample
         marched, for the backward (``stored_sample``)."""
         P = lengths.shape[1]
+        layout = layout_of(layout_array)
+        ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
         F0 = layout[4]
         C = layout[5]
         store = samples.shape[0] > 0
+        rgb = is_rgb(layout)
         for c in range(C):
             out_f[r, c] = 0.0
+        dnorm = rays[r, 6]
+        F_0 = F_1 = F_2 = 0.0
         T = 1.0
         keep = 1.0  # Π (1 - a_i) for the EA opacity
         depth = 0.0
@@ -287,18 +383,29 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         for i in range(P):
             t = lengths[r, i]
             used = i + 1
-            offsets, weights, dweights, scales, inside = ray_cell(rays, r, t, layout, align)
-            val = value(grid, p, offsets, weights) if inside else 0.0
+            offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
+            if rgb and inside:
+                val, f0, f1, f2 = value4(grid, p, offsets, weights)
+            else:
+                val = value(grid, p, offsets, weights) if inside else 0.0
             if mode == EA:
                 w = val * T
                 T_next = T * (1.0 + eps - val)
                 keep *= 1.0 - val
             else:
                 sigma = val if val > 0.0 else 0.0
-                dl, span = delta(lengths, r, i, P, rays[r, 6], last_inf)
+                dl, span = delta(lengths, r, i, P, dnorm, last_inf)
                 T_next = T * math.exp(-sigma * dl)
                 w = T - T_next
-            if inside and (w != 0.0 or store):
+            if rgb and inside:
+                F_0 += w * f0  # in registers; out_f is written once, after the loop
+                F_1 += w * f1
+                F_2 += w * f2
+                if store:
+                    samples[r, i, 1] = f0
+                    samples[r, i, 2] = f1
+                    samples[r, i, 3] = f2
+            elif inside and (w != 0.0 or store):
                 for c in range(C):
                     f = value(grid, p + F0 + c, offsets, weights)
                     out_f[r, c] += w * f
@@ -313,22 +420,30 @@ def build(jit, add, jit_inline=None, keep_samples=True):
             T = T_next
             if T < t_min:
                 break
+        if rgb:
+            out_f[r, 0] = F_0
+            out_f[r, 1] = F_1
+            out_f[r, 2] = F_2
         out_o[r] = 1.0 - keep if mode == EA else 1.0 - T
         out_z[r] = depth
         n_used[r] = used
 
     march_ray = jit(march_ray)
 
-    def sample_with_grads(grid, layout, p, rays, r, t, align, G_f, ray_grad):
+    def sample_with_grads(grid, layout, p, ray, r, t, align, G_f, ray_grad):
         """At length t of ray r (volume whose voxel (0, 0, 0) is at p): the density val and
         h_f = f·G, and (when ``ray_grad``) their gradients with respect to the sample's local
         position, for which the features enter through the G-weighted corner values
         ``e_k = Σ_c G_c f_c[corner k]``.
 
         Returns (offsets, weights, inside, val, fG, ∇val (3), ∇fG (3))."""
-        offsets, weights, dweights, scales, inside = ray_cell(rays, r, t, layout, align)
+        offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
         if not inside:
             return offsets, weights, inside, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        if not ray_grad and is_rgb(layout):
+            val, f0, f1, f2 = value4(grid, p, offsets, weights)
+            fG = G_f[r, 0] * f0 + G_f[r, 1] * f1 + G_f[r, 2] * f2
+            return offsets, weights, inside, val, fG, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         F0 = layout[4]
         wx0, wx1, wy0, wy1, wz0, wz1 = weights
         dens = corners(grid, p, offsets)
@@ -359,10 +474,10 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     sample_with_grads = jit_inline(sample_with_grads)
 
-    def stored_sample(samples, rays, r, k, t, layout, align, G_f):
+    def stored_sample(samples, ray, r, k, t, layout, align, G_f):
         """Sample k of ray r as the forward pass kept it: ``(offsets, weights, inside, val, fG)``
         with fG = f·G; only the cell is computed again, no corner is read."""
-        offsets, weights, dweights, scales, inside = ray_cell(rays, r, t, layout, align)
+        offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
         fG = 0.0
         for c in range(layout[5]):
             fG += G_f[r, c] * samples[r, k, 1 + c]
@@ -374,9 +489,11 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         """``∂L/∂density[corners] += ω g_val``, ``∂L/∂f_c[corners] += ω w G_c`` (volume's voxel
         (0, 0, 0) at flat index p), and (``grads`` = (∇val, ∇fG), zeros when ray gradients are off)
         the ray's origin/direction."""
-        if g_val != 0.0:
+        if is_rgb(layout):
+            splat4(buf, p, offsets, weights, g_val, w * G_f[r, 0], w * G_f[r, 1], w * G_f[r, 2])
+        elif g_val != 0.0:
             splat(buf, p, offsets, weights, g_val)
-        if w != 0.0:
+        if w != 0.0 and not is_rgb(layout):
             F0 = layout[4]
             for c in range(layout[5]):
                 gc = w * G_f[r, c]
@@ -405,6 +522,7 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         ``T_P = 1 - O`` comes from the forward pass. The samples come from ``samples`` when the
         forward kept them and no ray gradient is asked for; otherwise they are read again."""
         P = lengths.shape[1]
+        ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
         stored = samples.shape[0] > 0 and not ray_grad
         T = 1.0
@@ -413,11 +531,11 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         for i in range(used):
             t = lengths[r, i]
             if stored:
-                offsets, weights, inside, val, fG = stored_sample(samples, rays, r, i, t, layout, align, G_f)
+                offsets, weights, inside, val, fG = stored_sample(samples, ray, r, i, t, layout, align, G_f)
                 g0 = g1 = g2 = g3 = g4 = g5 = 0.0
             else:
                 offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                    grid, layout, p, rays, r, t, align, G_f, ray_grad
+                    grid, layout, p, ray, r, t, align, G_f, ray_grad
                 )
             sigma = val if val > 0.0 else 0.0
             dl, span = delta(lengths, r, i, P, rays[r, 6], last_inf)
@@ -475,6 +593,7 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         asked for. Otherwise, with ``keep_samples`` (the CPU build), the first pass reads every sample
         and keeps it (``keep_sample``; scratch SCRATCH_WIDTH wide, ``cells`` (≥ used, 7)) so the
         reverse pass only scatters; without it (CUDA) the reverse pass samples again."""
+        ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
         stored = samples.shape[0] > 0 and not ray_grad
         T = 1.0
@@ -485,12 +604,12 @@ def build(jit, add, jit_inline=None, keep_samples=True):
                 val = samples[r, i, 0]
             elif keep_samples:  # a build constant: each build compiles one of the two strategies
                 offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                    grid, layout, p, rays, r, t, align, G_f, ray_grad
+                    grid, layout, p, ray, r, t, align, G_f, ray_grad
                 )
                 grads = (g0, g1, g2, g3, g4, g5)
                 keep_sample(scratch, cells, i, val, fG + t * g_z, offsets, weights, inside, grads, ray_grad)
             else:
-                offsets, weights, dweights, scales, inside = ray_cell(rays, r, t, layout, align)
+                offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
                 val = value(grid, p, offsets, weights) if inside else 0.0
             scratch[i, 0] = T
             scratch[i, 1] = Q
@@ -501,14 +620,14 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         for k in range(used - 1, -1, -1):
             t = lengths[r, k]
             if stored:
-                offsets, weights, inside, val, fG = stored_sample(samples, rays, r, k, t, layout, align, G_f)
+                offsets, weights, inside, val, fG = stored_sample(samples, ray, r, k, t, layout, align, G_f)
                 h = fG + t * g_z
                 grads = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
             elif keep_samples:
                 offsets, weights, inside, val, h, grads = kept_sample(scratch, cells, k, ray_grad)
             else:
                 offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                    grid, layout, p, rays, r, t, align, G_f, ray_grad
+                    grid, layout, p, ray, r, t, align, G_f, ray_grad
                 )
                 h = fG + t * g_z
                 grads = (g0, g1, g2, g3, g4, g5)
@@ -522,12 +641,13 @@ def build(jit, add, jit_inline=None, keep_samples=True):
     march_ray_backward_ea = jit(march_ray_backward_ea)
 
     def march_ray_backward(
-        grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
+        grid, layout_array, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
         ray_grad, samples, scratch, cells, buf, grad_rays,
     ):  # fmt: skip
         """Backward of ray r in either mode; ``S_total``, ``T_P``, ``g_o``, ``g_z`` and ``n_used`` are
         the per-ray arrays; ``samples`` is what the forward pass kept (or empty); ``scratch`` (≥ P, 2
         or SCRATCH_WIDTH) and ``cells`` (≥ P, 7) are only used by EA."""
+        layout = layout_of(layout_array)
         if mode == EA:
             march_ray_backward_ea(
                 grid, layout, b, rays, lengths, r, align, eps, G_f, g_o[r], g_z[r], n_used[r], ray_grad, samples,

@@ -101,11 +101,11 @@ def test_point_raster_cuda_equals_cpu():
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-12)
 
 
-def _volume_case(seed=0, P=6, R=5):
-    """Two 3x4x5 volumes (density + 3 features) as a flat channels-last grid, and R rays."""
+def _volume_case(seed=0, P=6, R=5, C=3):
+    """Two 3x4x5 volumes (density + C features) as a flat channels-last grid, and R rays."""
     rng = np.random.default_rng(seed)
-    grid = np.concatenate([rng.uniform(0.05, 0.9, (2, 3, 4, 5, 1)), rng.uniform(0, 1, (2, 3, 4, 5, 3))], -1).ravel()
-    layout = np.array([3, 4, 5, 4, 1, 3], np.int64)
+    grid = np.concatenate([rng.uniform(0.05, 0.9, (2, 3, 4, 5, 1)), rng.uniform(0, 1, (2, 3, 4, 5, C))], -1).ravel()
+    layout = np.array([3, 4, 5, 1 + C, 1, C], np.int64)
     rays = np.zeros((R, 7))
     rays[:, :2] = rng.uniform(-0.5, 0.5, (R, 2))
     rays[:, 2] = -1.5
@@ -118,15 +118,25 @@ def _volume_case(seed=0, P=6, R=5):
 
 
 @pytest.mark.parametrize(
-    "mode, t_min, keep", [(0, 0.0, False), (0, 0.3, False), (0, 0.3, True), (1, 0.0, False), (1, 0.9, True)]
+    "mode, t_min, keep, C",
+    [
+        (0, 0.0, False, 3),
+        (0, 0.3, False, 3),
+        (0, 0.3, True, 3),
+        (1, 0.0, False, 3),
+        (1, 0.9, True, 3),
+        (0, 0.3, True, 2),
+        (1, 0.0, False, 2),
+    ],
 )
-def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep):
+def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep, C):
     """``keep``: the forward keeps its samples and the backward reads them (no ray gradients);
-    otherwise the backward reads the grid again and also returns ray gradients."""
+    otherwise the backward reads the grid again and also returns ray gradients. C = 3 features take
+    the 4-channel path (``value4``/``splat4``), C = 2 the general one."""
     from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda, march_volume_cuda
     from p3dlab.kernels.volume_cpu import march_volume_backward_cpu, march_volume_cpu
 
-    grid, layout, ray_vol, rays, lengths = _volume_case()
+    grid, layout, ray_vol, rays, lengths = _volume_case(C=C)
     R = rays.shape[0]
     outs = {}
     kernels = {
@@ -134,11 +144,11 @@ def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep):
         "gpu": (march_volume_cuda, march_volume_backward_cuda),
     }
     for name, (fwd, bwd) in kernels.items():
-        f, o, z, used = np.zeros((R, 3)), np.zeros(R), np.zeros(R), np.zeros(R, np.int64)
-        samples = np.full((R, lengths.shape[1], 4), np.nan) if keep else np.zeros((0, 1, 4))
+        f, o, z, used = np.zeros((R, C)), np.zeros(R), np.zeros(R), np.zeros(R, np.int64)
+        samples = np.full((R, lengths.shape[1], 1 + C), np.nan) if keep else np.zeros((0, 1, 1 + C))
         fwd(grid, layout, ray_vol, rays, lengths, mode, 1e-3, t_min, True, False, f, o, z, used, samples)
         rng = np.random.default_rng(1)
-        G, g_o, g_z = rng.normal(size=(R, 3)), rng.normal(size=R), rng.normal(size=R)
+        G, g_o, g_z = rng.normal(size=(R, C)), rng.normal(size=R), rng.normal(size=R)
         S = (f * G).sum(1) + z * g_z
         buf, grays = np.zeros((1, grid.size)), np.zeros((R, 7))
         args = (grid, layout, ray_vol, rays, lengths, mode, 1e-3, True, False, S, 1 - o, G, g_o, g_z, used)
@@ -146,7 +156,7 @@ def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep):
         outs[name] = (f, o, z, used, buf, grays)
         if keep:  # the backward read no sample the forward did not write
             assert all(np.isfinite(samples[r, : used[r]]).all() for r in range(R))
-            no_samples = np.zeros((0, 1, 4))
+            no_samples = np.zeros((0, 1, 1 + C))
             buf_again, grays_again = np.zeros((1, grid.size)), np.zeros((R, 7))
             bwd(*args, False, no_samples, buf_again, grays_again)  # the same backward reading the grid
             np.testing.assert_allclose(buf, buf_again, rtol=1e-12, atol=1e-12)

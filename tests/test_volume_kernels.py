@@ -108,16 +108,17 @@ def test_sample_grid_rejects_bad_input():
 # ----------------------------------------------------------------------------------------- fused
 
 
-def _scene(dtype=D, n=2, features=True, seed=0, density_scale=0.5, size=(6, 7, 8), H=8, W=9, P=20, ray_grad=True):
-    """Volumes and a ray bundle whose origins and directions need gradients (``ray_grad``: then the
-    backward reads the grid again, even with ``keep_samples``) or not."""
+def _scene(dtype=D, n=2, features=3, seed=0, density_scale=0.5, size=(6, 7, 8), H=8, W=9, P=20, ray_grad=True):
+    """Volumes with ``features`` feature channels (0: none) and a ray bundle whose origins and
+    directions need gradients (``ray_grad``: then the backward reads the grid again, even with
+    ``keep_samples``) or not."""
     g = torch.Generator().manual_seed(seed)
     R, T = look_at_view_transform(
         dist=torch.tensor([3.0, 2.5][:n]), elev=torch.tensor([10.0, 30.0][:n]), azim=torch.tensor([20.0, -40.0][:n])
     )
     cams = FoVPerspectiveCameras(R=R.to(dtype), T=T.to(dtype))
     dens = (torch.rand(n, 1, *size, dtype=dtype, generator=g) * density_scale).requires_grad_()
-    feats = torch.rand(n, 3, *size, dtype=dtype, generator=g).requires_grad_() if features else None
+    feats = torch.rand(n, features, *size, dtype=dtype, generator=g).requires_grad_() if features else None
     vol = Volumes(dens, feats, voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05))
     torch.manual_seed(seed)
     b = NDCMultinomialRaysampler(W, H, P, 1.0, 4.5, stratified_sampling=True)(cams)
@@ -146,7 +147,8 @@ def _reference(vol, bundle, marcher):
         ("quadrature", QuadratureRaymarcher(last_delta="inf")),
     ],
 )
-@pytest.mark.parametrize("features", [True, False])
+# 3 features: density + RGB, read 4 channels at a time (``value4``/``splat4``); 0 and 2: the general path
+@pytest.mark.parametrize("features", [3, 0, 2])
 @pytest.mark.parametrize("ray_grad, keep", PATHS)
 def test_fused_march_matches_sampler_plus_marcher_forward_and_backward(mode, marcher, features, ray_grad, keep):
     vol, bundle = _scene(features=features, ray_grad=ray_grad)
