@@ -126,6 +126,13 @@ def build(jit, add, jit_inline=None, keep_samples=True):
     axis = jit_inline(_axis)
     delta = jit_inline(_delta)
 
+    def attenuate(T, sigma, dl):
+        """T e^{-σ δ}, without the exponential where σ = 0 (empty space and samples outside the
+        grid): e^0 = 1 exactly, so the result is the same."""
+        return T * math.exp(-sigma * dl) if sigma > 0.0 else T
+
+    attenuate = jit_inline(attenuate)
+
     def grid_cell(u, v, w, scales, layout):
         """The trilinear cell of grid point (u, v, w): ``(offsets, weights, dweights, scales, inside)``
         with offsets (x_lo, x_hi, y_lo, y_hi, z_lo, z_hi) in elements of the flat grid, the matching
@@ -395,7 +402,7 @@ def build(jit, add, jit_inline=None, keep_samples=True):
             else:
                 sigma = val if val > 0.0 else 0.0
                 dl, span = delta(lengths, r, i, P, dnorm, last_inf)
-                T_next = T * math.exp(-sigma * dl)
+                T_next = attenuate(T, sigma, dl)
                 w = T - T_next
             if rgb and inside:
                 F_0 += w * f0  # in registers; out_f is written once, after the loop
@@ -523,6 +530,7 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         forward kept them and no ray gradient is asked for; otherwise they are read again."""
         P = lengths.shape[1]
         ray = ray_of(rays, r, layout, align)
+        dnorm = rays[r, 6]
         p = voxel_base(layout, b)
         stored = samples.shape[0] > 0 and not ray_grad
         T = 1.0
@@ -538,8 +546,8 @@ def build(jit, add, jit_inline=None, keep_samples=True):
                     grid, layout, p, ray, r, t, align, G_f, ray_grad
                 )
             sigma = val if val > 0.0 else 0.0
-            dl, span = delta(lengths, r, i, P, rays[r, 6], last_inf)
-            T_next = T * math.exp(-sigma * dl)
+            dl, span = delta(lengths, r, i, P, dnorm, last_inf)
+            T_next = attenuate(T, sigma, dl)
             w = T - T_next
             h = fG + t * g_z
             prefix += w * h
