@@ -279,3 +279,21 @@ def march_volume_backward_cuda(
         as_array(buffers[0]),
         as_array(grad_rays),
     )
+
+
+# ----------------------------------------------------------------------------- stratified jitter
+from p3dlab.kernels import stratified as _st  # noqa: E402
+
+_jitter_ray = _st.build(lambda fn: cuda.jit(device=True)(fn)).jitter_ray
+
+
+@cuda.jit
+def _stratified_jitter_kernel(lengths, seed, out):
+    r = cuda.grid(1)
+    if r < lengths.shape[0]:
+        _jitter_ray(lengths, seed, r, out)
+
+
+def stratified_jitter_cuda(lengths, seed, out):
+    """One thread per ray; arguments as for ``stratified.stratified_jitter_cpu``."""
+    _stratified_jitter_kernel[_blocks(lengths.shape[0]), THREADS](as_array(lengths), seed, as_array(out))

@@ -190,3 +190,17 @@ def test_volume_sampler_cuda_equals_cpu():
     assert np.abs(res[0][0]).sum() > 0
     for a, b in zip(*res):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_stratified_jitter_cuda_equals_cpu_bit_for_bit():
+    from p3dlab.kernels.cuda_adapter import stratified_jitter_cuda
+    from p3dlab.kernels.stratified import stratified_jitter_cpu
+
+    lengths = np.linspace(0.5, 3.0, 5)[:, None] + 0.1 * np.arange(6)[None]
+    outs = []
+    for fn in (stratified_jitter_cpu, stratified_jitter_cuda):
+        out = np.full_like(lengths, np.nan)
+        fn(lengths, 4_000_000_000, out)
+        outs.append(out)
+    assert np.isfinite(outs[0]).all() and not np.array_equal(outs[0], lengths)
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -6,6 +6,7 @@ from p3dlab.ops.knn import KNN, knn_gather, knn_points
 from p3dlab.ops.marching_cubes import marching_cubes
 from p3dlab.ops.mesh_ops import GraphConv, SubdivideMeshes, cubify, subdivide_faces, vert_align
 from p3dlab.ops.sample_points import sample_points_from_meshes
+from p3dlab.ops.stratified import stratified_jitter
 from p3dlab.ops.volume_sampling import march_volumes, sample_grid
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "march_volumes",
     "sample_grid",
     "sample_points_from_meshes",
+    "stratified_jitter",
 ]
