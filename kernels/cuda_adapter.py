@@ -253,7 +253,7 @@ def _march_volume_backward_kernel(
     cells = cuda.local.array((1, 7), numba.int64)
     march_ray_backward(
         grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
-        n_used, ray_grad, samples, scratch, cells, buf, grad_rays,
+        n_used, ray_grad, samples, scratch, scratch, cells, buf, grad_rays,
     )  # fmt: skip
 
 

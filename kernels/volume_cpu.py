@@ -19,7 +19,7 @@ from p3dlab.kernels import volume_math as vm
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line changes with volume_math.py (tests/test_kernel_cache.py enforces it), so
 # cached kernels are rebuilt when the math changes.
-MATH_SOURCE_SHA256 = "df0ab7359d7db4f5"
+MATH_SOURCE_SHA256 = "7f44cdde391efd1d"
 
 
 @njit(cache=True, inline="always")
@@ -151,11 +151,12 @@ def march_volume_backward_cpu(
     n_tasks = buffers.shape[0]
     scratch = np.empty((n_tasks, max(P, 1), vm.SCRATCH_WIDTH), np.float64)
     cells = np.empty((n_tasks, max(P, 1), 7), np.int64)
+    vals = np.empty((n_tasks, max(P, 1), 4), grid.dtype)
     for task in prange(n_tasks):
         buf = buffers[task]
         buf[:] = 0.0
         for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
             march_ray_backward(
                 grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o,
-                g_z, n_used, ray_grad, samples, scratch[task], cells[task], buf, grad_rays,
+                g_z, n_used, ray_grad, samples, vals[task], scratch[task], cells[task], buf, grad_rays,
             )  # fmt: skip
