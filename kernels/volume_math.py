@@ -364,55 +364,79 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     ray_cell = jit_inline(ray_cell)
 
-    def march_ray(
-        grid, layout_array, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
+    def composite(mode, val, T, keep, lengths, r, i, P, dnorm, last_inf, eps):
+        """Sample i of either marcher: ``(w_i, T_{i+1}, keep · (1 - a_i))``; ``keep`` = Π (1 - a_j)
+        is the EA opacity's product (passed through by quadrature)."""
+        if mode == EA:
+            return val * T, T * (1.0 + eps - val), keep * (1.0 - val)
+        dl, span = delta(lengths, r, i, P, dnorm, last_inf)
+        T_next = attenuate(T, val if val > 0.0 else 0.0, dl)
+        return T - T_next, T_next, keep
+
+    composite = jit_inline(composite)
+
+    def march_ray_rgb(
+        grid, layout, p, ray, lengths, r, mode, eps, t_min, last_inf, dnorm, out_f, out_o, out_z, n_used, samples
     ):
-        """Forward pass of ray r through volume b: writes F (C,), O and Z, and the number of samples
-        used. ``rays[r]`` = (o_x, o_y, o_z, d_x, d_y, d_z, |d_world|) with o, d in local coordinates.
-        ``samples`` (R, P, 1 + C), unless it is empty: keeps (density, f_0 … f_{C-1}) of every sample
-        marched, for the backward (``stored_sample``)."""
+        """``march_ray`` for a density + RGB grid: the 4 channels of each corner read at once
+        (``value4``), F accumulated in registers; straight-line code for the common case."""
         P = lengths.shape[1]
-        layout = layout_of(layout_array)
-        ray = ray_of(rays, r, layout, align)
-        p = voxel_base(layout, b)
-        F0 = layout[4]
-        C = layout[5]
         store = samples.shape[0] > 0
-        rgb = is_rgb(layout)
-        for c in range(C):
-            out_f[r, c] = 0.0
-        dnorm = rays[r, 6]
         F_0 = F_1 = F_2 = 0.0
         T = 1.0
-        keep = 1.0  # Π (1 - a_i) for the EA opacity
+        keep = 1.0
         depth = 0.0
         used = 0
         for i in range(P):
             t = lengths[r, i]
             used = i + 1
             offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
-            if rgb and inside:
+            val = f0 = f1 = f2 = 0.0
+            if inside:
                 val, f0, f1, f2 = value4(grid, p, offsets, weights)
-            else:
-                val = value(grid, p, offsets, weights) if inside else 0.0
-            if mode == EA:
-                w = val * T
-                T_next = T * (1.0 + eps - val)
-                keep *= 1.0 - val
-            else:
-                sigma = val if val > 0.0 else 0.0
-                dl, span = delta(lengths, r, i, P, dnorm, last_inf)
-                T_next = attenuate(T, sigma, dl)
-                w = T - T_next
-            if rgb and inside:
-                F_0 += w * f0  # in registers; out_f is written once, after the loop
-                F_1 += w * f1
-                F_2 += w * f2
-                if store:
-                    samples[r, i, 1] = f0
-                    samples[r, i, 2] = f1
-                    samples[r, i, 3] = f2
-            elif inside and (w != 0.0 or store):
+            w, T_next, keep = composite(mode, val, T, keep, lengths, r, i, P, dnorm, last_inf, eps)
+            F_0 += w * f0
+            F_1 += w * f1
+            F_2 += w * f2
+            if store:
+                samples[r, i, 0] = val
+                samples[r, i, 1] = f0
+                samples[r, i, 2] = f1
+                samples[r, i, 3] = f2
+            depth += w * t
+            T = T_next
+            if T < t_min:
+                break
+        out_f[r, 0] = F_0
+        out_f[r, 1] = F_1
+        out_f[r, 2] = F_2
+        out_o[r] = 1.0 - keep if mode == EA else 1.0 - T
+        out_z[r] = depth
+        n_used[r] = used
+
+    march_ray_rgb = jit(march_ray_rgb)
+
+    def march_ray_any(
+        grid, layout, p, ray, lengths, r, mode, eps, t_min, last_inf, dnorm, out_f, out_o, out_z, n_used, samples
+    ):
+        """``march_ray`` for any channel layout, one channel at a time."""
+        P = lengths.shape[1]
+        F0 = layout[4]
+        C = layout[5]
+        store = samples.shape[0] > 0
+        for c in range(C):
+            out_f[r, c] = 0.0
+        T = 1.0
+        keep = 1.0
+        depth = 0.0
+        used = 0
+        for i in range(P):
+            t = lengths[r, i]
+            used = i + 1
+            offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
+            val = value(grid, p, offsets, weights) if inside else 0.0
+            w, T_next, keep = composite(mode, val, T, keep, lengths, r, i, P, dnorm, last_inf, eps)
+            if inside and (w != 0.0 or store):
                 for c in range(C):
                     f = value(grid, p + F0 + c, offsets, weights)
                     out_f[r, c] += w * f
@@ -427,13 +451,62 @@ def build(jit, add, jit_inline=None, keep_samples=True):
             T = T_next
             if T < t_min:
                 break
-        if rgb:
-            out_f[r, 0] = F_0
-            out_f[r, 1] = F_1
-            out_f[r, 2] = F_2
         out_o[r] = 1.0 - keep if mode == EA else 1.0 - T
         out_z[r] = depth
         n_used[r] = used
+
+    march_ray_any = jit(march_ray_any)
+
+    def march_ray(
+        grid, layout_array, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
+    ):
+        """Forward pass of ray r through volume b: writes F (C,), O and Z, and the number of samples
+        used. ``rays[r]`` = (o_x, o_y, o_z, d_x, d_y, d_z, |d_world|) with o, d in local coordinates.
+        ``samples`` (R, P, 1 + C), unless it is empty: keeps (density, f_0 … f_{C-1}) of every sample
+        marched, for the backward (``stored_sample``). Early termination: the ray stops after the
+        first sample whose transmittance falls below ``t_min``."""
+        layout = layout_of(layout_array)
+        ray = ray_of(rays, r, layout, align)
+        p = voxel_base(layout, b)
+        dnorm = rays[r, 6]
+        if is_rgb(layout):
+            march_ray_rgb(
+                grid,
+                layout,
+                p,
+                ray,
+                lengths,
+                r,
+                mode,
+                eps,
+                t_min,
+                last_inf,
+                dnorm,
+                out_f,
+                out_o,
+                out_z,
+                n_used,
+                samples,
+            )
+        else:
+            march_ray_any(
+                grid,
+                layout,
+                p,
+                ray,
+                lengths,
+                r,
+                mode,
+                eps,
+                t_min,
+                last_inf,
+                dnorm,
+                out_f,
+                out_o,
+                out_z,
+                n_used,
+                samples,
+            )
 
     march_ray = jit(march_ray)
 
