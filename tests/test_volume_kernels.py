@@ -299,6 +299,14 @@ def test_rays_that_miss_zero_length_rays_and_bad_input():
     bad[0, 2, 0] = float("nan")
     with pytest.raises(P3DLabValueError, match="not finite"):
         march_volumes(vol, RayBundle(o, bad, t, o[..., :2]), "quadrature")
+    for bad_t in (float("inf"), float("nan")):
+        bad_lengths = t.clone()
+        bad_lengths[0, 1, 3] = bad_t
+        with pytest.raises(P3DLabValueError, match="not finite"):
+            march_volumes(vol, RayBundle(o, d, bad_lengths, o[..., :2]), "ea")
+    huge = torch.full((1, 3, 16), 1e308, dtype=D)  # finite, but their sum overflows
+    _, far_o, _, _ = march_volumes(vol, RayBundle(o, d, huge, o[..., :2]), "quadrature")
+    assert (far_o == 0).all()  # accepted: samples far outside the volume absorb nothing
     with pytest.raises(P3DLabValueError, match="mode"):
         march_volumes(vol, RayBundle(o, d, t, o[..., :2]), "mip")
     with pytest.raises(P3DLabValueError, match="shapes disagree"):

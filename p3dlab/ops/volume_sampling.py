@@ -134,6 +134,13 @@ def _layout(grid: torch.Tensor, first: int, C: int) -> torch.Tensor:
     return torch.tensor([D, H, W, K, first, C], dtype=torch.int64, device=grid.device)
 
 
+def _all_finite(x: torch.Tensor) -> bool:
+    """Whether every element of ``x`` is finite: a finite sum proves it (a NaN or an infinity makes
+    the sum NaN or infinite) in one reduction, without an element-wise mask; an overflowing sum falls
+    back to the exact test."""
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
 def _kernel_args(args):
     return [_np(a) if torch.is_tensor(a) else a for a in args]
 
@@ -343,7 +350,7 @@ def march_volumes(
         raise P3DLabValueError(f"march_volumes: {len(volumes)} volumes for {n} ray batches")
     if o.device != dens.device:
         raise P3DLabValueError("march_volumes: rays and volumes on different devices")
-    if not (bool(torch.isfinite(o).all()) and bool(torch.isfinite(d).all()) and bool(torch.isfinite(t).all())):
+    if not (_all_finite(o) and _all_finite(d) and _all_finite(t)):
         raise P3DLabValueError("march_volumes: ray origins, directions or lengths are not finite")
     P = t.shape[-1]
     if P < 1:
@@ -351,7 +358,7 @@ def march_volumes(
     if t.requires_grad:
         warnings.warn("march_volumes: no gradient flows to the sample lengths", stacklevel=2)
     if mode == "ea":
-        lo, hi = float(dens.detach().min()), float(dens.detach().max())
+        lo, hi = (float(v) for v in torch.aminmax(dens.detach()))
         if lo < 0 or hi > 1:
             warnings.warn(f"march_volumes: EA densities outside [0, 1] (min {lo:.3g}, max {hi:.3g})", stacklevel=2)
     dt = dens.dtype
