@@ -375,11 +375,11 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     composite = jit_inline(composite)
 
-    def march_ray_rgb(
-        grid, layout, p, ray, lengths, r, mode, eps, t_min, last_inf, dnorm, out_f, out_o, out_z, n_used, samples
-    ):
+    def march_ray_rgb(grid, layout, p, ray, lengths, r, settings, outs):
         """``march_ray`` for a density + RGB grid: the 4 channels of each corner read at once
         (``value4``), F accumulated in registers; straight-line code for the common case."""
+        mode, eps, t_min, last_inf, dnorm = settings
+        out_f, out_o, out_z, n_used, samples = outs
         P = lengths.shape[1]
         store = samples.shape[0] > 0
         F_0 = F_1 = F_2 = 0.0
@@ -416,10 +416,10 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     march_ray_rgb = jit(march_ray_rgb)
 
-    def march_ray_any(
-        grid, layout, p, ray, lengths, r, mode, eps, t_min, last_inf, dnorm, out_f, out_o, out_z, n_used, samples
-    ):
+    def march_ray_any(grid, layout, p, ray, lengths, r, settings, outs):
         """``march_ray`` for any channel layout, one channel at a time."""
+        mode, eps, t_min, last_inf, dnorm = settings
+        out_f, out_o, out_z, n_used, samples = outs
         P = lengths.shape[1]
         F0 = layout[4]
         C = layout[5]
@@ -468,45 +468,12 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         layout = layout_of(layout_array)
         ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
-        dnorm = rays[r, 6]
+        settings = (mode, eps, t_min, last_inf, rays[r, 6])
+        outs = (out_f, out_o, out_z, n_used, samples)
         if is_rgb(layout):
-            march_ray_rgb(
-                grid,
-                layout,
-                p,
-                ray,
-                lengths,
-                r,
-                mode,
-                eps,
-                t_min,
-                last_inf,
-                dnorm,
-                out_f,
-                out_o,
-                out_z,
-                n_used,
-                samples,
-            )
+            march_ray_rgb(grid, layout, p, ray, lengths, r, settings, outs)
         else:
-            march_ray_any(
-                grid,
-                layout,
-                p,
-                ray,
-                lengths,
-                r,
-                mode,
-                eps,
-                t_min,
-                last_inf,
-                dnorm,
-                out_f,
-                out_o,
-                out_z,
-                n_used,
-                samples,
-            )
+            march_ray_any(grid, layout, p, ray, lengths, r, settings, outs)
 
     march_ray = jit(march_ray)
 
