@@ -228,27 +228,6 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     value = jit_inline(value)
 
-    def splat(buf, p, offsets, weights, gval):
-        """``buf[corner k] += ω_k gval`` (the adjoint of ``value``)."""
-        x0, x1, y0, y1, z0, z1 = offsets
-        wx0, wx1, wy0, wy1, wz0, wz1 = weights
-        g0 = wz0 * gval
-        g1 = wz1 * gval
-        g00 = wy0 * g0
-        g10 = wy1 * g0
-        g01 = wy0 * g1
-        g11 = wy1 * g1
-        add(buf, p + z0 + y0 + x0, wx0 * g00)
-        add(buf, p + z0 + y0 + x1, wx1 * g00)
-        add(buf, p + z0 + y1 + x0, wx0 * g10)
-        add(buf, p + z0 + y1 + x1, wx1 * g10)
-        add(buf, p + z1 + y0 + x0, wx0 * g01)
-        add(buf, p + z1 + y0 + x1, wx1 * g01)
-        add(buf, p + z1 + y1 + x0, wx0 * g11)
-        add(buf, p + z1 + y1 + x1, wx1 * g11)
-
-    splat = jit_inline(splat)
-
     def corners8(offsets, weights):
         """The flat offsets and trilinear weights ω of the 8 corners of a cell, corner k = (x, y, z) =
         (k & 1, (k >> 1) & 1, k >> 2)."""
@@ -273,6 +252,14 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         )
 
     corners8 = jit_inline(corners8)
+
+    def splat(buf, p, offsets, weights, gval):
+        """``buf[corner k] += ω_k gval`` (the adjoint of ``value``)."""
+        offs, ws = corners8(offsets, weights)
+        for k in range(8):
+            add(buf, p + offs[k], ws[k] * gval)
+
+    splat = jit_inline(splat)
 
     def value4(grid, p, offsets, weights):
         """``value`` of the 4 channels p … p + 3 at once (a density + RGB grid, K = 4): each corner's
@@ -375,87 +362,72 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     composite = jit_inline(composite)
 
-    def march_ray_rgb(grid, layout, p, ray, lengths, r, settings, outs):
-        """``march_ray`` for a density + RGB grid: the 4 channels of each corner read at once
-        (``value4``), F accumulated in registers; straight-line code for the common case."""
-        mode, eps, t_min, last_inf, dnorm = settings
-        out_f, out_o, out_z, n_used, samples = outs
-        P = lengths.shape[1]
-        store = samples.shape[0] > 0
-        F_0 = F_1 = F_2 = 0.0
-        T = 1.0
-        keep = 1.0
-        depth = 0.0
-        used = 0
-        for i in range(P):
-            t = lengths[r, i]
-            used = i + 1
-            offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
-            val = f0 = f1 = f2 = 0.0
-            if inside:
-                val, f0, f1, f2 = value4(grid, p, offsets, weights)
-            w, T_next, keep = composite(mode, val, T, keep, lengths, r, i, P, dnorm, last_inf, eps)
-            F_0 += w * f0
-            F_1 += w * f1
-            F_2 += w * f2
-            if store:
-                samples[r, i, 0] = val
-                samples[r, i, 1] = f0
-                samples[r, i, 2] = f1
-                samples[r, i, 3] = f2
-            depth += w * t
-            T = T_next
-            if T < t_min:
-                break
-        out_f[r, 0] = F_0
-        out_f[r, 1] = F_1
-        out_f[r, 2] = F_2
-        out_o[r] = 1.0 - keep if mode == EA else 1.0 - T
-        out_z[r] = depth
-        n_used[r] = used
+    def marcher(rgb):
+        """The per-ray forward loop, compiled once per channel layout: ``rgb`` (a constant of each
+        compiled copy, so the other branch is pruned) reads the 4 channels of each corner at once
+        (``value4``) and keeps F in registers; otherwise one channel at a time. Each copy is
+        straight-line code for its case."""
 
-    march_ray_rgb = jit(march_ray_rgb)
-
-    def march_ray_any(grid, layout, p, ray, lengths, r, settings, outs):
-        """``march_ray`` for any channel layout, one channel at a time."""
-        mode, eps, t_min, last_inf, dnorm = settings
-        out_f, out_o, out_z, n_used, samples = outs
-        P = lengths.shape[1]
-        F0 = layout[4]
-        C = layout[5]
-        store = samples.shape[0] > 0
-        for c in range(C):
-            out_f[r, c] = 0.0
-        T = 1.0
-        keep = 1.0
-        depth = 0.0
-        used = 0
-        for i in range(P):
-            t = lengths[r, i]
-            used = i + 1
-            offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
-            val = value(grid, p, offsets, weights) if inside else 0.0
-            w, T_next, keep = composite(mode, val, T, keep, lengths, r, i, P, dnorm, last_inf, eps)
-            if inside and (w != 0.0 or store):
-                for c in range(C):
-                    f = value(grid, p + F0 + c, offsets, weights)
-                    out_f[r, c] += w * f
+        def march(grid, layout, p, ray, lengths, r, settings, outs):
+            mode, eps, t_min, last_inf, dnorm = settings
+            out_f, out_o, out_z, n_used, samples = outs
+            P = lengths.shape[1]
+            F0 = layout[4]
+            C = layout[5]
+            store = samples.shape[0] > 0
+            for c in range(C):
+                out_f[r, c] = 0.0
+            F_0 = F_1 = F_2 = 0.0
+            T = 1.0
+            keep = 1.0
+            depth = 0.0
+            used = 0
+            for i in range(P):
+                t = lengths[r, i]
+                used = i + 1
+                offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
+                if rgb:
+                    val = f0 = f1 = f2 = 0.0
+                    if inside:
+                        val, f0, f1, f2 = value4(grid, p, offsets, weights)
+                    w, T_next, keep = composite(mode, val, T, keep, lengths, r, i, P, dnorm, last_inf, eps)
+                    F_0 += w * f0
+                    F_1 += w * f1
+                    F_2 += w * f2
                     if store:
-                        samples[r, i, 1 + c] = f
-            elif store:
-                for c in range(C):
-                    samples[r, i, 1 + c] = 0.0
-            if store:
-                samples[r, i, 0] = val
-            depth += w * t
-            T = T_next
-            if T < t_min:
-                break
-        out_o[r] = 1.0 - keep if mode == EA else 1.0 - T
-        out_z[r] = depth
-        n_used[r] = used
+                        samples[r, i, 1] = f0
+                        samples[r, i, 2] = f1
+                        samples[r, i, 3] = f2
+                else:
+                    val = value(grid, p, offsets, weights) if inside else 0.0
+                    w, T_next, keep = composite(mode, val, T, keep, lengths, r, i, P, dnorm, last_inf, eps)
+                    if inside and (w != 0.0 or store):
+                        for c in range(C):
+                            f = value(grid, p + F0 + c, offsets, weights)
+                            out_f[r, c] += w * f
+                            if store:
+                                samples[r, i, 1 + c] = f
+                    elif store:
+                        for c in range(C):
+                            samples[r, i, 1 + c] = 0.0
+                if store:
+                    samples[r, i, 0] = val
+                depth += w * t
+                T = T_next
+                if T < t_min:
+                    break
+            if rgb:
+                out_f[r, 0] = F_0
+                out_f[r, 1] = F_1
+                out_f[r, 2] = F_2
+            out_o[r] = 1.0 - keep if mode == EA else 1.0 - T
+            out_z[r] = depth
+            n_used[r] = used
 
-    march_ray_any = jit(march_ray_any)
+        return jit(march)
+
+    march_ray_rgb = marcher(True)
+    march_ray_any = marcher(False)
 
     def march_ray(
         grid, layout_array, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
