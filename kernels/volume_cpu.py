@@ -59,6 +59,22 @@ def pack_channels_last(src, V, C, dst, K, first):
 
 
 @njit(parallel=True, **_JIT)
+def pack_rgb(density, rgb, dst, V):
+    """``pack_channels_last`` of a density grid (V, 1, D, H, W) and an RGB grid (V, 3, D, H, W) into
+    one density + RGB grid (V, D, H, W, 4) in a single pass that writes each voxel's 16 bytes at
+    once (two separate copies would read and write every cache line of ``dst`` twice)."""
+    dhw = density.size // V
+    for task in prange(V * _BLOCKS):
+        v = task // _BLOCKS
+        blk = task % _BLOCKS
+        for x in range(v * dhw + dhw * blk // _BLOCKS, v * dhw + dhw * (blk + 1) // _BLOCKS):
+            dst[4 * x] = density[x]
+            dst[4 * x + 1] = rgb[2 * v * dhw + x]
+            dst[4 * x + 2] = rgb[2 * v * dhw + dhw + x]
+            dst[4 * x + 3] = rgb[2 * v * dhw + 2 * dhw + x]
+
+
+@njit(parallel=True, **_JIT)
 def unpack_channels_sum(buffers, K, split, first, second, V):
     """The inverse of ``pack_channels_last``, summed over tasks in a fixed order, in one pass over
     ``buffers`` (n_tasks, V·DHW·K): channels 0 … split - 1 go to ``first`` (V, split, DHW) and
@@ -78,6 +94,33 @@ def unpack_channels_sum(buffers, K, split, first, second, V):
                     first[(v * split + c) * dhw + x] = acc
                 else:
                     second[(v * rest + c - split) * dhw + x] = acc
+
+
+@njit(parallel=True, **_JIT)
+def unpack_rgb_sum(buffers, first, second, V):
+    """``unpack_channels_sum`` for density + RGB grids (K = 4, split 1), 4x faster: the 4 channels of
+    a voxel are read together and each task's buffer is added in its own pass over a block (the
+    block's outputs, 512 KB at 128³, stay in cache between passes), so every pass is a simple loop
+    the compiler vectorises. Same order of summation, so the same bits."""
+    dhw = first.size // V
+    for task in prange(V * _BLOCKS):
+        v = task // _BLOCKS
+        blk = task % _BLOCKS
+        lo = v * dhw + dhw * blk // _BLOCKS
+        hi = v * dhw + dhw * (blk + 1) // _BLOCKS
+        src = buffers[0]
+        for x in range(lo, hi):
+            first[x] = src[4 * x]
+            second[2 * v * dhw + x] = src[4 * x + 1]
+            second[2 * v * dhw + dhw + x] = src[4 * x + 2]
+            second[2 * v * dhw + 2 * dhw + x] = src[4 * x + 3]
+        for k in range(1, buffers.shape[0]):
+            src = buffers[k]
+            for x in range(lo, hi):
+                first[x] += src[4 * x]
+                second[2 * v * dhw + x] += src[4 * x + 1]
+                second[2 * v * dhw + dhw + x] += src[4 * x + 2]
+                second[2 * v * dhw + 2 * dhw + x] += src[4 * x + 3]
 
 
 @njit(parallel=True, **_JIT)

@@ -466,11 +466,25 @@ def test_layout_copies_agree_with_their_torch_versions_used_on_cuda(channels):
     grids = [torch.randn(2, c, 3, 4, 5, dtype=D, generator=g) for c in channels]
     packed = vs._channels_last(grids)
     assert torch.equal(packed, vs._channels_last_torch(grids))
+    if channels == (1, 3):  # density + RGB take pack_rgb: the same as the general kernel
+        from p3dlab.kernels.volume_cpu import pack_channels_last
+
+        general = torch.empty_like(packed)
+        for first, grid in zip((0, 1), grids):
+            pack_channels_last(grid.numpy().reshape(-1), 2, grid.shape[1], general.numpy().reshape(-1), 4, first)
+        assert torch.equal(general, packed)
     assert torch.equal(packed[..., : channels[0]], grids[0].permute(0, 2, 3, 4, 1))
-    buffers = torch.randn(3, packed.numel(), dtype=D, generator=g)
-    ours = vs._unpack_sum(buffers, packed.shape, channels[0])
-    ref = vs._unpack_sum_torch(buffers, packed.shape, channels[0])
-    assert (ours[1] is None) == (ref[1] is None) == (len(channels) == 1)
-    for a, b in zip(ours, ref):
-        if a is not None:
-            assert torch.allclose(a, b, atol=1e-14)
+    for n_tasks in (1, 2, 3):
+        buffers = torch.randn(n_tasks, packed.numel(), dtype=D, generator=g)
+        ours = vs._unpack_sum(buffers, packed.shape, channels[0])
+        ref = vs._unpack_sum_torch(buffers, packed.shape, channels[0])
+        assert (ours[1] is None) == (ref[1] is None) == (len(channels) == 1)
+        for a, b in zip(ours, ref):
+            if a is not None:
+                assert torch.allclose(a, b, atol=1e-14)
+        if channels == (1, 3):  # density + RGB take unpack_rgb_sum: the general kernel's bits exactly
+            from p3dlab.kernels.volume_cpu import unpack_channels_sum
+
+            first, second = torch.empty_like(ours[0]), torch.empty_like(ours[1])
+            unpack_channels_sum(buffers.numpy(), 4, 1, first.numpy().reshape(-1), second.numpy().reshape(-1), 2)
+            assert torch.equal(first, ours[0]) and torch.equal(second, ours[1])

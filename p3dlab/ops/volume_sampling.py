@@ -58,9 +58,12 @@ def _channels_last(grids) -> torch.Tensor:
         return g0.detach().permute(0, 2, 3, 4, 1)
     if g0.device.type != "cpu":
         return _channels_last_torch(grids)
-    from p3dlab.kernels.volume_cpu import pack_channels_last
+    from p3dlab.kernels.volume_cpu import pack_channels_last, pack_rgb
 
     out = torch.empty(V, D, H, W, K, dtype=g0.dtype)
+    if [g.shape[1] for g in grids] == [1, 3]:  # density + RGB
+        pack_rgb(_np(g0.contiguous()).reshape(-1), _np(grids[1].contiguous()).reshape(-1), _np(out).reshape(-1), V)
+        return out
     first = 0
     for g in grids:
         pack_channels_last(_np(g.contiguous()).reshape(-1), V, g.shape[1], _np(out).reshape(-1), K, first)
@@ -113,11 +116,14 @@ def _unpack_sum(buffers: torch.Tensor, grid_shape, split: int):
     V, D, H, W, K = grid_shape
     if buffers.device.type != "cpu":
         return _unpack_sum_torch(buffers, grid_shape, split)
-    from p3dlab.kernels.volume_cpu import unpack_channels_sum
+    from p3dlab.kernels.volume_cpu import unpack_channels_sum, unpack_rgb_sum
 
     first = torch.empty(V, split, D, H, W, dtype=buffers.dtype)
     second = torch.empty(V, K - split, D, H, W, dtype=buffers.dtype)
-    unpack_channels_sum(_np(buffers), K, split, _np(first).reshape(-1), _np(second).reshape(-1), V)
+    if K == 4 and split == 1:  # density + RGB
+        unpack_rgb_sum(_np(buffers), _np(first).reshape(-1), _np(second).reshape(-1), V)
+    else:
+        unpack_channels_sum(_np(buffers), K, split, _np(first).reshape(-1), _np(second).reshape(-1), V)
     return first, second if split < K else None
 
 
