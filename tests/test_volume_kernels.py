@@ -435,26 +435,37 @@ def test_reused_backward_buffers_start_from_zero(ray_grad, keep):
 
 
 @pytest.mark.parametrize("mode", ["ea", "quadrature"])
-def test_kept_samples_handed_to_the_next_forward_do_not_change_a_retained_graph(monkeypatch, mode):
-    """After a backward, the kept samples go to the next forward (no fresh pages to fault in). A
-    retained graph that is differentiated again afterwards must not read them: it samples again."""
+@pytest.mark.parametrize("keep", [True, False])
+def test_buffers_handed_to_the_next_forward_do_not_change_a_retained_graph(monkeypatch, mode, keep):
+    """After a backward, the packed grid and the kept samples go to the next forward (no fresh pages
+    to fault in). A retained graph that is differentiated again afterwards must not read them: it
+    packs and samples the grid again."""
     import p3dlab.ops.volume_sampling as vs
 
-    kept = []
-    real = vs._kept_samples
-    monkeypatch.setattr(vs, "_kept_samples", lambda *a: kept.append(real(*a)) or kept[-1])
+    kept, packed = [], []
+    real_kept, real_pack = vs._kept_samples, vs._pack_grid
+    monkeypatch.setattr(vs, "_kept_samples", lambda *a: kept.append(real_kept(*a)) or kept[-1])
+    monkeypatch.setattr(vs, "_pack_grid", lambda *a: packed.append(real_pack(*a)) or packed[-1])
     vol, bundle = _scene(n=1, ray_grad=False)
     other, _ = _scene(n=1, ray_grad=False, seed=7)
     inputs = [vol.densities(), vol.features()]
-    f, o, z, _ = march_volumes(vol, bundle, mode, keep_samples=True)
+    f, o, z, _ = march_volumes(vol, bundle, mode, keep_samples=keep)
     loss = (f * torch.linspace(0.5, 2.0, 3, dtype=D)).sum() + o.sum() - z.sum()
     first = torch.autograd.grad(loss, inputs, retain_graph=True)
-    f2, o2, _, _ = march_volumes(other, bundle, mode, keep_samples=True)  # takes the kept samples over
+    f2, o2, _, _ = march_volumes(other, bundle, mode, keep_samples=keep)  # takes the buffers over
     torch.autograd.grad(f2.sum() + o2.sum(), [other.densities(), other.features()])
-    assert len(kept) == 2 and kept[0].numel() and kept[1].data_ptr() == kept[0].data_ptr()
+    assert len(packed) == 2 and packed[1].data_ptr() == packed[0].data_ptr()
+    if keep:
+        assert len(kept) == 2 and kept[0].numel() and kept[1].data_ptr() == kept[0].data_ptr()
     again = torch.autograd.grad(loss, inputs)
+    assert len(packed) == 3  # the second backward packed the grid again
     for a, b in zip(first, again):
         assert torch.allclose(a, b, atol=1e-13)
+    with torch.no_grad():  # no backward will come: the grid is handed on at once
+        f3, _, _, _ = march_volumes(vol, bundle, mode)
+        f4, _, _, _ = march_volumes(vol, bundle, mode)
+    assert packed[4].data_ptr() == packed[3].data_ptr()
+    assert torch.equal(f3, f4) and torch.allclose(f3, f.detach(), atol=1e-13)
 
 
 @pytest.mark.parametrize("channels", [(1,), (1, 3), (4,)])

@@ -47,10 +47,11 @@ def _check_grid(grid: torch.Tensor, name: str):
         raise P3DLabValueError(f"{name} has an empty axis: {tuple(grid.shape)}")
 
 
-def _channels_last(grids) -> torch.Tensor:
+def _channels_last(grids, empty=None) -> torch.Tensor:
     """Pack (V, C_i, D, H, W) grids (same V, D, H, W and dtype) into one contiguous (V, D, H, W,
     ΣC_i) tensor, the kernels' layout (``volume_math``); a single grid that is already
-    channels-last in memory (``torch.channels_last_3d``) is used in place."""
+    channels-last in memory (``torch.channels_last_3d``) is used in place. ``empty(shape, dtype,
+    device)`` allocates the output on the CPU (default ``torch.empty``)."""
     g0 = grids[0]
     V, _, D, H, W = g0.shape
     K = sum(g.shape[1] for g in grids)
@@ -60,7 +61,7 @@ def _channels_last(grids) -> torch.Tensor:
         return _channels_last_torch(grids)
     from p3dlab.kernels.volume_cpu import pack_channels_last, pack_rgb
 
-    out = torch.empty(V, D, H, W, K, dtype=g0.dtype)
+    out = (empty or _empty)((V, D, H, W, K), g0.dtype, g0.device)
     if [g.shape[1] for g in grids] == [1, 3]:  # density + RGB
         pack_rgb(_np(g0.contiguous()).reshape(-1), _np(grids[1].contiguous()).reshape(-1), _np(out).reshape(-1), V)
         return out
@@ -71,9 +72,28 @@ def _channels_last(grids) -> torch.Tensor:
     return out
 
 
+def _pack_grid(dens: torch.Tensor, feats) -> torch.Tensor:
+    """The fused kernels' channels-last grid of densities (V, 1, D, H, W) and features (V, C, D, H,
+    W) or None, on CPU in a tensor a finished call handed on (``_hand_on_grid``): a fresh 34 MB grid
+    (128³, RGB) costs 4-8 ms of page faults."""
+    grids = [dens] if feats is None else [dens, feats.to(dens.dtype)]
+    return _channels_last(grids, _empty_reusing)
+
+
+def _hand_on_grid(grid: torch.Tensor, dens: torch.Tensor):
+    """Give a packed grid nobody will read again to the next ``_pack_grid`` (not a view of ``dens``
+    itself, which ``_channels_last`` uses in place when it is channels-last already)."""
+    if grid.untyped_storage().data_ptr() != dens.untyped_storage().data_ptr():
+        _keep_spare(grid)
+
+
 def _channels_last_torch(grids) -> torch.Tensor:
     """``_channels_last`` in torch ops (CUDA tensors)."""
     return torch.cat([g.detach() for g in grids], 1).permute(0, 2, 3, 4, 1).contiguous()
+
+
+def _empty(shape, dtype, device) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
 _SPARE: dict = {}  # (shape, dtype) -> a CPU tensor of the last call, kept for the next one
@@ -227,14 +247,14 @@ def _kept_samples(ctx, R: int, P: int, K: int, dtype, device) -> torch.Tensor:
 
 class _MarchVolumes(torch.autograd.Function):
     """Inputs: densities (V, 1, D, H, W), features (V, C, D, H, W) or None (the densities are the
-    features), rays (R, 7), lengths (R, P), ray_vol (R,), the settings and whether to keep the
-    samples for the backward."""
+    features), rays (R, 7), lengths (R, P), ray_vol (R,), the settings, whether to keep the samples
+    for the backward and whether grad mode was on (inside ``forward`` it is always off)."""
 
     @staticmethod
-    def forward(ctx, dens, feats, rays, lengths, ray_vol, mode, eps, t_min, align, last_inf, keep_samples):
+    def forward(ctx, dens, feats, rays, lengths, ray_vol, mode, eps, t_min, align, last_inf, keep_samples, grad_on):
         ctx.keep_samples = keep_samples
         dt, dev = dens.dtype, dens.device
-        grid = _channels_last([dens] if feats is None else [dens, feats.to(dt)])
+        grid = _pack_grid(dens, feats)
         C = 1 if feats is None else feats.shape[1]
         layout = _layout(grid, 0 if feats is None else 1, C)
         flat = grid.reshape(-1)
@@ -256,8 +276,13 @@ class _MarchVolumes(torch.autograd.Function):
                 from p3dlab.kernels.volume_cpu import march_volume_cpu
 
                 march_volume_cpu(*_kernel_args(args))
-        ctx.save_for_backward(flat, layout, ray_vol, rays_c, len_c, out_f, out_o, out_z, n_used)
-        # not a saved tensor: the backward hands it on to the next forward (``_keep_spare``)
+        ctx.save_for_backward(dens, feats, layout, ray_vol, rays_c, len_c, out_f, out_o, out_z, n_used)
+        # not saved tensors: the backward hands them on to the next forward (``_keep_spare``); a
+        # second backward through a retained graph packs the grid again and samples it again
+        ctx.grid = grid
+        if not (grad_on and any(ctx.needs_input_grad[:3])):  # no backward will come
+            _hand_on_grid(grid, dens)
+            ctx.grid = None
         ctx.samples = samples
         ctx.settings = (mode, eps, align, last_inf)
         ctx.packed_shape = grid.shape
@@ -267,9 +292,13 @@ class _MarchVolumes(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_f, g_o, g_z, _g_used):
-        flat, layout, ray_vol, rays, lengths, out_f, out_o, out_z, n_used = ctx.saved_tensors
-        # a second backward through a retained graph samples the grid again: the first one gave the
-        # kept samples away to the next forward
+        dens, feats, layout, ray_vol, rays, lengths, out_f, out_o, out_z, n_used = ctx.saved_tensors
+        # a second backward through a retained graph packs and samples the grid again: the first one
+        # gave the packed grid and the kept samples away to the next forward
+        grid, ctx.grid = ctx.grid, None
+        if grid is None:
+            grid = _pack_grid(dens, feats)
+        flat = grid.reshape(-1)
         samples, ctx.samples = ctx.samples, None
         if samples is None:
             samples = torch.empty((0, 1, 1 + out_f.shape[1]), dtype=flat.dtype, device=flat.device)
@@ -299,9 +328,10 @@ class _MarchVolumes(torch.autograd.Function):
             march_volume_backward_cpu(*_kernel_args(args))
         grad_dens, grad_feats = _unpack_sum(buffers, ctx.packed_shape, 1)
         _keep_spare(buffers)
+        _hand_on_grid(grid, dens)
         if samples.numel():
             _keep_spare(samples)
-        return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None, None
+        return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None, None, None
 
 
 def march_volumes(
@@ -394,6 +424,7 @@ def march_volumes(
         bool(volumes.align_corners),
         last_delta == "inf",
         bool(keep_samples) and torch.is_grad_enabled(),
+        torch.is_grad_enabled(),
     )
     shape = o.shape[:-1]
     return (
