@@ -29,7 +29,9 @@ offset of a corner inside, so every sample reads and writes 8 valid addresses wi
 interior cells (nearly all of them) take a short path without the border tests.
 
 **Density + RGB grids** (K = 4, the common case) read and scatter the four channels of each corner
-together (``value4``, ``splat4``): 8 corner addresses per sample instead of 8 per channel.
+together (``value4``, ``splat4``): 8 corner addresses per sample instead of 8 per channel. They
+also get their own straight-line per-ray functions (``marcher(True)``, ``march_ray_backward_rgb``
+without ray gradients): the general functions' other paths cost registers even when unused.
 
 **Rays** are ``x(t) = o + t d`` in local coordinates, sampled at the lengths t_0 < … < t_{P-1}; the
 map to grid coordinates is affine, so each ray is converted once (``ray_of``) and sample t sits at
@@ -114,9 +116,10 @@ def build(jit, add, jit_inline=None, keep_samples=True):
     """Compile the device functions with ``jit``; ``add(buffer, index, value)`` is the scatter.
 
     ``keep_samples``: when the forward pass kept no samples (or ray gradients need the corners),
-    the EA backward keeps every sample of a ray between its two passes (the CPU, scratch (P,
-    SCRATCH_WIDTH)) or samples again in the reverse pass (CUDA, where per-thread memory is scarce;
-    scratch (P, 2)). It is fixed at build time so that each build compiles only its own strategy.
+    the backward keeps every sample of a ray between its two passes (the CPU: scratch (P,
+    SCRATCH_WIDTH) in the general EA backward, (P, 4) values for density + RGB grids) or samples
+    again in the reverse pass (CUDA, where per-thread memory is scarce; scratch (P, 2)). It is fixed
+    at build time so that each build compiles only its own strategy.
 
     ``jit_inline`` (default ``jit``) compiles the small per-sample helpers; the CPU build inlines
     them into the per-ray functions (``njit(inline="always")``), which makes the kernels 3x faster,
