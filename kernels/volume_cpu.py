@@ -19,7 +19,7 @@ from p3dlab.kernels import volume_math as vm
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line changes with volume_math.py (tests/test_kernel_cache.py enforces it), so
 # cached kernels are rebuilt when the math changes.
-MATH_SOURCE_SHA256 = "32f1eb38e92bc61c"
+MATH_SOURCE_SHA256 = "6a91605babd7ca4f"
 
 
 @njit(cache=True, inline="always")

@@ -452,7 +452,7 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     march_ray = jit(march_ray)
 
-    def sample_with_grads(grid, layout, p, ray, r, t, align, G_f, ray_grad):
+    def sample_with_grads(grid, layout, p, ray, r, t, G_f, ray_grad):
         """At length t of ray r (volume whose voxel (0, 0, 0) is at p): the density val and
         h_f = f·G, and (when ``ray_grad``) their gradients with respect to the sample's local
         position, for which the features enter through the G-weighted corner values
@@ -496,7 +496,7 @@ def build(jit, add, jit_inline=None, keep_samples=True):
 
     sample_with_grads = jit_inline(sample_with_grads)
 
-    def stored_sample(samples, ray, r, k, t, layout, align, G_f):
+    def stored_sample(samples, ray, r, k, t, layout, G_f):
         """Sample k of ray r as the forward pass kept it: ``(offsets, weights, inside, val, fG)``
         with fG = f·G; only the cell is computed again, no corner is read."""
         offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
@@ -575,11 +575,11 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         for i in range(used):
             t = lengths[r, i]
             if stored:
-                offsets, weights, inside, val, fG = stored_sample(samples, ray, r, i, t, layout, align, G_f)
+                offsets, weights, inside, val, fG = stored_sample(samples, ray, r, i, t, layout, G_f)
                 g0 = g1 = g2 = g3 = g4 = g5 = 0.0
             else:
                 offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                    grid, layout, p, ray, r, t, align, G_f, ray_grad
+                    grid, layout, p, ray, r, t, G_f, ray_grad
                 )
             dl, span = delta(lengths, r, i, P, dnorm, last_inf)
             h = fG + t * g_z
@@ -643,7 +643,7 @@ def build(jit, add, jit_inline=None, keep_samples=True):
                 val = samples[r, i, 0]
             elif keep_samples:  # a build constant: each build compiles one of the two strategies
                 offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                    grid, layout, p, ray, r, t, align, G_f, ray_grad
+                    grid, layout, p, ray, r, t, G_f, ray_grad
                 )
                 grads = (g0, g1, g2, g3, g4, g5)
                 keep_sample(scratch, cells, i, val, fG + t * g_z, offsets, weights, inside, grads, ray_grad)
@@ -659,14 +659,14 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         for k in range(used - 1, -1, -1):
             t = lengths[r, k]
             if stored:
-                offsets, weights, inside, val, fG = stored_sample(samples, ray, r, k, t, layout, align, G_f)
+                offsets, weights, inside, val, fG = stored_sample(samples, ray, r, k, t, layout, G_f)
                 h = fG + t * g_z
                 grads = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
             elif keep_samples:
                 offsets, weights, inside, val, h, grads = kept_sample(scratch, cells, k, ray_grad)
             else:
                 offsets, weights, inside, val, fG, g0, g1, g2, g3, g4, g5 = sample_with_grads(
-                    grid, layout, p, ray, r, t, align, G_f, ray_grad
+                    grid, layout, p, ray, r, t, G_f, ray_grad
                 )
                 h = fG + t * g_z
                 grads = (g0, g1, g2, g3, g4, g5)
@@ -741,13 +741,16 @@ def build(jit, add, jit_inline=None, keep_samples=True):
     backward_quadrature_rgb = jit_inline(backward_quadrature_rgb)
 
     def march_ray_backward_rgb(
-        layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used, vals,
-        scratch, buf,
+        grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used, vals,
+        sample_first, scratch, buf,
     ):  # fmt: skip
         """Backward of ray r through a density + RGB grid without ray gradients, from its samples
-        ``vals`` (P, 4): what the forward kept, or what ``sample_ray_rgb`` just read."""
+        ``vals`` (P, 4): what the forward kept, or (``sample_first``) what ``sample_ray_rgb`` reads
+        into ``vals`` first."""
         ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
+        if sample_first:
+            sample_ray_rgb(grid, layout, p, ray, lengths, r, n_used[r], vals)
         G = (G_f[r, 0], G_f[r, 1], G_f[r, 2])
         if mode == EA:
             backward_ea_rgb(layout, p, ray, lengths, r, eps, G, g_o[r], g_z[r], n_used[r], vals, scratch, buf)
@@ -774,16 +777,13 @@ def build(jit, add, jit_inline=None, keep_samples=True):
         rgb = is_rgb(layout) and not ray_grad
         if rgb and samples.shape[0] > 0:
             march_ray_backward_rgb(
-                layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-                samples[r], scratch, buf,
+                grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
+                samples[r], False, scratch, buf,
             )  # fmt: skip
         elif rgb and keep_samples:  # a build constant: the CPU, which has room for a ray's samples
-            sample_ray_rgb(
-                grid, layout, voxel_base(layout, b), ray_of(rays, r, layout, align), lengths, r, n_used[r], vals
-            )
             march_ray_backward_rgb(
-                layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-                vals, scratch, buf,
+                grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
+                vals, True, scratch, buf,
             )  # fmt: skip
         elif mode == EA:
             march_ray_backward_ea(
