@@ -15,11 +15,12 @@ import numpy as np
 from numba import njit, prange
 
 from p3dlab.kernels import volume_math as vm
+from p3dlab.kernels.simd4 import add4, axpy4
 
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line changes with volume_math.py (tests/test_kernel_cache.py enforces it), so
 # cached kernels are rebuilt when the math changes.
-MATH_SOURCE_SHA256 = "6a91605babd7ca4f"
+MATH_SOURCE_SHA256 = "dcc63c9901408e5d"
 
 
 @njit(cache=True, inline="always")
@@ -29,7 +30,7 @@ def _add(buf, index, v):
 
 # fastmath without nnan/ninf: the kernels rely on NaN comparisons being False for points that are not finite
 _JIT = dict(cache=True, fastmath={"contract", "reassoc", "nsz", "arcp"}, error_model="numpy")
-_dev = vm.build(lambda fn: njit(**_JIT)(fn), _add, lambda fn: njit(inline="always", **_JIT)(fn))
+_dev = vm.build(lambda fn: njit(**_JIT)(fn), _add, lambda fn: njit(inline="always", **_JIT)(fn), axpy4=axpy4, add4=add4)
 sample_point = _dev.sample_point
 sample_point_backward = _dev.sample_point_backward
 march_ray = _dev.march_ray

@@ -29,7 +29,9 @@ offset of a corner inside, so every sample reads and writes 8 valid addresses wi
 interior cells (nearly all of them) take a short path without the border tests.
 
 **Density + RGB grids** (K = 4, the common case) read and scatter the four channels of each corner
-together (``value4``, ``splat4``): 8 corner addresses per sample instead of 8 per channel. They
+together (``value4``, ``splat4``): 8 corner addresses per sample instead of 8 per channel, one
+4-wide multiply-add each (``simd4`` on the CPU), in the grid's dtype (float32 grids: float32
+trilinear weights and sums, like ``grid_sample``; positions and compositing stay float64). They
 also get their own straight-line per-ray functions (``marcher(True)``, ``march_ray_backward_rgb``
 without ray gradients): the general functions' other paths cost registers even when unused.
 
@@ -112,8 +114,30 @@ def _delta(lengths, r, i, P, dnorm, last_inf):
     return span * dnorm, span
 
 
-def build(jit, add, jit_inline=None, keep_samples=True):
+def axpy4_scalar(acc, w, a, q):
+    """``acc + w · a[q : q + 4]`` for a 4-tuple ``acc`` (the scalar form of ``simd4.axpy4``)."""
+    return (acc[0] + w * a[q], acc[1] + w * a[q + 1], acc[2] + w * a[q + 2], acc[3] + w * a[q + 3])
+
+
+def _add4_with(add, jit_inline):
+    """``a[q : q + 4] += w · g`` with the scatter ``add`` (the scalar form of ``simd4.add4``)."""
+
+    def add4_scalar(a, q, w, g):
+        add(a, q, w * g[0])
+        add(a, q + 1, w * g[1])
+        add(a, q + 2, w * g[2])
+        add(a, q + 3, w * g[3])
+
+    return add4_scalar
+
+
+def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
     """Compile the device functions with ``jit``; ``add(buffer, index, value)`` is the scatter.
+
+    ``axpy4(acc, w, a, q) = acc + w · a[q : q + 4]`` and ``add4(a, q, w, g)``, ``a[q : q + 4] +=
+    w · g`` (4-tuples, in the array's dtype) are the 4-channel reads and scatters of density + RGB
+    grids: the CPU build passes ``simd4``'s vector instructions; by default they are the scalar
+    ``axpy4_scalar`` and ``add4_scalar`` (with ``add``, so atomic on CUDA).
 
     ``keep_samples``: when the forward pass kept no samples (or ray gradients need the corners),
     the backward keeps every sample of a ray between its two passes (the CPU: scratch (P,
@@ -125,6 +149,8 @@ def build(jit, add, jit_inline=None, keep_samples=True):
     them into the per-ray functions (``njit(inline="always")``), which makes the kernels 3x faster,
     while the per-ray functions stay separate to keep compilation time down."""
     jit_inline = jit_inline or jit
+    axpy4 = axpy4 or jit_inline(axpy4_scalar)
+    add4 = add4 or jit_inline(_add4_with(add, jit_inline))
     unnormalise = jit_inline(_unnormalise)
     axis = jit_inline(_axis)
     delta = jit_inline(_delta)
@@ -265,31 +291,27 @@ def build(jit, add, jit_inline=None, keep_samples=True):
     splat = jit_inline(splat)
 
     def value4(grid, p, offsets, weights):
-        """``value`` of the 4 channels p … p + 3 at once (a density + RGB grid, K = 4): each corner's
-        channels share 16 bytes, so the 8 corners are read once each, not once per channel."""
+        """``value`` of the 4 channels p … p + 3 at once (a density + RGB grid, K = 4), computed in
+        the grid's dtype: each corner's channels share 16 bytes, so the 8 corners are read once
+        each, with one 4-wide multiply-add (``axpy4``)."""
         offs, ws = corners8(offsets, weights)
-        v0 = v1 = v2 = v3 = 0.0
+        real = grid.dtype.type
+        zero = real(0.0)
+        acc = (zero, zero, zero, zero)
         for k in range(8):
-            q = p + offs[k]
-            w = ws[k]
-            v0 += w * grid[q]
-            v1 += w * grid[q + 1]
-            v2 += w * grid[q + 2]
-            v3 += w * grid[q + 3]
-        return v0, v1, v2, v3
+            acc = axpy4(acc, real(ws[k]), grid, p + offs[k])
+        return acc
 
     value4 = jit_inline(value4)
 
     def splat4(buf, p, offsets, weights, g0, g1, g2, g3):
-        """``splat`` of channels p … p + 3 at once (the adjoint of ``value4``)."""
+        """``splat`` of channels p … p + 3 at once (the adjoint of ``value4``, in the buffer's
+        dtype): one 4-wide scatter per corner (``add4``)."""
         offs, ws = corners8(offsets, weights)
+        real = buf.dtype.type
+        g = (real(g0), real(g1), real(g2), real(g3))
         for k in range(8):
-            q = p + offs[k]
-            w = ws[k]
-            add(buf, q, w * g0)
-            add(buf, q + 1, w * g1)
-            add(buf, q + 2, w * g2)
-            add(buf, q + 3, w * g3)
+            add4(buf, p + offs[k], real(ws[k]), g)
 
     splat4 = jit_inline(splat4)
 
