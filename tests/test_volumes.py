@@ -207,3 +207,19 @@ def test_ray_aabb_intersection_and_clipping():
     assert (pts[h].abs() <= 0.5 + 1e-9).all()  # every sample of a hitting ray lies in the box
     with pytest.raises(ValueError, match="box_max"):
         ray_aabb_intersection(o, d, (1, 1, 1), (0, 0, 0))
+
+
+def test_nan_check_is_exact_when_the_sum_is_nan_without_a_nan():
+    """+inf and -inf sum to NaN: the one-reduction check must not refuse such densities; a single
+    NaN anywhere is refused."""
+    d = torch.zeros(1, 1, 2, 2, 2)
+    d[0, 0, 0, 0, 0], d[0, 0, 1, 1, 1] = float("inf"), float("-inf")
+    assert len(Volumes(d)) == 1
+    d[0, 0, 1, 0, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        Volumes(d)
+    e = torch.rand(1, 1, 3, 4, 5, requires_grad=True)
+    with torch.no_grad():
+        e[0, 0, 2, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        Volumes(e)
