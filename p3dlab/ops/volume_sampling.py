@@ -8,7 +8,7 @@ CPU backward.
 ``march_volumes(volumes, ray_bundle, ...)`` samples and composites every ray in one pass and, by
 default, builds no (rays × samples) intermediate: its backward samples the grid again. With
 ``keep_samples=True`` the forward keeps the sampled values (rays × samples × (1 + C)) and the
-backward reads them instead, 1.6-1.7x faster (128² rays × 150 samples, 128³ RGB grid), at that memory cost.
+backward reads them instead, about 1.5x faster (128² rays × 150 samples, 128³ RGB grid), at that memory cost.
 It is differentiable in the densities, features, ray origins and directions (so camera poses can be
 fitted), not in the sample lengths.
 """
@@ -358,7 +358,7 @@ def march_volumes(
         last_delta: quadrature's last step, "interval" or "inf".
         keep_samples: trade memory for speed: the forward keeps each sample's density and features,
             rays × samples × (1 + C) values (16 MB for 4 views × 64² rays × 64 samples × RGB in
-            float32), and the backward reads them instead of the grid (1.6-1.7x faster). Only when
+            float32), and the backward reads them instead of the grid (about 1.5x faster). Only when
             the densities or features need gradients, the rays do not, and the array fits half of
             ``P3DLAB_VOLUME_BUFFER_MB``. Off by default: no (rays × samples) intermediate.
 
