@@ -20,7 +20,7 @@ from p3dlab.kernels.simd4 import add4, axpy4
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line changes with volume_math.py (tests/test_kernel_cache.py enforces it), so
 # cached kernels are rebuilt when the math changes.
-MATH_SOURCE_SHA256 = "dcc63c9901408e5d"
+MATH_SOURCE_SHA256 = "ea2848288d7dcbf3"
 
 
 @njit(cache=True, inline="always")

@@ -119,7 +119,7 @@ def axpy4_scalar(acc, w, a, q):
     return (acc[0] + w * a[q], acc[1] + w * a[q + 1], acc[2] + w * a[q + 2], acc[3] + w * a[q + 3])
 
 
-def _add4_with(add, jit_inline):
+def _add4_with(add):
     """``a[q : q + 4] += w · g`` with the scatter ``add`` (the scalar form of ``simd4.add4``)."""
 
     def add4_scalar(a, q, w, g):
@@ -150,7 +150,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
     while the per-ray functions stay separate to keep compilation time down."""
     jit_inline = jit_inline or jit
     axpy4 = axpy4 or jit_inline(axpy4_scalar)
-    add4 = add4 or jit_inline(_add4_with(add, jit_inline))
+    add4 = add4 or jit_inline(_add4_with(add))
     unnormalise = jit_inline(_unnormalise)
     axis = jit_inline(_axis)
     delta = jit_inline(_delta)

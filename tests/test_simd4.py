@@ -77,7 +77,7 @@ def test_the_scalar_forms_agree_with_the_vector_ones():
         buf[i] += v
 
     out = np.zeros(16)
-    vm._add4_with(add, lambda f: f)(out, 9, 2.0, (1.0, -1.0, 0.5, 3.0))
+    vm._add4_with(add)(out, 9, 2.0, (1.0, -1.0, 0.5, 3.0))
     assert np.array_equal(out[9:13], [2.0, -2.0, 1.0, 6.0]) and not out[:9].any() and not out[13:].any()
 
 
