@@ -15,12 +15,13 @@ import numpy as np
 from numba import njit, prange
 
 from p3dlab.kernels import volume_math as vm
+from p3dlab.kernels.exp_neg import exp_neg
 from p3dlab.kernels.simd4 import add4, axpy4
 
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
-# code from: this line changes with volume_math.py (tests/test_kernel_cache.py enforces it), so
-# cached kernels are rebuilt when the math changes.
-MATH_SOURCE_SHA256 = "ea2848288d7dcbf3"
+# code from: this line is the hash of volume_math.py, exp_neg.py and simd4.py (concatenated;
+# tests/test_kernel_cache.py enforces it), so cached kernels are rebuilt when they change.
+MATH_SOURCE_SHA256 = "35a4dc81e88cdfe2"
 
 
 @njit(cache=True, inline="always")
@@ -30,7 +31,14 @@ def _add(buf, index, v):
 
 # fastmath without nnan/ninf: the kernels rely on NaN comparisons being False for points that are not finite
 _JIT = dict(cache=True, fastmath={"contract", "reassoc", "nsz", "arcp"}, error_model="numpy")
-_dev = vm.build(lambda fn: njit(**_JIT)(fn), _add, lambda fn: njit(inline="always", **_JIT)(fn), axpy4=axpy4, add4=add4)
+_dev = vm.build(
+    lambda fn: njit(**_JIT)(fn),
+    _add,
+    lambda fn: njit(inline="always", **_JIT)(fn),
+    axpy4=axpy4,
+    add4=add4,
+    exp_neg=exp_neg,
+)
 sample_point = _dev.sample_point
 sample_point_backward = _dev.sample_point_backward
 march_ray = _dev.march_ray
@@ -160,8 +168,9 @@ def sample_volume_backward_cpu(grid, layout, points, align, grad_out, buffers, g
 
 @njit(parallel=True, **_JIT)
 def march_volume_cpu(
-    grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
-):
+    grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples,
+    n_tasks=1,
+):  # fmt: skip
     """Fused trilinear sampling + ray marching of R rays.
 
     ``grid``: flat channels-last (V, D, H, W, K) densities and features with ``layout`` (D, H, W,
@@ -169,12 +178,21 @@ def march_volume_cpu(
     local direction and world direction norm; ``lengths`` (R, P). Writes features ``out_f`` (R, C),
     opacity ``out_o`` (R,), expected depth ``out_z`` (R,), the number of samples marched ``n_used``
     (R,) (fewer than P after early termination) and, unless ``samples`` is empty, the density and
-    features of every sample marched into ``samples`` (R, P, 1 + C) for the backward."""
-    for r in prange(rays.shape[0]):
-        march_ray(
-            grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z,
-            n_used, samples,
-        )  # fmt: skip
+    features of every sample marched into ``samples`` (R, P, 1 + C) for the backward.
+
+    Rays are dealt to ``n_tasks`` tasks (one per thread) in contiguous blocks; each task has its own
+    scratch for a ray's samples and attenuations (``march_rgb_phased``)."""
+    R = rays.shape[0]
+    P = lengths.shape[1]
+    n_tasks = max(1, min(n_tasks, R))
+    vals = np.empty((n_tasks, P, 4), grid.dtype)
+    att = np.empty((n_tasks, P), np.float64)
+    for task in prange(n_tasks):
+        for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
+            march_ray(
+                grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z,
+                n_used, samples, vals[task], att[task],
+            )  # fmt: skip
 
 
 @njit(parallel=True, **_JIT)
@@ -196,11 +214,12 @@ def march_volume_backward_cpu(
     scratch = np.empty((n_tasks, max(P, 1), vm.SCRATCH_WIDTH), np.float64)
     cells = np.empty((n_tasks, max(P, 1), 7), np.int64)
     vals = np.empty((n_tasks, max(P, 1), 4), grid.dtype)
+    att = np.empty((n_tasks, max(P, 1)), np.float64)
     for task in prange(n_tasks):
         buf = buffers[task]
         buf[:] = 0.0
         for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
             march_ray_backward(
                 grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o,
-                g_z, n_used, ray_grad, samples, vals[task], scratch[task], cells[task], buf, grad_rays,
+                g_z, n_used, ray_grad, samples, vals[task], scratch[task], cells[task], att[task], buf, grad_rays,
             )  # fmt: skip

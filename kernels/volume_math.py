@@ -45,7 +45,8 @@ map to grid coordinates is affine, so each ray is converted once (``ray_of``) an
 **Quadrature** (mode 1): σ_i = max(val_density, 0), ``δ_i = (t_{i+1} - t_i)|d_world|`` (last: the
 previous interval, or 1e10), ``τ_i = σ_i δ_i``, ``T_{i+1} = T_i e^{-τ_i}``, ``w_i = T_i - T_{i+1}``,
 ``F = Σ w_i c_i``, ``O = 1 - T_P``, ``Z = Σ w_i t_i`` (the background term T_P c_bg is added by the
-caller).
+caller). On the CPU, density + RGB rays compute the attenuations e^{-τ_i} of 16 samples at a time
+in a vectorised loop (``exp_neg``, ``march_rgb_phased``), forward and backward.
 
 **Early ray termination**: a ray stops after the first sample at which the transmittance falls
 below ``t_min`` (0 disables it). Later samples then contribute nothing and receive zero gradient:
@@ -66,6 +67,7 @@ EA = 0
 QUADRATURE = 1
 MAX_CUDA_SAMPLES = 512  # per-thread scratch of the CUDA EA backward
 SCRATCH_WIDTH = 16  # per-sample values the CPU EA backward keeps between its two passes
+CHUNK = 16  # samples per phase of the CPU's density + RGB marcher (march_rgb_phased)
 
 
 def _unnormalise(x, n, align):
@@ -131,7 +133,12 @@ def _add4_with(add):
     return add4_scalar
 
 
-def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
+def _exp_neg_libm(x):
+    """e^{-x} through libm (the default ``exp_neg`` of ``build``)."""
+    return math.exp(-x)
+
+
+def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, exp_neg=None):
     """Compile the device functions with ``jit``; ``add(buffer, index, value)`` is the scatter.
 
     ``axpy4(acc, w, a, q) = acc + w · a[q : q + 4]`` and ``add4(a, q, w, g)``, ``a[q : q + 4] +=
@@ -139,11 +146,18 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
     grids: the CPU build passes ``simd4``'s vector instructions; by default they are the scalar
     ``axpy4_scalar`` and ``add4_scalar`` (with ``add``, so atomic on CUDA).
 
-    ``keep_samples``: when the forward pass kept no samples (or ray gradients need the corners),
-    the backward keeps every sample of a ray between its two passes (the CPU: scratch (P,
-    SCRATCH_WIDTH) in the general EA backward, (P, 4) values for density + RGB grids) or samples
-    again in the reverse pass (CUDA, where per-thread memory is scarce; scratch (P, 2)). It is fixed
-    at build time so that each build compiles only its own strategy.
+    ``exp_neg(x) = e^{-x}`` (default ``math.exp(-x)``): the CPU build passes ``exp_neg.exp_neg``,
+    which has no call, so that a loop of attenuations vectorises.
+
+    ``keep_samples``: per-ray arrays fit in memory (the CPU; fixed at build time so that each build
+    compiles only its own strategy):
+    - when the forward pass kept no samples (or ray gradients need the corners), the backward keeps
+      every sample of a ray between its two passes (scratch (P, SCRATCH_WIDTH) in the general EA
+      backward, (P, 4) values for density + RGB grids); without it (CUDA, where per-thread memory is
+      scarce; scratch (P, 2)) the reverse pass samples again;
+    - density + RGB grids are marched in phases (``march_rgb_phased``): sample a chunk of the ray,
+      then the quadrature attenuations ``e^{-σ δ}`` of the whole chunk in one vectorised loop
+      (``attenuations``, into ``att`` (P,)), then composite; without it, sample by sample.
 
     ``jit_inline`` (default ``jit``) compiles the small per-sample helpers; the CPU build inlines
     them into the per-ray functions (``njit(inline="always")``), which makes the kernels 3x faster,
@@ -151,16 +165,16 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
     jit_inline = jit_inline or jit
     axpy4 = axpy4 or jit_inline(axpy4_scalar)
     add4 = add4 or jit_inline(_add4_with(add))
+    exp_neg = jit_inline(exp_neg or _exp_neg_libm)
     unnormalise = jit_inline(_unnormalise)
     axis = jit_inline(_axis)
     delta = jit_inline(_delta)
 
-    def attenuate(T, sigma, dl):
-        """T e^{-σ δ}, without the exponential where σ = 0 (empty space and samples outside the
-        grid): e^0 = 1 exactly, so the result is the same."""
-        return T * math.exp(-sigma * dl) if sigma > 0.0 else T
+    def attenuation(val, dl):
+        """Quadrature's e^{-σ δ} of a sample of density val (σ = max(val, 0); NaN counts as 0)."""
+        return exp_neg((val if val > 0.0 else 0.0) * dl)
 
-    attenuate = jit_inline(attenuate)
+    attenuation = jit_inline(attenuation)
 
     def grid_cell(u, v, w, scales, layout):
         """The trilinear cell of grid point (u, v, w): ``(offsets, weights, dweights, scales, inside)``
@@ -376,22 +390,22 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
 
     ray_cell = jit_inline(ray_cell)
 
-    def composite(mode, val, T, keep, lengths, r, i, P, dnorm, last_inf, eps):
-        """Sample i of either marcher: ``(w_i, T_{i+1}, keep · (1 - a_i))``; ``keep`` = Π (1 - a_j)
-        is the EA opacity's product (passed through by quadrature)."""
+    def composite(mode, val, T, keep, e, eps):
+        """A sample of either marcher: ``(w_i, T_{i+1}, keep · (1 - a_i))``; ``keep`` = Π (1 - a_j)
+        is the EA opacity's product (passed through by quadrature), ``e`` quadrature's attenuation
+        e^{-σ_i δ_i} (unused by EA)."""
         if mode == EA:
             return val * T, T * (1.0 + eps - val), keep * (1.0 - val)
-        dl, span = delta(lengths, r, i, P, dnorm, last_inf)
-        T_next = attenuate(T, val if val > 0.0 else 0.0, dl)
+        T_next = T * e
         return T - T_next, T_next, keep
 
     composite = jit_inline(composite)
 
     def marcher(rgb):
-        """The per-ray forward loop, compiled once per channel layout: ``rgb`` (a constant of each
-        compiled copy, so the other branch is pruned) reads the 4 channels of each corner at once
-        (``value4``) and keeps F in registers; otherwise one channel at a time. Each copy is
-        straight-line code for its case."""
+        """The per-ray forward loop, sample by sample, compiled once per channel layout: ``rgb`` (a
+        constant of each compiled copy, so the other branch is pruned) reads the 4 channels of each
+        corner at once (``value4``) and keeps F in registers; otherwise one channel at a time. Each
+        copy is straight-line code for its case."""
 
         def march(grid, layout, p, ray, lengths, r, settings, outs):
             mode, eps, t_min, last_inf, dnorm = settings
@@ -415,7 +429,13 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
                     val = f0 = f1 = f2 = 0.0
                     if inside:
                         val, f0, f1, f2 = value4(grid, p, offsets, weights)
-                    w, T_next, keep = composite(mode, val, T, keep, lengths, r, i, P, dnorm, last_inf, eps)
+                else:
+                    val = value(grid, p, offsets, weights) if inside else 0.0
+                e = 1.0
+                if mode == QUADRATURE:
+                    e = attenuation(val, delta(lengths, r, i, P, dnorm, last_inf)[0])
+                w, T_next, keep = composite(mode, val, T, keep, e, eps)
+                if rgb:
                     F_0 += w * f0
                     F_1 += w * f1
                     F_2 += w * f2
@@ -423,18 +443,15 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
                         samples[r, i, 1] = f0
                         samples[r, i, 2] = f1
                         samples[r, i, 3] = f2
-                else:
-                    val = value(grid, p, offsets, weights) if inside else 0.0
-                    w, T_next, keep = composite(mode, val, T, keep, lengths, r, i, P, dnorm, last_inf, eps)
-                    if inside and (w != 0.0 or store):
-                        for c in range(C):
-                            f = value(grid, p + F0 + c, offsets, weights)
-                            out_f[r, c] += w * f
-                            if store:
-                                samples[r, i, 1 + c] = f
-                    elif store:
-                        for c in range(C):
-                            samples[r, i, 1 + c] = 0.0
+                elif inside and (w != 0.0 or store):
+                    for c in range(C):
+                        f = value(grid, p + F0 + c, offsets, weights)
+                        out_f[r, c] += w * f
+                        if store:
+                            samples[r, i, 1 + c] = f
+                elif store:
+                    for c in range(C):
+                        samples[r, i, 1 + c] = 0.0
                 if store:
                     samples[r, i, 0] = val
                 depth += w * t
@@ -454,20 +471,97 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
     march_ray_rgb = marcher(True)
     march_ray_any = marcher(False)
 
+    def sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals):
+        """``vals[i] = (density, f_0, f_1, f_2)`` of samples i0 … i1 - 1 of a ray through a density +
+        RGB grid (what the forward pass keeps with ``samples``)."""
+        for i in range(i0, i1):
+            offsets, weights, dweights, scales, inside = ray_cell(ray, lengths[r, i], layout)
+            v0 = v1 = v2 = v3 = 0.0
+            if inside:
+                v0, v1, v2, v3 = value4(grid, p, offsets, weights)
+            vals[i, 0] = v0
+            vals[i, 1] = v1
+            vals[i, 2] = v2
+            vals[i, 3] = v3
+
+    sample_ray_rgb = jit_inline(sample_ray_rgb)
+
+    def attenuations(vals, lengths, r, i0, i1, dnorm, last_inf, att):
+        """``att[i] = e^{-σ_i δ_i}`` for samples i0 … i1 - 1 of densities ``vals[i, 0]``: σ δ first,
+        then the exponentials in a loop of their own, which the compiler vectorises when ``exp_neg``
+        has no call (the CPU build)."""
+        P = lengths.shape[1]
+        for i in range(i0, i1):
+            val = vals[i, 0]
+            att[i] = (val if val > 0.0 else 0.0) * delta(lengths, r, i, P, dnorm, last_inf)[0]
+        chunk = att[i0:i1]  # indexed from 0: Numba's wraparound test on att[i] would stop the vectoriser
+        for j in range(chunk.shape[0]):
+            chunk[j] = exp_neg(chunk[j])
+
+    attenuations = jit_inline(attenuations)
+
+    def march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att):
+        """``march_ray_rgb`` for quadrature in phases, CHUNK samples at a time: sample the chunk into
+        ``vals`` (the kept samples, or scratch), compute its attenuations (``attenuations``: the
+        exponentials vectorise), then composite. Early termination stops inside a chunk, so at most
+        CHUNK - 1 samples are read in vain. The fit bench's forward (quadrature, 64³, 16384 rays ×
+        64 samples) takes 10.8 instead of 14.2 ms; EA, which has no exponential, is faster sample by
+        sample (the phases cost it 1.7 ms: the compositing chain no longer overlaps the reads)."""
+        mode, eps, t_min, last_inf, dnorm = settings
+        out_f, out_o, out_z, n_used, _ = outs
+        P = lengths.shape[1]
+        F_0 = F_1 = F_2 = 0.0
+        T = 1.0
+        keep = 1.0
+        depth = 0.0
+        used = 0
+        for i0 in range(0, P, CHUNK):
+            i1 = min(i0 + CHUNK, P)
+            sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals)
+            if mode == QUADRATURE:
+                attenuations(vals, lengths, r, i0, i1, dnorm, last_inf, att)
+            for i in range(i0, i1):
+                val = vals[i, 0]
+                w, T_next, keep = composite(mode, val, T, keep, att[i] if mode == QUADRATURE else 1.0, eps)
+                F_0 += w * vals[i, 1]
+                F_1 += w * vals[i, 2]
+                F_2 += w * vals[i, 3]
+                depth += w * lengths[r, i]
+                T = T_next
+                used = i + 1
+                if T < t_min:
+                    break
+            if T < t_min:
+                break
+        out_f[r, 0] = F_0
+        out_f[r, 1] = F_1
+        out_f[r, 2] = F_2
+        out_o[r] = 1.0 - keep if mode == EA else 1.0 - T
+        out_z[r] = depth
+        n_used[r] = used
+
+    march_rgb_phased = jit(march_rgb_phased)
+
     def march_ray(
-        grid, layout_array, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
-    ):
+        grid, layout_array, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used,
+        samples, vals, att,
+    ):  # fmt: skip
         """Forward pass of ray r through volume b: writes F (C,), O and Z, and the number of samples
         used. ``rays[r]`` = (o_x, o_y, o_z, d_x, d_y, d_z, |d_world|) with o, d in local coordinates.
         ``samples`` (R, P, 1 + C), unless it is empty: keeps (density, f_0 … f_{C-1}) of every sample
         marched, for the backward (``stored_sample``). Early termination: the ray stops after the
-        first sample whose transmittance falls below ``t_min``."""
+        first sample whose transmittance falls below ``t_min``. ``vals`` (≥ P, 4, the grid's dtype)
+        and ``att`` (≥ P,) are the scratch of ``march_rgb_phased`` (builds with ``keep_samples``)."""
         layout = layout_of(layout_array)
         ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
         settings = (mode, eps, t_min, last_inf, rays[r, 6])
         outs = (out_f, out_o, out_z, n_used, samples)
-        if is_rgb(layout):
+        if is_rgb(layout) and keep_samples and mode == QUADRATURE:  # keep_samples: the CPU build
+            march_rgb_phased(
+                grid, layout, p, ray, lengths, r, settings, outs, samples[r] if samples.shape[0] > 0 else vals, att
+            )
+        elif is_rgb(layout):
             march_ray_rgb(grid, layout, p, ray, lengths, r, settings, outs)
         else:
             march_ray_any(grid, layout, p, ray, lengths, r, settings, outs)
@@ -564,11 +658,11 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
 
     ea_adjoint = jit_inline(ea_adjoint)
 
-    def quadrature_adjoint(T, val, dl, span, h, prefix, S_total, T_P, g_o):
-        """One step of the quadrature scan (``march_ray_backward_quadrature``): ``(T_{k+1}, w_k,
-        Π_k, ∂L/∂val_k, ∂L/∂|d| term)``."""
+    def quadrature_adjoint(T, val, e, dl, span, h, prefix, S_total, T_P, g_o):
+        """One step of the quadrature scan (``march_ray_backward_quadrature``) with the sample's
+        attenuation ``e`` = e^{-σ_k δ_k}: ``(T_{k+1}, w_k, Π_k, ∂L/∂val_k, ∂L/∂|d| term)``."""
         sigma = val if val > 0.0 else 0.0
-        T_next = attenuate(T, sigma, dl)
+        T_next = T * e
         w = T - T_next
         prefix += w * h
         g_tau = T_next * h - (S_total - prefix) + T_P * g_o
@@ -605,7 +699,8 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
                 )
             dl, span = delta(lengths, r, i, P, dnorm, last_inf)
             h = fG + t * g_z
-            T_next, w, prefix, g_val, g_d = quadrature_adjoint(T, val, dl, span, h, prefix, S_total, T_P, g_o)
+            e = attenuation(val, dl)
+            T_next, w, prefix, g_val, g_d = quadrature_adjoint(T, val, e, dl, span, h, prefix, S_total, T_P, g_o)
             g_dnorm += g_d
             if inside:
                 grads = (g0, g1, g2, g3, g4, g5)
@@ -699,21 +794,6 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
 
     march_ray_backward_ea = jit(march_ray_backward_ea)
 
-    def sample_ray_rgb(grid, layout, p, ray, lengths, r, used, vals):
-        """``vals[i] = (density, f_0, f_1, f_2)`` of the first ``used`` samples of a ray through a
-        density + RGB grid: what the forward pass keeps with ``samples``."""
-        for i in range(used):
-            offsets, weights, dweights, scales, inside = ray_cell(ray, lengths[r, i], layout)
-            v0 = v1 = v2 = v3 = 0.0
-            if inside:
-                v0, v1, v2, v3 = value4(grid, p, offsets, weights)
-            vals[i, 0] = v0
-            vals[i, 1] = v1
-            vals[i, 2] = v2
-            vals[i, 3] = v3
-
-    sample_ray_rgb = jit_inline(sample_ray_rgb)
-
     def backward_ea_rgb(layout, p, ray, lengths, r, eps, G, g_o, g_z, used, vals, scratch, buf):
         """``march_ray_backward_ea`` for a density + RGB grid without ray gradients, from the ray's
         samples ``vals`` (``sample_ray_rgb``): a scan over the densities, then the reverse scan,
@@ -743,19 +823,23 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
     backward_ea_rgb = jit_inline(backward_ea_rgb)
 
     def backward_quadrature_rgb(
-        layout, p, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, g_o, g_z, used, vals, buf
+        layout, p, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, g_o, g_z, used, vals, att, buf
     ):
         """``march_ray_backward_quadrature`` for a density + RGB grid without ray gradients, from the
-        ray's samples ``vals`` (see ``backward_ea_rgb``)."""
+        ray's samples ``vals`` (see ``backward_ea_rgb``); builds with ``keep_samples`` compute the
+        attenuations first, into ``att`` (≥ used,)."""
         P = lengths.shape[1]
         G0, G1, G2 = G
+        if keep_samples:  # a build constant: the CPU
+            attenuations(vals, lengths, r, 0, used, dnorm, last_inf, att)
         T = 1.0
         prefix = 0.0
         for i in range(used):
             t = lengths[r, i]
             dl, span = delta(lengths, r, i, P, dnorm, last_inf)
             h = G0 * vals[i, 1] + G1 * vals[i, 2] + G2 * vals[i, 3] + t * g_z
-            T, w, prefix, g_val, g_d = quadrature_adjoint(T, vals[i, 0], dl, span, h, prefix, S_total, T_P, g_o)
+            e = att[i] if keep_samples else attenuation(vals[i, 0], dl)
+            T, w, prefix, g_val, g_d = quadrature_adjoint(T, vals[i, 0], e, dl, span, h, prefix, S_total, T_P, g_o)
             offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
             if inside:
                 splat4(buf, p, offsets, weights, g_val, w * G0, w * G1, w * G2)
@@ -764,34 +848,35 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
 
     def march_ray_backward_rgb(
         grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used, vals,
-        sample_first, scratch, buf,
+        sample_first, scratch, att, buf,
     ):  # fmt: skip
         """Backward of ray r through a density + RGB grid without ray gradients, from its samples
         ``vals`` (P, 4): what the forward kept, or (``sample_first``) what ``sample_ray_rgb`` reads
-        into ``vals`` first."""
+        into ``vals`` first. ``att`` (≥ P,): scratch for the quadrature attenuations."""
         ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
         if sample_first:
-            sample_ray_rgb(grid, layout, p, ray, lengths, r, n_used[r], vals)
+            sample_ray_rgb(grid, layout, p, ray, lengths, r, 0, n_used[r], vals)
         G = (G_f[r, 0], G_f[r, 1], G_f[r, 2])
         if mode == EA:
             backward_ea_rgb(layout, p, ray, lengths, r, eps, G, g_o[r], g_z[r], n_used[r], vals, scratch, buf)
         else:
             backward_quadrature_rgb(
                 layout, p, ray, lengths, r, last_inf, rays[r, 6], S_total[r], T_P[r], G, g_o[r], g_z[r], n_used[r],
-                vals, buf,
+                vals, att, buf,
             )  # fmt: skip
 
     march_ray_backward_rgb = jit(march_ray_backward_rgb)
 
     def march_ray_backward(
         grid, layout_array, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-        ray_grad, samples, vals, scratch, cells, buf, grad_rays,
+        ray_grad, samples, vals, scratch, cells, att, buf, grad_rays,
     ):  # fmt: skip
         """Backward of ray r in either mode; ``S_total``, ``T_P``, ``g_o``, ``g_z`` and ``n_used`` are
         the per-ray arrays; ``samples`` is what the forward pass kept (or empty); ``scratch`` (≥ P, 2
         or SCRATCH_WIDTH) and ``cells`` (≥ P, 7) are only used by EA; ``vals`` (≥ P, 4, the grid's
-        dtype) holds a ray's samples for the density + RGB path of the CPU build.
+        dtype) holds a ray's samples and ``att`` (≥ P,) its attenuations for the density + RGB path
+        of the CPU build.
 
         Density + RGB grids without ray gradients (the common case) take ``march_ray_backward_rgb``;
         everything else the general ``march_ray_backward_ea`` / ``_quadrature``."""
@@ -800,12 +885,12 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None):
         if rgb and samples.shape[0] > 0:
             march_ray_backward_rgb(
                 grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-                samples[r], False, scratch, buf,
+                samples[r], False, scratch, att, buf,
             )  # fmt: skip
         elif rgb and keep_samples:  # a build constant: the CPU, which has room for a ray's samples
             march_ray_backward_rgb(
                 grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-                vals, True, scratch, buf,
+                vals, True, scratch, att, buf,
             )  # fmt: skip
         elif mode == EA:
             march_ray_backward_ea(

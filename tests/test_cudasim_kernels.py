@@ -118,25 +118,28 @@ def _volume_case(seed=0, P=6, R=5, C=3):
 
 
 @pytest.mark.parametrize(
-    "mode, t_min, keep, C",
+    "mode, t_min, keep, C, P",
     [
-        (0, 0.0, False, 3),
-        (0, 0.3, False, 3),
-        (0, 0.3, True, 3),
-        (1, 0.0, False, 3),
-        (1, 0.9, True, 3),
-        (0, 0.3, True, 2),
-        (1, 0.0, False, 2),
+        (0, 0.0, False, 3, 6),
+        (0, 0.3, False, 3, 6),
+        (0, 0.3, True, 3, 6),
+        (1, 0.0, False, 3, 6),
+        (1, 0.9, True, 3, 6),
+        (0, 0.3, True, 2, 6),
+        (1, 0.0, False, 2, 6),
+        (1, 0.0, True, 3, 37),
+        (1, 0.5, True, 3, 37),
     ],
 )
-def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep, C):
+def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep, C, P):
     """``keep``: the forward keeps its samples and the backward reads them (no ray gradients);
     otherwise the backward reads the grid again and also returns ray gradients. C = 3 features take
-    the 4-channel path (``value4``/``splat4``), C = 2 the general one."""
+    the 4-channel path (``value4``/``splat4``), C = 2 the general one. P = 37 samples span three of
+    the CPU's chunks (``march_rgb_phased``: vectorised attenuations, against CUDA's libm exp)."""
     from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda, march_volume_cuda
     from p3dlab.kernels.volume_cpu import march_volume_backward_cpu, march_volume_cpu
 
-    grid, layout, ray_vol, rays, lengths = _volume_case(C=C)
+    grid, layout, ray_vol, rays, lengths = _volume_case(C=C, P=P)
     R = rays.shape[0]
     outs = {}
     kernels = {
@@ -146,7 +149,7 @@ def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep, C)
     for name, (fwd, bwd) in kernels.items():
         f, o, z, used = np.zeros((R, C)), np.zeros(R), np.zeros(R), np.zeros(R, np.int64)
         samples = np.full((R, lengths.shape[1], 1 + C), np.nan) if keep else np.zeros((0, 1, 1 + C))
-        fwd(grid, layout, ray_vol, rays, lengths, mode, 1e-3, t_min, True, False, f, o, z, used, samples)
+        fwd(grid, layout, ray_vol, rays, lengths, mode, 1e-3, t_min, True, False, f, o, z, used, samples, 2)
         rng = np.random.default_rng(1)
         G, g_o, g_z = rng.normal(size=(R, C)), rng.normal(size=R), rng.normal(size=R)
         S = (f * G).sum(1) + z * g_z

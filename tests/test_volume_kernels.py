@@ -258,8 +258,11 @@ def test_ea_weights_sum_to_opacity_and_nothing_flows_behind_an_opaque_sample():
 
 
 @pytest.mark.parametrize("mode", ["ea", "quadrature"])
-def test_early_termination_matches_the_torch_marchers_and_stays_within_the_threshold(mode):
-    vol, bundle = _scene(n=1, density_scale=0.9 if mode == "ea" else 6.0, P=40)
+# keep: the backward reads the kept samples (no ray gradients); 40 samples stop inside the CPU
+# marcher's chunks of 16 (``march_rgb_phased``)
+@pytest.mark.parametrize("keep", [False, True])
+def test_early_termination_matches_the_torch_marchers_and_stays_within_the_threshold(mode, keep):
+    vol, bundle = _scene(n=1, density_scale=0.9 if mode == "ea" else 6.0, P=40, ray_grad=not keep)
     thr = 1e-2
     marcher = (
         EmissionAbsorptionRaymarcher(termination_threshold=thr)
@@ -267,14 +270,15 @@ def test_early_termination_matches_the_torch_marchers_and_stays_within_the_thres
         else QuadratureRaymarcher(termination_threshold=thr)
     )
     full = march_volumes(vol, bundle, mode)
-    early = march_volumes(vol, bundle, mode, termination_threshold=thr)
+    early = march_volumes(vol, bundle, mode, termination_threshold=thr, keep_samples=keep)
     assert (early[3] < 40).float().mean() > 0.2  # many rays stop early
+    assert (early[3] % 16 != 0).float().mean() > 0.2  # most of them inside a chunk
     assert (early[0] - full[0]).abs().max() <= thr * 1.0 + 1e-12  # features in [0, 1]
     ref, _ = _reference(vol, bundle, marcher)
     out = torch.cat(early[:2], -1)
     assert torch.allclose(out, ref, atol=1e-12)
     w = torch.randn(out.shape, dtype=D)
-    inputs = [vol.densities(), vol.features(), bundle.origins]
+    inputs = [vol.densities(), vol.features()] + ([] if keep else [bundle.origins])
     for a, b in zip(torch.autograd.grad((out * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs)):
         assert torch.allclose(a, b, atol=1e-11)
 

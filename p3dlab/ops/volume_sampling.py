@@ -275,7 +275,7 @@ class _MarchVolumes(torch.autograd.Function):
             else:
                 from p3dlab.kernels.volume_cpu import march_volume_cpu
 
-                march_volume_cpu(*_kernel_args(args))
+                march_volume_cpu(*_kernel_args(args), numba.get_num_threads())
         ctx.save_for_backward(dens, feats, layout, ray_vol, rays_c, len_c, out_f, out_o, out_z, n_used)
         # not saved tensors: the backward hands them on to the next forward (``_keep_spare``); a
         # second backward through a retained graph packs the grid again and samples it again
