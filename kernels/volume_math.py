@@ -473,7 +473,9 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     def sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals):
         """``vals[i] = (density, f_0, f_1, f_2)`` of samples i0 … i1 - 1 of a ray through a density +
-        RGB grid (what the forward pass keeps with ``samples``)."""
+        RGB grid (what the forward pass keeps with ``samples``). Compiled once, not inlined: the
+        forward and a backward that samples again must get the same bits (inlined copies may
+        contract and reassociate differently), and a call per chunk costs nothing measurable."""
         for i in range(i0, i1):
             offsets, weights, dweights, scales, inside = ray_cell(ray, lengths[r, i], layout)
             v0 = v1 = v2 = v3 = 0.0
@@ -484,7 +486,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
             vals[i, 2] = v2
             vals[i, 3] = v3
 
-    sample_ray_rgb = jit_inline(sample_ray_rgb)
+    sample_ray_rgb = jit(sample_ray_rgb)
 
     def attenuations(vals, lengths, r, i0, i1, dnorm, last_inf, att):
         """``att[i] = e^{-σ_i δ_i}`` for samples i0 … i1 - 1 of densities ``vals[i, 0]``: σ δ first,
