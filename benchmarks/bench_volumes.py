@@ -78,7 +78,7 @@ def bench_fit_step():
     size, image, P, views = (32, 32, 32, 2) if fast_mode() else (64, 64, 64, 4)
     train, _ = multiview_dataset(n_views=views, n_test=0, image_size=image)
     model = VoxelRadianceField(size)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, fused=True)  # as fit_volume
     gen = torch.Generator().manual_seed(0)
 
     def step(fused):

@@ -126,7 +126,7 @@ def fit_nerf(
     groups = [{"params": grid_params, "lr": lr}] if grid_params else []
     if other:
         groups.append({"params": other, "lr": lr_mlp if lr_mlp is not None else lr / 10})
-    opt = torch.optim.Adam(groups)
+    opt = torch.optim.Adam(groups, fused=True)  # one kernel for all parameters (see fit_volume)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: lr_final_ratio + (1 - lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * k / iterations))
     )
