@@ -545,6 +545,23 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     march_rgb_phased = jit(march_rgb_phased)
 
+    def march_rgb_cpu(grid, layout, p, ray, lengths, r, settings, outs, vals, att):
+        """A density + RGB ray on the CPU: quadrature in phases (into the kept samples, or the
+        scratch ``vals``), EA sample by sample."""
+        samples = outs[4]
+        if settings[0] == QUADRATURE:
+            rows = samples[r] if samples.shape[0] > 0 else vals
+            march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, rows, att)
+        else:
+            march_ray_rgb(grid, layout, p, ray, lengths, r, settings, outs)
+
+    def march_rgb_sample_by_sample(grid, layout, p, ray, lengths, r, settings, outs, vals, att):
+        """A density + RGB ray without per-ray scratch (CUDA): sample by sample."""
+        march_ray_rgb(grid, layout, p, ray, lengths, r, settings, outs)
+
+    # chosen when building, so that CUDA compiles no code that needs the CPU's scratch arrays
+    march_rgb = jit(march_rgb_cpu if keep_samples else march_rgb_sample_by_sample)
+
     def march_ray(
         grid, layout_array, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used,
         samples, vals, att,
@@ -560,12 +577,8 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         p = voxel_base(layout, b)
         settings = (mode, eps, t_min, last_inf, rays[r, 6])
         outs = (out_f, out_o, out_z, n_used, samples)
-        if is_rgb(layout) and keep_samples and mode == QUADRATURE:  # keep_samples: the CPU build
-            march_rgb_phased(
-                grid, layout, p, ray, lengths, r, settings, outs, samples[r] if samples.shape[0] > 0 else vals, att
-            )
-        elif is_rgb(layout):
-            march_ray_rgb(grid, layout, p, ray, lengths, r, settings, outs)
+        if is_rgb(layout):
+            march_rgb(grid, layout, p, ray, lengths, r, settings, outs, vals, att)
         else:
             march_ray_any(grid, layout, p, ray, lengths, r, settings, outs)
 
