@@ -224,11 +224,12 @@ def _march_volume_kernel(
     r = cuda.grid(1)
     if r >= rays.shape[0]:
         return
-    # no per-thread scratch: this build marches sample by sample (built without keep_samples)
+    # no per-thread scratch (att: 1-element placeholders): this build marches sample by sample (built
+    # without keep_samples)
     att = cuda.local.array(1, numba.float64)
     march_ray(
         grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used,
-        samples, samples, att,
+        samples, samples, att, att, att,
     )  # fmt: skip
 
 
@@ -254,10 +255,10 @@ def _march_volume_backward_kernel(
     # samples again (no per-sample record of cells, which would take ~90 KB of local memory per thread)
     scratch = cuda.local.array((_vm.MAX_CUDA_SAMPLES, 2), numba.float64)
     cells = cuda.local.array((1, 7), numba.int64)
-    att = cuda.local.array(1, numba.float64)  # unused: attenuations are computed sample by sample
+    att = cuda.local.array(1, numba.float64)  # unused: attenuations and cells are computed sample by sample
     march_ray_backward(
         grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
-        n_used, ray_grad, samples, scratch, scratch, cells, att, buf, grad_rays,
+        n_used, ray_grad, samples, scratch, scratch, cells, att, buf, grad_rays, att, att,
     )  # fmt: skip
 
 

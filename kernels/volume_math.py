@@ -67,6 +67,7 @@ EA = 0
 QUADRATURE = 1
 MAX_CUDA_SAMPLES = 512  # per-thread scratch of the CUDA EA backward
 SCRATCH_WIDTH = 16  # per-sample values the CPU EA backward keeps between its two passes
+OUTSIDE = -2  # chunk_cells' mark of a sample with no corner in the grid
 CHUNK = 16  # samples per phase of the CPU's density + RGB marcher (march_rgb_phased)
 
 
@@ -157,7 +158,10 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
       scarce; scratch (P, 2)) the reverse pass samples again;
     - density + RGB grids are marched in phases (``march_rgb_phased``): sample a chunk of the ray,
       then the quadrature attenuations ``e^{-σ δ}`` of the whole chunk in one vectorised loop
-      (``attenuations``, into ``att`` (P,)), then composite; without it, sample by sample.
+      (``attenuations``, into ``att`` (P,)), then composite; without it, sample by sample;
+    - the cells of density + RGB samples, forward and backward, are computed a chunk at a time in
+      one vectorised loop (``chunk_cells``, into ``cell_base`` (CHUNK,) and ``cell_w``
+      (8 · CHUNK,)); without it, each sample computes its own.
 
     ``jit_inline`` (default ``jit``) compiles the small per-sample helpers; the CPU build inlines
     them into the per-ray functions (``njit(inline="always")``), which makes the kernels 3x faster,
@@ -393,6 +397,134 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     ray_cell = jit_inline(ray_cell)
 
+    def corner_offsets(layout):
+        """Flat offsets of the 8 corners of a cell from its corner (0, 0, 0), corner k = (x, y, z) =
+        (k & 1, (k >> 1) & 1, k >> 2) as in ``corners8``."""
+        sx = layout[3]
+        sy = layout[2] * sx
+        sz = layout[1] * sy
+        return (0, sx, sy, sy + sx, sz, sz + sx, sz + sy, sz + sy + sx)
+
+    corner_offsets = jit_inline(corner_offsets)
+
+    def chunk_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w):
+        """The cells of samples i0 … i1 - 1 (at most CHUNK) of a ray given by ``ray_of``, for
+        j = i - i0:
+        - an interior cell (all 8 corners in the grid): ``cell_base[j]`` is the flat offset of
+          corner (0, 0, 0) and ``cell_w[k · CHUNK + j]`` the trilinear weight ω_k of corner k
+          (``corner_offsets``), in ``cell_w``'s dtype;
+        - a cell with corners both in and out of the grid: ``cell_base[j] = -1``; the sample
+          computes it itself (``sample_value4``, ``sample_splat4``);
+        - no corner in the grid, or a point that is not finite: ``cell_base[j] = OUTSIDE``, value 0.
+
+        The arithmetic of ``grid_cell``'s interior case and ``corners8``, bit for bit, in one loop
+        without branches (points that are not interior are moved to 0 before the conversion to
+        integers), so the compiler computes 8 samples per vector instruction (the CPU build)."""
+        g, _ = ray
+        D = layout[0]
+        H = layout[1]
+        W = layout[2]
+        sx = layout[3]
+        sy = W * sx
+        sz = H * sy
+        real = cell_w.dtype.type
+        lr = lengths[r, i0:i1]  # indexed from 0: no wraparound test in the loop
+        for j in range(lr.shape[0]):
+            t = lr[j]
+            u = g[0] + t * g[3]
+            v = g[1] + t * g[4]
+            w = g[2] + t * g[5]
+            interior = (u >= 0.0) & (u < W - 1) & (v >= 0.0) & (v < H - 1) & (w >= 0.0) & (w < D - 1)
+            touches = (u > -1.0) & (u < W) & (v > -1.0) & (v < H) & (w > -1.0) & (w < D)
+            u = u if interior else 0.0
+            v = v if interior else 0.0
+            w = w if interior else 0.0
+            i_u = int(u)
+            i_v = int(v)
+            i_w = int(w)
+            a = u - i_u
+            b = v - i_v
+            c = w - i_w
+            cell_base[j] = i_u * sx + i_v * sy + i_w * sz if interior else (-1 if touches else -2)
+            wx0 = 1.0 - a
+            w00 = (1.0 - b) * (1.0 - c)
+            w10 = b * (1.0 - c)
+            w01 = (1.0 - b) * c
+            w11 = b * c
+            cell_w[0 * CHUNK + j] = real(wx0 * w00)
+            cell_w[1 * CHUNK + j] = real(a * w00)
+            cell_w[2 * CHUNK + j] = real(wx0 * w10)
+            cell_w[3 * CHUNK + j] = real(a * w10)
+            cell_w[4 * CHUNK + j] = real(wx0 * w01)
+            cell_w[5 * CHUNK + j] = real(a * w01)
+            cell_w[6 * CHUNK + j] = real(wx0 * w11)
+            cell_w[7 * CHUNK + j] = real(a * w11)
+
+    chunk_cells = jit_inline(chunk_cells)
+
+    def corner_value4(grid, q, cell_w, j, corner):
+        """``value4`` of sample j of a chunk whose interior cell ``chunk_cells`` computed, with corner
+        (0, 0, 0) at flat index q (``corner`` = ``corner_offsets``)."""
+        real = grid.dtype.type
+        zero = real(0.0)
+        acc = (zero, zero, zero, zero)
+        for k in range(8):
+            acc = axpy4(acc, cell_w[k * CHUNK + j], grid, q + corner[k])
+        return acc
+
+    corner_value4 = jit_inline(corner_value4)
+
+    def corner_splat4(buf, q, cell_w, j, corner, g0, g1, g2, g3):
+        """``splat4`` of sample j of a chunk whose interior cell ``chunk_cells`` computed."""
+        real = buf.dtype.type
+        g = (real(g0), real(g1), real(g2), real(g3))
+        for k in range(8):
+            add4(buf, q + corner[k], cell_w[k * CHUNK + j], g)
+
+    corner_splat4 = jit_inline(corner_splat4)
+
+    def sample_value4(grid, p, ray, t, layout):
+        """``value4`` of sample t of a ray, computing its cell (0 outside the grid)."""
+        offsets, weights, _, _, inside = ray_cell(ray, t, layout)
+        real = grid.dtype.type
+        zero = real(0.0)
+        acc = (zero, zero, zero, zero)
+        if inside:
+            acc = value4(grid, p, offsets, weights)
+        return acc
+
+    sample_value4 = jit(sample_value4)
+
+    def sample_splat4(buf, p, ray, t, layout, g0, g1, g2, g3):
+        """``splat4`` of sample t of a ray, computing its cell."""
+        offsets, weights, _, _, inside = ray_cell(ray, t, layout)
+        if inside:
+            splat4(buf, p, offsets, weights, g0, g1, g2, g3)
+
+    sample_splat4 = jit(sample_splat4)
+
+    def cell_index(cell_base, j):
+        """``cell_base[j]``: corner (0, 0, 0) of sample j's interior cell, or -1, or ``OUTSIDE``
+        (``chunk_cells``)."""
+        return cell_base[j]
+
+    def no_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w):
+        """``chunk_cells`` of builds without per-ray scratch (CUDA)."""
+        return
+
+    def no_cell_index(cell_base, j):
+        """``cell_index`` of builds without per-ray scratch (CUDA): every sample computes its cell."""
+        return -1
+
+    # density + RGB rays find their cells through these (chosen when building): a chunk at a time on
+    # the CPU, where the chunk's cells vectorise, and only the samples whose cell is not interior
+    # compute it themselves (``sample_value4``, ``sample_splat4``); on CUDA, every sample. The
+    # per-sample loops branch on ``cell_of`` themselves and the inlined helpers that take arrays are
+    # straight-line: when an inlined helper with arrays branches, Numba's reference counting of its
+    # arguments stays in the loop (calls per sample; the kernels took 1.3-1.6x longer, measured).
+    prepare_cells = chunk_cells if keep_samples else jit_inline(no_cells)
+    cell_of = jit_inline(cell_index if keep_samples else no_cell_index)
+
     def composite(mode, val, T, keep, e, eps):
         """A sample of either marcher: ``(w_i, T_{i+1}, keep · (1 - a_i))``; ``keep`` = Π (1 - a_j)
         is the EA opacity's product (passed through by quadrature), ``e`` quadrature's attenuation
@@ -481,20 +613,29 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
     march_ray_rgb = marcher(True)
     march_ray_any = marcher(False)
 
-    def sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals):
+    def sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w):
         """``vals[i] = (density, f_0, f_1, f_2)`` of samples i0 … i1 - 1 of a ray through a density +
-        RGB grid (what the forward pass keeps with ``samples``). Compiled once, not inlined: the
-        forward and a backward that samples again must get the same bits (inlined copies may
-        contract and reassociate differently), and a call per chunk costs nothing measurable."""
-        for i in range(i0, i1):
-            offsets, weights, dweights, scales, inside = ray_cell(ray, lengths[r, i], layout)
-            v0 = v1 = v2 = v3 = 0.0
-            if inside:
-                v0, v1, v2, v3 = value4(grid, p, offsets, weights)
-            vals[i, 0] = v0
-            vals[i, 1] = v1
-            vals[i, 2] = v2
-            vals[i, 3] = v3
+        RGB grid (what the forward pass keeps with ``samples``), CHUNK at a time (``prepare_cells``,
+        then ``corner_value4``). Compiled once, not inlined: the forward and a backward that samples
+        again must get the same bits (inlined copies may contract and reassociate differently), and
+        a call per chunk costs nothing measurable."""
+        corner = corner_offsets(layout)
+        zero = grid.dtype.type(0.0)
+        for c0 in range(i0, i1, CHUNK):
+            c1 = min(c0 + CHUNK, i1)
+            prepare_cells(ray, lengths, r, c0, c1, layout, cell_base, cell_w)
+            for i in range(c0, c1):
+                q = cell_of(cell_base, i - c0)
+                if q >= 0:
+                    v0, v1, v2, v3 = corner_value4(grid, p + q, cell_w, i - c0, corner)
+                elif q == OUTSIDE:
+                    v0 = v1 = v2 = v3 = zero
+                else:
+                    v0, v1, v2, v3 = sample_value4(grid, p, ray, lengths[r, i], layout)
+                vals[i, 0] = v0
+                vals[i, 1] = v1
+                vals[i, 2] = v2
+                vals[i, 3] = v3
 
     sample_ray_rgb = jit(sample_ray_rgb)
 
@@ -512,7 +653,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     attenuations = jit_inline(attenuations)
 
-    def march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att):
+    def march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w):
         """``march_ray_rgb`` for quadrature (only) in phases, CHUNK samples at a time: sample the
         chunk into ``vals`` (the kept samples, or scratch), compute its attenuations
         (``attenuations``: the exponentials vectorise), then composite. Early termination stops
@@ -527,7 +668,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         used = 0
         for i0 in range(0, P, CHUNK):
             i1 = min(i0 + CHUNK, P)
-            sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals)
+            sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w)
             attenuations(vals, lengths, r, i0, i1, dnorm, last_inf, att)
             for i in range(i0, i1):
                 w, T_next, _ = composite(QUADRATURE, vals[i, 0], T, 1.0, att[i], eps)
@@ -545,17 +686,64 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     march_rgb_phased = jit(march_rgb_phased)
 
-    def march_rgb_cpu(grid, layout, p, ray, lengths, r, settings, outs, vals, att):
+    def march_ea_rgb(grid, layout, p, ray, lengths, r, settings, outs, cell_base, cell_w):
+        """``march_ray_rgb`` for EA (only), with the cells computed a chunk at a time
+        (``prepare_cells``) and each sample composited as soon as it is read: EA has no exponential
+        to vectorise, and compositing overlaps the reads of the next sample."""
+        _, eps, t_min, _, _ = settings
+        samples = outs[4]
+        store = samples.shape[0] > 0
+        P = lengths.shape[1]
+        corner = corner_offsets(layout)
+        zero = grid.dtype.type(0.0)
+        F_0 = F_1 = F_2 = 0.0
+        T = 1.0
+        keep = 1.0
+        depth = 0.0
+        used = 0
+        for i0 in range(0, P, CHUNK):
+            i1 = min(i0 + CHUNK, P)
+            prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w)
+            for i in range(i0, i1):
+                t = lengths[r, i]
+                q = cell_of(cell_base, i - i0)
+                if q >= 0:
+                    val, f0, f1, f2 = corner_value4(grid, p + q, cell_w, i - i0, corner)
+                elif q == OUTSIDE:
+                    val = f0 = f1 = f2 = zero
+                else:
+                    val, f0, f1, f2 = sample_value4(grid, p, ray, t, layout)
+                w, T_next, keep = composite(EA, val, T, keep, 1.0, eps)
+                F_0 += w * f0
+                F_1 += w * f1
+                F_2 += w * f2
+                if store:
+                    samples[r, i, 0] = val
+                    samples[r, i, 1] = f0
+                    samples[r, i, 2] = f1
+                    samples[r, i, 3] = f2
+                depth += w * t
+                T = T_next
+                used = i + 1
+                if T < t_min:
+                    break
+            if T < t_min:
+                break
+        finish_ray(outs, r, EA, T, keep, depth, used, (F_0, F_1, F_2), True)
+
+    march_ea_rgb = jit(march_ea_rgb)
+
+    def march_rgb_cpu(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w):
         """A density + RGB ray on the CPU: quadrature in phases (into the kept samples, or the
-        scratch ``vals``), EA sample by sample."""
+        scratch ``vals``), EA compositing each sample as it is read (``march_ea_rgb``)."""
         samples = outs[4]
         if settings[0] == QUADRATURE:
             rows = samples[r] if samples.shape[0] > 0 else vals
-            march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, rows, att)
+            march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, rows, att, cell_base, cell_w)
         else:
-            march_ray_rgb(grid, layout, p, ray, lengths, r, settings, outs)
+            march_ea_rgb(grid, layout, p, ray, lengths, r, settings, outs, cell_base, cell_w)
 
-    def march_rgb_sample_by_sample(grid, layout, p, ray, lengths, r, settings, outs, vals, att):
+    def march_rgb_sample_by_sample(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w):
         """A density + RGB ray without per-ray scratch (CUDA): sample by sample."""
         march_ray_rgb(grid, layout, p, ray, lengths, r, settings, outs)
 
@@ -564,21 +752,23 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     def march_ray(
         grid, layout_array, b, rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used,
-        samples, vals, att,
+        samples, vals, att, cell_base, cell_w,
     ):  # fmt: skip
         """Forward pass of ray r through volume b: writes F (C,), O and Z, and the number of samples
         used. ``rays[r]`` = (o_x, o_y, o_z, d_x, d_y, d_z, |d_world|) with o, d in local coordinates.
         ``samples`` (R, P, 1 + C), unless it is empty: keeps (density, f_0 … f_{C-1}) of every sample
         marched, for the backward (``stored_sample``). Early termination: the ray stops after the
         first sample whose transmittance falls below ``t_min``. ``vals`` (≥ P, 4, the grid's dtype)
-        and ``att`` (≥ P,) are the scratch of ``march_rgb_phased`` (builds with ``keep_samples``)."""
+        and ``att`` (≥ P,) are the scratch of ``march_rgb_phased``, ``cell_base`` (CHUNK,) and
+        ``cell_w`` (8 · CHUNK, the grid's dtype) that of ``chunk_cells`` (builds with
+        ``keep_samples``)."""
         layout = layout_of(layout_array)
         ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
         settings = (mode, eps, t_min, last_inf, rays[r, 6])
         outs = (out_f, out_o, out_z, n_used, samples)
         if is_rgb(layout):
-            march_rgb(grid, layout, p, ray, lengths, r, settings, outs, vals, att)
+            march_rgb(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w)
         else:
             march_ray_any(grid, layout, p, ray, lengths, r, settings, outs)
 
@@ -810,12 +1000,14 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     march_ray_backward_ea = jit(march_ray_backward_ea)
 
-    def backward_ea_rgb(layout, p, ray, lengths, r, eps, G, g_o, g_z, used, vals, scratch, buf):
+    def backward_ea_rgb(layout, p, ray, lengths, r, eps, G, g_o, g_z, used, vals, scratch, buf, cell_base, cell_w):
         """``march_ray_backward_ea`` for a density + RGB grid without ray gradients, from the ray's
-        samples ``vals`` (``sample_ray_rgb``): a scan over the densities, then the reverse scan,
-        scattering the 4 channels of each corner at once. Straight-line code for the common case:
-        1.2x faster than the general function (measured), whose other paths cost registers here."""
+        samples ``vals`` (``sample_ray_rgb``): a scan over the densities, then the reverse scan a
+        chunk at a time (last first; ``prepare_cells``), scattering the 4 channels of each corner at
+        once (``corner_splat4``). Straight-line code for the common case: 1.2x faster than the
+        general function (measured), whose other paths cost registers here."""
         G0, G1, G2 = G
+        corner = corner_offsets(layout)
         T = 1.0
         Q = 1.0
         for i in range(used):
@@ -825,74 +1017,89 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
             Q *= 1.0 - vals[i, 0]
         R = 0.0
         S = 1.0
-        for k in range(used - 1, -1, -1):
-            t = lengths[r, k]
-            val = vals[k, 0]
-            h = G0 * vals[k, 1] + G1 * vals[k, 2] + G2 * vals[k, 3] + t * g_z
-            T = scratch[k, 0]
-            g_a, R, S = ea_adjoint(T, scratch[k, 1], S, R, val, h, g_o, eps)
-            w = val * T
-            offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
-            if inside:
-                splat4(buf, p, offsets, weights, g_a, w * G0, w * G1, w * G2)
+        for i0 in range((used - 1) // CHUNK * CHUNK, -1, -CHUNK):  # chunks, last first (none if used = 0)
+            i1 = min(i0 + CHUNK, used)
+            prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w)
+            for k in range(i1 - 1, i0 - 1, -1):
+                t = lengths[r, k]
+                val = vals[k, 0]
+                h = G0 * vals[k, 1] + G1 * vals[k, 2] + G2 * vals[k, 3] + t * g_z
+                T = scratch[k, 0]
+                g_a, R, S = ea_adjoint(T, scratch[k, 1], S, R, val, h, g_o, eps)
+                w = val * T
+                q = cell_of(cell_base, k - i0)
+                if q >= 0:
+                    corner_splat4(buf, p + q, cell_w, k - i0, corner, g_a, w * G0, w * G1, w * G2)
+                elif q != OUTSIDE:
+                    sample_splat4(buf, p, ray, t, layout, g_a, w * G0, w * G1, w * G2)
 
     backward_ea_rgb = jit_inline(backward_ea_rgb)
 
     def backward_quadrature_rgb(
-        layout, p, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, g_o, g_z, used, vals, att, buf
+        layout, p, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, g_o, g_z, used, vals, att, buf, cell_base, cell_w
     ):
         """``march_ray_backward_quadrature`` for a density + RGB grid without ray gradients, from the
-        ray's samples ``vals`` (see ``backward_ea_rgb``); builds with ``keep_samples`` compute the
-        attenuations first, into ``att`` (≥ used,)."""
+        ray's samples ``vals``, a chunk at a time (see ``backward_ea_rgb``); builds with
+        ``keep_samples`` compute the attenuations first, into ``att`` (≥ used,)."""
         P = lengths.shape[1]
         G0, G1, G2 = G
+        corner = corner_offsets(layout)
         if keep_samples:  # a build constant: the CPU
             attenuations(vals, lengths, r, 0, used, dnorm, last_inf, att)
         T = 1.0
         prefix = 0.0
-        for i in range(used):
-            t = lengths[r, i]
-            dl, span = delta(lengths, r, i, P, dnorm, last_inf)
-            h = G0 * vals[i, 1] + G1 * vals[i, 2] + G2 * vals[i, 3] + t * g_z
-            e = att[i] if keep_samples else attenuation(vals[i, 0], dl)
-            T, w, prefix, g_val, g_d = quadrature_adjoint(T, vals[i, 0], e, dl, span, h, prefix, S_total, T_P, g_o)
-            offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
-            if inside:
-                splat4(buf, p, offsets, weights, g_val, w * G0, w * G1, w * G2)
+        for i0 in range(0, used, CHUNK):
+            i1 = min(i0 + CHUNK, used)
+            prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w)
+            for i in range(i0, i1):
+                t = lengths[r, i]
+                dl, span = delta(lengths, r, i, P, dnorm, last_inf)
+                h = G0 * vals[i, 1] + G1 * vals[i, 2] + G2 * vals[i, 3] + t * g_z
+                e = att[i] if keep_samples else attenuation(vals[i, 0], dl)
+                T, w, prefix, g_val, g_d = quadrature_adjoint(T, vals[i, 0], e, dl, span, h, prefix, S_total, T_P, g_o)
+                q = cell_of(cell_base, i - i0)
+                if q >= 0:
+                    corner_splat4(buf, p + q, cell_w, i - i0, corner, g_val, w * G0, w * G1, w * G2)
+                elif q != OUTSIDE:
+                    sample_splat4(buf, p, ray, t, layout, g_val, w * G0, w * G1, w * G2)
 
     backward_quadrature_rgb = jit_inline(backward_quadrature_rgb)
 
     def march_ray_backward_rgb(
         grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used, vals,
-        sample_first, scratch, att, buf,
+        sample_first, scratch, att, buf, cell_base, cell_w,
     ):  # fmt: skip
         """Backward of ray r through a density + RGB grid without ray gradients, from its samples
         ``vals`` (P, 4): what the forward kept, or (``sample_first``) what ``sample_ray_rgb`` reads
-        into ``vals`` first. ``att`` (≥ P,): scratch for the quadrature attenuations."""
+        into ``vals`` first. ``att`` (≥ P,): scratch for the quadrature attenuations; ``cell_base``
+        and ``cell_w``: for ``chunk_cells``."""
         ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
         if sample_first:
-            sample_ray_rgb(grid, layout, p, ray, lengths, r, 0, n_used[r], vals)
+            sample_ray_rgb(grid, layout, p, ray, lengths, r, 0, n_used[r], vals, cell_base, cell_w)
         G = (G_f[r, 0], G_f[r, 1], G_f[r, 2])
         if mode == EA:
-            backward_ea_rgb(layout, p, ray, lengths, r, eps, G, g_o[r], g_z[r], n_used[r], vals, scratch, buf)
+            backward_ea_rgb(
+                layout, p, ray, lengths, r, eps, G, g_o[r], g_z[r], n_used[r], vals, scratch, buf, cell_base, cell_w
+            )
         else:
             backward_quadrature_rgb(
                 layout, p, ray, lengths, r, last_inf, rays[r, 6], S_total[r], T_P[r], G, g_o[r], g_z[r], n_used[r],
-                vals, att, buf,
+                vals, att, buf, cell_base, cell_w,
             )  # fmt: skip
 
     march_ray_backward_rgb = jit(march_ray_backward_rgb)
 
     def march_ray_backward(
         grid, layout_array, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-        ray_grad, samples, vals, scratch, cells, att, buf, grad_rays,
+        ray_grad, samples, vals, scratch, cells, att, buf, grad_rays, cell_base, cell_w,
     ):  # fmt: skip
         """Backward of ray r in either mode; ``S_total``, ``T_P``, ``g_o``, ``g_z`` and ``n_used`` are
         the per-ray arrays; ``samples`` is what the forward pass kept (or empty); ``scratch`` (≥ P, 2
         or SCRATCH_WIDTH) and ``cells`` (≥ P, 7) are only used by EA; ``vals`` (≥ P, 4, the grid's
-        dtype) holds a ray's samples and ``att`` (≥ P,) its attenuations for the density + RGB path
-        of the CPU build.
+        dtype) holds a ray's samples, ``att`` (≥ P,) its attenuations and ``cell_base`` (CHUNK,)
+        and ``cell_w`` (8 · CHUNK, the grid's dtype) a chunk's cells for the density + RGB path of the
+        CPU build.
 
         Density + RGB grids without ray gradients (the common case) take ``march_ray_backward_rgb``;
         everything else the general ``march_ray_backward_ea`` / ``_quadrature``."""
@@ -901,12 +1108,12 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         if rgb and samples.shape[0] > 0:
             march_ray_backward_rgb(
                 grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-                samples[r], False, scratch, att, buf,
+                samples[r], False, scratch, att, buf, cell_base, cell_w,
             )  # fmt: skip
         elif rgb and keep_samples:  # a build constant: the CPU, which has room for a ray's samples
             march_ray_backward_rgb(
                 grid, layout, b, rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-                vals, True, scratch, att, buf,
+                vals, True, scratch, att, buf, cell_base, cell_w,
             )  # fmt: skip
         elif mode == EA:
             march_ray_backward_ea(
