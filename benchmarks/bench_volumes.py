@@ -20,6 +20,7 @@ from p3dlab.renderer import (
 from p3dlab.renderer.raysampling import ray_bundle_to_ray_points
 from p3dlab.structures import Volumes
 from p3dlab.volumes import VoxelRadianceField, fit_volume
+from p3dlab.volumes.reconstruction import jitter_samples
 
 
 def _torch_baseline(volumes, bundle, marcher):
@@ -74,15 +75,18 @@ def bench_ea_render():
 
 def bench_fit_step():
     """One step of the lesson's reconstruction: 4 views x 64² rays x 64 samples through a 64³
-    grid, quadrature marcher, loss, backward and Adam (``VoxelRadianceField`` keeps the samples)."""
+    grid, quadrature marcher, loss, backward and Adam (``VoxelRadianceField`` keeps the samples).
+    As in ``fit_volume``, the views' rays are computed once and each step jitters their samples."""
     size, image, P, views = (32, 32, 32, 2) if fast_mode() else (64, 64, 64, 4)
     train, _ = multiview_dataset(n_views=views, n_test=0, image_size=image)
     model = VoxelRadianceField(size)
     opt = torch.optim.Adam(model.parameters(), lr=0.01, fused=True)  # as fit_volume
     gen = torch.Generator().manual_seed(0)
 
+    view_rays = model.rays(train.cameras, (image, image), P)  # once, as fit_volume
+
     def step(fused):
-        bundle = model.rays(train.cameras, (image, image), P, generator=gen)
+        bundle = jitter_samples(view_rays, gen)
         if fused:
             f, o, _, _ = march_volumes(model.volumes(), bundle, "quadrature", keep_samples=True)
             out = torch.cat([f, o], -1)

@@ -83,9 +83,12 @@ class VoxelRadianceField(torch.nn.Module):
         """(N, H, W, 4) RGB + opacity images (black background). With gradients on, the fused kernel
         keeps the samples for a faster backward (``march_volumes(keep_samples=True)``: N·H·W·n_pts·4
         values)."""
+        return self.render_rays(self.rays(cameras, image_size, n_pts, generator))
+
+    def render_rays(self, bundle: RayBundle) -> torch.Tensor:
+        """``render`` of the rays of ``bundle`` (from ``rays``)."""
         from p3dlab.ops.volume_sampling import march_volumes
 
-        bundle = self.rays(cameras, image_size, n_pts, generator)
         feats, opacity, _, _ = march_volumes(self.volumes(), bundle, "quadrature", keep_samples=True)
         return torch.cat([feats, opacity], -1)
 
@@ -107,6 +110,11 @@ class VoxelRadianceField(torch.nn.Module):
             local = vol.world_to_local_coords(verts[0][None])
             colours = sample_grid(vol.features(), local.to(vol.features().dtype))[0]
         return Meshes([verts[0]], [faces[0]], textures=TexturesVertex([colours.clamp(0, 1)]))
+
+
+def select_views(bundle: RayBundle, views) -> RayBundle:
+    """The rays of the cameras ``views`` (indices into the bundle's first axis)."""
+    return RayBundle(bundle.origins[views], bundle.directions[views], bundle.lengths[views], bundle.xys[views])
 
 
 def jitter_samples(bundle: RayBundle, generator: torch.Generator) -> RayBundle:
@@ -189,10 +197,13 @@ def fit_volume(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations, eta_min=lr_final)
     size = tuple(train.images.shape[1:3])
     hist = FitHistory(target_psnr=target_psnr)
+    # the training views' rays, clipped to the box, once (3 ms a step for 4 views at 64²); each step
+    # jitters the samples of its views' rays
+    view_rays = model.rays(train.cameras, size, n_pts)
     for step in range(iterations):
         idx = torch.randperm(len(train), generator=gen)[: min(views_per_step, len(train))].tolist()
         batch = train[idx]
-        images = model.render(batch.cameras, size, n_pts, generator=gen)
+        images = model.render_rays(jitter_samples(select_views(view_rays, idx), gen))
         loss = F.mse_loss(images[..., :3], batch.images) + F.mse_loss(images[..., 3], batch.masks)
         opt.zero_grad()
         loss.backward()
