@@ -63,6 +63,8 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
+
 EA = 0
 QUADRATURE = 1
 MAX_CUDA_SAMPLES = 512  # per-thread scratch of the CUDA EA backward
@@ -468,8 +470,9 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         real = grid.dtype.type
         zero = real(0.0)
         acc = (zero, zero, zero, zero)
+        j = np.uint64(j)  # unsigned indices: no wraparound test (3 instructions a load)
         for k in range(8):
-            acc = axpy4(acc, cell_w[k * CHUNK + j], grid, q + corner[k])
+            acc = axpy4(acc, cell_w[np.uint64(k * CHUNK) + j], grid, q + corner[k])
         return acc
 
     corner_value4 = jit_inline(corner_value4)
@@ -478,8 +481,9 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         """``splat4`` of sample j of a chunk whose interior cell ``chunk_cells`` computed."""
         real = buf.dtype.type
         g = (real(g0), real(g1), real(g2), real(g3))
+        j = np.uint64(j)  # see corner_value4
         for k in range(8):
-            add4(buf, q + corner[k], cell_w[k * CHUNK + j], g)
+            add4(buf, q + corner[k], cell_w[np.uint64(k * CHUNK) + j], g)
 
     corner_splat4 = jit_inline(corner_splat4)
 
@@ -506,7 +510,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
     def cell_index(cell_base, j):
         """``cell_base[j]``: corner (0, 0, 0) of sample j's interior cell, or -1, or ``OUTSIDE``
         (``chunk_cells``)."""
-        return cell_base[j]
+        return cell_base[np.uint64(j)]
 
     def no_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w):
         """``chunk_cells`` of builds without per-ray scratch (CUDA)."""
@@ -1010,6 +1014,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         general function (measured), whose other paths cost registers here."""
         G0, G1, G2 = G
         corner = corner_offsets(layout)
+        ur = np.uint64(r)
         T = 1.0
         Q = 1.0
         for i in range(used):
@@ -1023,11 +1028,12 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
             i1 = min(i0 + CHUNK, used)
             prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w)
             for k in range(i1 - 1, i0 - 1, -1):
-                t = lengths[r, k]
-                val = vals[k, 0]
-                h = G0 * vals[k, 1] + G1 * vals[k, 2] + G2 * vals[k, 3] + t * g_z
-                T = scratch[k, 0]
-                g_a, R, S = ea_adjoint(T, scratch[k, 1], S, R, val, h, g_o, eps)
+                u = np.uint64(k)  # unsigned indices: no wraparound tests (see corner_value4)
+                t = lengths[ur, u]
+                val = vals[u, 0]
+                h = G0 * vals[u, 1] + G1 * vals[u, 2] + G2 * vals[u, 3] + t * g_z
+                T = scratch[u, 0]
+                g_a, R, S = ea_adjoint(T, scratch[u, 1], S, R, val, h, g_o, eps)
                 w = val * T
                 q = cell_of(cell_base, k - i0)
                 if q >= 0:
@@ -1046,6 +1052,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         P = lengths.shape[1]
         G0, G1, G2 = G
         corner = corner_offsets(layout)
+        ur = np.uint64(r)
         if keep_samples:  # a build constant: the CPU
             attenuations(vals, lengths, r, 0, used, dnorm, last_inf, att)
         T = 1.0
@@ -1054,11 +1061,12 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
             i1 = min(i0 + CHUNK, used)
             prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w)
             for i in range(i0, i1):
-                t = lengths[r, i]
+                u = np.uint64(i)  # unsigned indices: no wraparound tests (see corner_value4)
+                t = lengths[ur, u]
                 dl, span = delta(lengths, r, i, P, dnorm, last_inf)
-                h = G0 * vals[i, 1] + G1 * vals[i, 2] + G2 * vals[i, 3] + t * g_z
-                e = att[i] if keep_samples else attenuation(vals[i, 0], dl)
-                T, w, prefix, g_val, g_d = quadrature_adjoint(T, vals[i, 0], e, dl, span, h, prefix, S_total, T_P, g_o)
+                h = G0 * vals[u, 1] + G1 * vals[u, 2] + G2 * vals[u, 3] + t * g_z
+                e = att[u] if keep_samples else attenuation(vals[u, 0], dl)
+                T, w, prefix, g_val, g_d = quadrature_adjoint(T, vals[u, 0], e, dl, span, h, prefix, S_total, T_P, g_o)
                 q = cell_of(cell_base, i - i0)
                 if q >= 0:
                     corner_splat4(buf, p + q, cell_w, i - i0, corner, g_val, w * G0, w * G1, w * G2)
