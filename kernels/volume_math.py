@@ -32,8 +32,10 @@ interior cells (nearly all of them) take a short path without the border tests.
 together (``value4``, ``splat4``): 8 corner addresses per sample instead of 8 per channel, one
 4-wide multiply-add each (``simd4`` on the CPU), in the grid's dtype (float32 grids: float32
 trilinear weights and sums, like ``grid_sample``; positions and compositing stay float64). They
-also get their own straight-line per-ray functions (``marcher(True)``, ``march_ray_backward_rgb``
-without ray gradients): the general functions' other paths cost registers even when unused.
+also get their own straight-line per-ray functions (``march_rgb_sampled``, ``march_rgb_phased``,
+``march_ray_backward_rgb`` without ray gradients): the general functions' other paths cost
+registers even when unused. On the CPU, their cells are computed a chunk of samples at a time in
+one vectorised loop (``chunk_cells``).
 
 **Rays** are ``x(t) = o + t d`` in local coordinates, sampled at the lengths t_0 < … < t_{P-1}; the
 map to grid coordinates is affine, so each ray is converted once (``ray_of``) and sample t sits at
@@ -185,17 +187,20 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     attenuation = jit_inline(attenuation)
 
+    def grid_axes(layout):
+        """``(D, H, W, sx, sy, sz)``: the grid's size and the flat strides of its x, y and z axes."""
+        sx = layout[3]
+        sy = layout[2] * sx
+        return layout[0], layout[1], layout[2], sx, sy, layout[1] * sy
+
+    grid_axes = jit_inline(grid_axes)
+
     def grid_cell(u, v, w, scales, layout):
         """The trilinear cell of grid point (u, v, w): ``(offsets, weights, dweights, scales, inside)``
         with offsets (x_lo, x_hi, y_lo, y_hi, z_lo, z_hi) in elements of the flat grid, the matching
         weights and their derivatives by grid coordinate, and ``scales`` (du/dx, dv/dy, dw/dz) passed
         through. ``inside`` is False when no corner is in the grid (the sample is 0)."""
-        D = layout[0]
-        H = layout[1]
-        W = layout[2]
-        sx = layout[3]
-        sy = W * sx
-        sz = H * sy
+        D, H, W, sx, sy, sz = grid_axes(layout)
         if u >= 0.0 and u < W - 1 and v >= 0.0 and v < H - 1 and w >= 0.0 and w < D - 1:
             i0 = int(u)  # interior cell: all 8 corners inside, floor = truncation
             j0 = int(v)
@@ -402,9 +407,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
     def corner_offsets(layout):
         """Flat offsets of the 8 corners of a cell from its corner (0, 0, 0), corner k = (x, y, z) =
         (k & 1, (k >> 1) & 1, k >> 2) as in ``corners8``."""
-        sx = layout[3]
-        sy = layout[2] * sx
-        sz = layout[1] * sy
+        _, _, _, sx, sy, sz = grid_axes(layout)
         return (0, sx, sy, sy + sx, sz, sz + sx, sz + sy, sz + sy + sx)
 
     corner_offsets = jit_inline(corner_offsets)
@@ -423,12 +426,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         without branches (points that are not interior are moved to 0 before the conversion to
         integers), so the compiler computes 8 samples per vector instruction (the CPU build)."""
         g, _ = ray
-        D = layout[0]
-        H = layout[1]
-        W = layout[2]
-        sx = layout[3]
-        sy = W * sx
-        sz = H * sy
+        D, H, W, sx, sy, sz = grid_axes(layout)
         real = cell_w.dtype.type
         lr = lengths[r, i0:i1]  # indexed from 0: no wraparound test in the loop
         for j in range(lr.shape[0]):
@@ -553,69 +551,48 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     finish_ray = jit_inline(finish_ray)
 
-    def marcher(rgb):
-        """The per-ray forward loop, sample by sample, compiled once per channel layout: ``rgb`` (a
-        constant of each compiled copy, so the other branch is pruned) reads the 4 channels of each
-        corner at once (``value4``) and keeps F in registers; otherwise one channel at a time. Each
-        copy is straight-line code for its case."""
-
-        def march(grid, layout, p, ray, lengths, r, settings, outs):
-            mode, eps, t_min, last_inf, dnorm = settings
-            out_f, _, _, _, samples = outs
-            P = lengths.shape[1]
-            F0 = layout[4]
-            C = layout[5]
-            store = samples.shape[0] > 0
-            for c in range(C):
-                out_f[r, c] = 0.0
-            F_0 = F_1 = F_2 = 0.0
-            T = 1.0
-            keep = 1.0
-            depth = 0.0
-            used = 0
-            for i in range(P):
-                t = lengths[r, i]
-                used = i + 1
-                offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
-                if rgb:
-                    val = f0 = f1 = f2 = 0.0
-                    if inside:
-                        val, f0, f1, f2 = value4(grid, p, offsets, weights)
-                else:
-                    val = value(grid, p, offsets, weights) if inside else 0.0
-                e = 1.0
-                if mode == QUADRATURE:
-                    e = attenuation(val, delta(lengths, r, i, P, dnorm, last_inf)[0])
-                w, T_next, keep = composite(mode, val, T, keep, e, eps)
-                if rgb:
-                    F_0 += w * f0
-                    F_1 += w * f1
-                    F_2 += w * f2
+    def march_ray_any(grid, layout, p, ray, lengths, r, settings, outs):
+        """The per-ray forward loop, sample by sample, for any channel layout: one channel at a time
+        (density + RGB grids take ``march_rgb_cpu`` / ``march_rgb_sampled``)."""
+        mode, eps, t_min, last_inf, dnorm = settings
+        out_f, _, _, _, samples = outs
+        P = lengths.shape[1]
+        F0 = layout[4]
+        C = layout[5]
+        store = samples.shape[0] > 0
+        for c in range(C):
+            out_f[r, c] = 0.0
+        T = 1.0
+        keep = 1.0
+        depth = 0.0
+        used = 0
+        for i in range(P):
+            t = lengths[r, i]
+            used = i + 1
+            offsets, weights, dweights, scales, inside = ray_cell(ray, t, layout)
+            val = value(grid, p, offsets, weights) if inside else 0.0
+            e = 1.0
+            if mode == QUADRATURE:
+                e = attenuation(val, delta(lengths, r, i, P, dnorm, last_inf)[0])
+            w, T_next, keep = composite(mode, val, T, keep, e, eps)
+            if inside and (w != 0.0 or store):
+                for c in range(C):
+                    f = value(grid, p + F0 + c, offsets, weights)
+                    out_f[r, c] += w * f
                     if store:
-                        samples[r, i, 1] = f0
-                        samples[r, i, 2] = f1
-                        samples[r, i, 3] = f2
-                elif inside and (w != 0.0 or store):
-                    for c in range(C):
-                        f = value(grid, p + F0 + c, offsets, weights)
-                        out_f[r, c] += w * f
-                        if store:
-                            samples[r, i, 1 + c] = f
-                elif store:
-                    for c in range(C):
-                        samples[r, i, 1 + c] = 0.0
-                if store:
-                    samples[r, i, 0] = val
-                depth += w * t
-                T = T_next
-                if T < t_min:
-                    break
-            finish_ray(outs, r, mode, T, keep, depth, used, (F_0, F_1, F_2), rgb)
+                        samples[r, i, 1 + c] = f
+            elif store:
+                for c in range(C):
+                    samples[r, i, 1 + c] = 0.0
+            if store:
+                samples[r, i, 0] = val
+            depth += w * t
+            T = T_next
+            if T < t_min:
+                break
+        finish_ray(outs, r, mode, T, keep, depth, used, (0.0, 0.0, 0.0), False)
 
-        return jit(march)
-
-    march_ray_rgb = marcher(True)
-    march_ray_any = marcher(False)
+    march_ray_any = jit(march_ray_any)
 
     def sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w):
         """``vals[i] = (density, f_0, f_1, f_2)`` of samples i0 … i1 - 1 of a ray through a density +
@@ -658,13 +635,13 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
     attenuations = jit_inline(attenuations)
 
     def march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w):
-        """``march_ray_rgb`` for quadrature (only) in phases, CHUNK samples at a time (the whole ray
-        when ``t_min`` = 0: no early termination): sample the chunk into ``vals`` (the kept samples,
-        or scratch), compute its attenuations (``attenuations``: the exponentials vectorise), then
-        composite. Early termination stops inside a chunk, so at most CHUNK - 1 samples are read in
-        vain. The fit bench's forward
-        (64³, 16384 rays × 64 samples) takes 10.8 instead of 14.2 ms; EA, which has no exponential,
-        is faster sample by sample (phases cost it 1.7 ms: compositing no longer overlaps the reads)."""
+        """The forward loop of a density + RGB ray for quadrature (only, the CPU) in phases, CHUNK
+        samples at a time (the whole ray when ``t_min`` = 0: no early termination): sample the chunk
+        into ``vals`` (the kept samples, or scratch), compute its attenuations (``attenuations``: the
+        exponentials vectorise), then composite. Early termination stops inside a chunk, so at most
+        CHUNK - 1 samples are read in vain. Session 7 measured the fit bench's forward (64³, 16384
+        rays × 64 samples) at 10.8 instead of 14.2 ms sample by sample; EA, which has no
+        exponential, is faster without phases (``march_rgb_sampled``)."""
         _, eps, t_min, last_inf, dnorm = settings
         P = lengths.shape[1]
         F_0 = F_1 = F_2 = 0.0
@@ -692,11 +669,13 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     march_rgb_phased = jit(march_rgb_phased)
 
-    def march_ea_rgb(grid, layout, p, ray, lengths, r, settings, outs, cell_base, cell_w):
-        """``march_ray_rgb`` for EA (only), with the cells computed a chunk at a time
-        (``prepare_cells``) and each sample composited as soon as it is read: EA has no exponential
-        to vectorise, and compositing overlaps the reads of the next sample."""
-        _, eps, t_min, _, _ = settings
+    def march_rgb_sampled(grid, layout, p, ray, lengths, r, settings, outs, cell_base, cell_w):
+        """The forward loop of a density + RGB ray, either marcher, reading the 4 channels of each
+        corner at once and compositing each sample as soon as it is read, with the cells computed a
+        chunk at a time (``prepare_cells``; on CUDA each sample computes its own). The CPU's EA
+        (which has no exponential to vectorise: compositing overlaps the reads of the next sample)
+        and CUDA's both marchers."""
+        mode, eps, t_min, last_inf, dnorm = settings
         samples = outs[4]
         store = samples.shape[0] > 0
         P = lengths.shape[1]
@@ -719,7 +698,10 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
                     val = f0 = f1 = f2 = zero
                 else:
                     val, f0, f1, f2 = sample_value4(grid, p, ray, t, layout)
-                w, T_next, keep = composite(EA, val, T, keep, 1.0, eps)
+                e = 1.0
+                if mode == QUADRATURE:
+                    e = attenuation(val, delta(lengths, r, i, P, dnorm, last_inf)[0])
+                w, T_next, keep = composite(mode, val, T, keep, e, eps)
                 F_0 += w * f0
                 F_1 += w * f1
                 F_2 += w * f2
@@ -735,23 +717,23 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
                     break
             if T < t_min:
                 break
-        finish_ray(outs, r, EA, T, keep, depth, used, (F_0, F_1, F_2), True)
+        finish_ray(outs, r, mode, T, keep, depth, used, (F_0, F_1, F_2), True)
 
-    march_ea_rgb = jit(march_ea_rgb)
+    march_rgb_sampled = jit(march_rgb_sampled)
 
     def march_rgb_cpu(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w):
         """A density + RGB ray on the CPU: quadrature in phases (into the kept samples, or the
-        scratch ``vals``), EA compositing each sample as it is read (``march_ea_rgb``)."""
+        scratch ``vals``), EA compositing each sample as it is read (``march_rgb_sampled``)."""
         samples = outs[4]
         if settings[0] == QUADRATURE:
             rows = samples[r] if samples.shape[0] > 0 else vals
             march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, rows, att, cell_base, cell_w)
         else:
-            march_ea_rgb(grid, layout, p, ray, lengths, r, settings, outs, cell_base, cell_w)
+            march_rgb_sampled(grid, layout, p, ray, lengths, r, settings, outs, cell_base, cell_w)
 
     def march_rgb_sample_by_sample(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w):
         """A density + RGB ray without per-ray scratch (CUDA): sample by sample."""
-        march_ray_rgb(grid, layout, p, ray, lengths, r, settings, outs)
+        march_rgb_sampled(grid, layout, p, ray, lengths, r, settings, outs, cell_base, cell_w)
 
     # chosen when building, so that CUDA compiles no code that needs the CPU's scratch arrays
     march_rgb = jit_inline(march_rgb_cpu if keep_samples else march_rgb_sample_by_sample)
