@@ -93,3 +93,28 @@ def test_voxel_field_rejects_bad_settings():
         VoxelRadianceField(grid_size=1024)
     with pytest.raises(P3DLabValueError):
         VoxelRadianceField(grid_size=8, init_opacity=1.0)
+
+
+def test_rays_of_selected_views_equal_the_rays_of_those_cameras():
+    """``fit_volume`` computes the training views' rays once and selects each step's views: the
+    same rays, bit for bit, as computing them from the step's cameras, so jittering them with the
+    same generator gives the same samples."""
+    from p3dlab.renderer import FoVPerspectiveCameras, look_at_view_transform
+    from p3dlab.volumes.reconstruction import jitter_samples, select_views
+
+    model = VoxelRadianceField(grid_size=8)
+    R, T = look_at_view_transform(
+        torch.tensor([3.0, 3.2, 3.5]), torch.tensor([10.0, 25.0, 40.0]), torch.tensor([0.0, 60.0, 90.0])
+    )
+    cams = FoVPerspectiveCameras(R=R, T=T)
+    views = [2, 0]
+    every = model.rays(cams, (6, 5), 16)
+    chosen = select_views(every, views)
+    direct = model.rays(FoVPerspectiveCameras(R=R[views], T=T[views]), (6, 5), 16)
+    for name in ("origins", "directions", "lengths", "xys"):
+        assert torch.equal(getattr(chosen, name), getattr(direct, name)), name
+    a = jitter_samples(chosen, torch.Generator().manual_seed(3))
+    b = model.rays(
+        FoVPerspectiveCameras(R=R[views], T=T[views]), (6, 5), 16, generator=torch.Generator().manual_seed(3)
+    )
+    assert torch.equal(a.lengths, b.lengths)
