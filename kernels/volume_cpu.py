@@ -21,7 +21,7 @@ from p3dlab.kernels.simd4 import add4, axpy4
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line is the hash of volume_math.py, exp_neg.py and simd4.py (concatenated;
 # tests/test_kernel_cache.py enforces it), so cached kernels are rebuilt when they change.
-MATH_SOURCE_SHA256 = "0d6ea7bc805cfdd1"
+MATH_SOURCE_SHA256 = "7c05b261375ee1f7"
 
 
 @njit(cache=True, inline="always")
@@ -221,8 +221,9 @@ def march_volume_backward_cpu(
         cells = np.empty((max(P, 1), 7), np.int64)
         vals = np.empty((max(P, 1), 4), grid.dtype)
         att = np.empty(max(P, 1), np.float64)
-        cell_base = np.empty(vm.CHUNK, np.int64)
-        cell_w = np.empty(8 * vm.CHUNK, grid.dtype)
+        slots = max(P, 1) + (-max(P, 1)) % vm.CHUNK  # a slot of cells per chunk of a ray
+        cell_base = np.empty(slots, np.int64)
+        cell_w = np.empty(8 * slots, grid.dtype)
         buf = buffers[task]
         buf[:] = 0.0
         for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):

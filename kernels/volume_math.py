@@ -164,8 +164,9 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
       then the quadrature attenuations ``e^{-σ δ}`` of the whole chunk in one vectorised loop
       (``attenuations``, into ``att`` (P,)), then composite; without it, sample by sample;
     - the cells of density + RGB samples, forward and backward, are computed a chunk at a time in
-      one vectorised loop (``chunk_cells``, into ``cell_base`` (CHUNK,) and ``cell_w``
-      (8 · CHUNK,)); without it, each sample computes its own.
+      one vectorised loop (``chunk_cells``, into ``cell_base`` and ``cell_w``: one chunk's slot
+      (CHUNK,) and (8 · CHUNK,) in the forward, a slot per chunk of the ray in the backward, which
+      then computes them once for both of its passes); without it, each sample computes its own.
 
     ``jit_inline`` (default ``jit``) compiles the small per-sample helpers; the CPU build inlines
     them into the per-ray functions (``njit(inline="always")``), which makes the kernels 3x faster,
@@ -412,15 +413,16 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     corner_offsets = jit_inline(corner_offsets)
 
-    def chunk_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w):
-        """The cells of samples i0 … i1 - 1 (at most CHUNK) of a ray given by ``ray_of``, for
-        j = i - i0:
-        - an interior cell (all 8 corners in the grid): ``cell_base[j]`` is the flat offset of
-          corner (0, 0, 0) and ``cell_w[k · CHUNK + j]`` the trilinear weight ω_k of corner k
+    def chunk_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w, o):
+        """The cells of samples i0 … i1 - 1 (at most CHUNK) of a ray given by ``ray_of``, into the
+        slot at ``o`` (0 for a single chunk's scratch, i0 for a whole ray's), for j = i - i0:
+        - an interior cell (all 8 corners in the grid): ``cell_base[o + j]`` is the flat offset of
+          corner (0, 0, 0) and ``cell_w[8 o + k · CHUNK + j]`` the trilinear weight ω_k of corner k
           (``corner_offsets``), in ``cell_w``'s dtype;
-        - a cell with corners both in and out of the grid: ``cell_base[j] = -1``; the sample
+        - a cell with corners both in and out of the grid: ``cell_base[o + j] = -1``; the sample
           computes it itself (``sample_value4``, ``sample_splat4``);
-        - no corner in the grid, or a point that is not finite: ``cell_base[j] = OUTSIDE``, value 0.
+        - no corner in the grid, or a point that is not finite: ``cell_base[o + j] = OUTSIDE``,
+          value 0.
 
         The arithmetic of ``grid_cell``'s interior case and ``corners8``, bit for bit, in one loop
         without branches (points that are not interior are moved to 0 before the conversion to
@@ -429,6 +431,8 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         D, H, W, sx, sy, sz = grid_axes(layout)
         real = cell_w.dtype.type
         lr = lengths[r, i0:i1]  # indexed from 0: no wraparound test in the loop
+        base = cell_base[o : o + CHUNK]
+        weight = cell_w[8 * o : 8 * o + 8 * CHUNK]
         for j in range(lr.shape[0]):
             t = lr[j]
             u = g[0] + t * g[3]
@@ -445,41 +449,42 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
             a = u - i_u
             b = v - i_v
             c = w - i_w
-            cell_base[j] = i_u * sx + i_v * sy + i_w * sz if interior else (-1 if touches else -2)
+            base[j] = i_u * sx + i_v * sy + i_w * sz if interior else (-1 if touches else -2)
             wx0 = 1.0 - a
             w00 = (1.0 - b) * (1.0 - c)
             w10 = b * (1.0 - c)
             w01 = (1.0 - b) * c
             w11 = b * c
-            cell_w[0 * CHUNK + j] = real(wx0 * w00)
-            cell_w[1 * CHUNK + j] = real(a * w00)
-            cell_w[2 * CHUNK + j] = real(wx0 * w10)
-            cell_w[3 * CHUNK + j] = real(a * w10)
-            cell_w[4 * CHUNK + j] = real(wx0 * w01)
-            cell_w[5 * CHUNK + j] = real(a * w01)
-            cell_w[6 * CHUNK + j] = real(wx0 * w11)
-            cell_w[7 * CHUNK + j] = real(a * w11)
+            weight[0 * CHUNK + j] = real(wx0 * w00)
+            weight[1 * CHUNK + j] = real(a * w00)
+            weight[2 * CHUNK + j] = real(wx0 * w10)
+            weight[3 * CHUNK + j] = real(a * w10)
+            weight[4 * CHUNK + j] = real(wx0 * w01)
+            weight[5 * CHUNK + j] = real(a * w01)
+            weight[6 * CHUNK + j] = real(wx0 * w11)
+            weight[7 * CHUNK + j] = real(a * w11)
 
     chunk_cells = jit_inline(chunk_cells)
 
-    def corner_value4(grid, q, cell_w, j, corner):
-        """``value4`` of sample j of a chunk whose interior cell ``chunk_cells`` computed, with corner
-        (0, 0, 0) at flat index q (``corner`` = ``corner_offsets``)."""
+    def corner_value4(grid, q, cell_w, o, j, corner):
+        """``value4`` of sample j of a chunk whose interior cell ``chunk_cells`` computed into the
+        slot at o, with corner (0, 0, 0) at flat index q (``corner`` = ``corner_offsets``)."""
         real = grid.dtype.type
         zero = real(0.0)
         acc = (zero, zero, zero, zero)
-        j = np.uint64(j)  # unsigned indices: no wraparound test (3 instructions a load)
+        j = np.uint64(8 * o + j)  # unsigned indices: no wraparound test (3 instructions a load)
         for k in range(8):
             acc = axpy4(acc, cell_w[np.uint64(k * CHUNK) + j], grid, q + corner[k])
         return acc
 
     corner_value4 = jit_inline(corner_value4)
 
-    def corner_splat4(buf, q, cell_w, j, corner, g0, g1, g2, g3):
-        """``splat4`` of sample j of a chunk whose interior cell ``chunk_cells`` computed."""
+    def corner_splat4(buf, q, cell_w, o, j, corner, g0, g1, g2, g3):
+        """``splat4`` of sample j of a chunk whose interior cell ``chunk_cells`` computed into the
+        slot at o."""
         real = buf.dtype.type
         g = (real(g0), real(g1), real(g2), real(g3))
-        j = np.uint64(j)  # see corner_value4
+        j = np.uint64(8 * o + j)  # see corner_value4
         for k in range(8):
             add4(buf, q + corner[k], cell_w[np.uint64(k * CHUNK) + j], g)
 
@@ -505,16 +510,16 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     sample_splat4 = jit(sample_splat4)
 
-    def cell_index(cell_base, j):
-        """``cell_base[j]``: corner (0, 0, 0) of sample j's interior cell, or -1, or ``OUTSIDE``
-        (``chunk_cells``)."""
-        return cell_base[np.uint64(j)]
+    def cell_index(cell_base, o, j):
+        """``cell_base[o + j]``: corner (0, 0, 0) of the interior cell of sample j of the chunk in
+        the slot at o, or -1, or ``OUTSIDE`` (``chunk_cells``)."""
+        return cell_base[np.uint64(o + j)]
 
-    def no_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w):
+    def no_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w, o):
         """``chunk_cells`` of builds without per-ray scratch (CUDA)."""
         return
 
-    def no_cell_index(cell_base, j):
+    def no_cell_index(cell_base, o, j):
         """``cell_index`` of builds without per-ray scratch (CUDA): every sample computes its cell."""
         return -1
 
@@ -594,21 +599,24 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     march_ray_any = jit(march_ray_any)
 
-    def sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w):
+    def sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w, whole):
         """``vals[i] = (density, f_0, f_1, f_2)`` of samples i0 … i1 - 1 of a ray through a density +
         RGB grid (what the forward pass keeps with ``samples``), CHUNK at a time (``prepare_cells``,
-        then ``corner_value4``). Compiled once, not inlined: the forward and a backward that samples
-        again must get the same bits (inlined copies may contract and reassociate differently), and
-        a call per chunk costs nothing measurable."""
+        then ``corner_value4``). ``whole``: keep every chunk's cells, each in its slot (at the
+        chunk's first sample; ``cell_base`` ≥ i1 rounded up to CHUNK), for a backward to reuse;
+        otherwise the slot at 0 serves each chunk in turn. Compiled once, not inlined: the forward
+        and a backward that samples again must get the same bits (inlined copies may contract and
+        reassociate differently), and a call per chunk costs nothing measurable."""
         corner = corner_offsets(layout)
         zero = grid.dtype.type(0.0)
         for c0 in range(i0, i1, CHUNK):
             c1 = min(c0 + CHUNK, i1)
-            prepare_cells(ray, lengths, r, c0, c1, layout, cell_base, cell_w)
+            o = c0 if whole else 0
+            prepare_cells(ray, lengths, r, c0, c1, layout, cell_base, cell_w, o)
             for i in range(c0, c1):
-                q = cell_of(cell_base, i - c0)
+                q = cell_of(cell_base, o, i - c0)
                 if q >= 0:
-                    v0, v1, v2, v3 = corner_value4(grid, p + q, cell_w, i - c0, corner)
+                    v0, v1, v2, v3 = corner_value4(grid, p + q, cell_w, o, i - c0, corner)
                 elif q == OUTSIDE:
                     v0 = v1 = v2 = v3 = zero
                 else:
@@ -651,7 +659,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         phase = CHUNK if t_min > 0.0 else max(P, 1)  # without early termination, the whole ray at once
         for i0 in range(0, P, phase):
             i1 = min(i0 + phase, P)
-            sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w)
+            sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w, False)
             attenuations(vals, lengths, r, i0, i1, dnorm, last_inf, att)
             for i in range(i0, i1):
                 w, T_next, _ = composite(QUADRATURE, vals[i, 0], T, 1.0, att[i], eps)
@@ -688,12 +696,12 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         used = 0
         for i0 in range(0, P, CHUNK):
             i1 = min(i0 + CHUNK, P)
-            prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w)
+            prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w, 0)
             for i in range(i0, i1):
                 t = lengths[r, i]
-                q = cell_of(cell_base, i - i0)
+                q = cell_of(cell_base, 0, i - i0)
                 if q >= 0:
-                    val, f0, f1, f2 = corner_value4(grid, p + q, cell_w, i - i0, corner)
+                    val, f0, f1, f2 = corner_value4(grid, p + q, cell_w, 0, i - i0, corner)
                 elif q == OUTSIDE:
                     val = f0 = f1 = f2 = zero
                 else:
@@ -988,11 +996,14 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     march_ray_backward_ea = jit(march_ray_backward_ea)
 
-    def backward_ea_rgb(layout, p, ray, lengths, r, eps, G, g_o, g_z, used, vals, scratch, buf, cell_base, cell_w):
+    def backward_ea_rgb(
+        layout, p, ray, lengths, r, eps, G, g_o, g_z, used, vals, scratch, buf, cell_base, cell_w, cells_ready
+    ):  # fmt: skip
         """``march_ray_backward_ea`` for a density + RGB grid without ray gradients, from the ray's
         samples ``vals`` (``sample_ray_rgb``): a scan over the densities, then the reverse scan a
-        chunk at a time (last first; ``prepare_cells``), scattering the 4 channels of each corner at
-        once (``corner_splat4``). Straight-line code for the common case: 1.2x faster than the
+        chunk at a time (last first; ``prepare_cells`` unless ``cells_ready``: ``sample_ray_rgb``
+        kept them, each chunk in its slot), scattering the 4 channels of each corner at once
+        (``corner_splat4``). Straight-line code for the common case: 1.2x faster than the
         general function (measured), whose other paths cost registers here."""
         G0, G1, G2 = G
         corner = corner_offsets(layout)
@@ -1008,7 +1019,8 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         S = 1.0
         for i0 in range((used - 1) // CHUNK * CHUNK, -1, -CHUNK):  # chunks, last first (none if used = 0)
             i1 = min(i0 + CHUNK, used)
-            prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w)
+            if not cells_ready:
+                prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w, i0)
             for k in range(i1 - 1, i0 - 1, -1):
                 u = np.uint64(k)  # unsigned indices: no wraparound tests (see corner_value4)
                 t = lengths[ur, u]
@@ -1017,19 +1029,20 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
                 T = scratch[u, 0]
                 g_a, R, S = ea_adjoint(T, scratch[u, 1], S, R, val, h, g_o, eps)
                 w = val * T
-                q = cell_of(cell_base, k - i0)
+                q = cell_of(cell_base, i0, k - i0)
                 if q >= 0:
-                    corner_splat4(buf, p + q, cell_w, k - i0, corner, g_a, w * G0, w * G1, w * G2)
+                    corner_splat4(buf, p + q, cell_w, i0, k - i0, corner, g_a, w * G0, w * G1, w * G2)
                 elif q != OUTSIDE:
                     sample_splat4(buf, p, ray, t, layout, g_a, w * G0, w * G1, w * G2)
 
     backward_ea_rgb = jit_inline(backward_ea_rgb)
 
     def backward_quadrature_rgb(
-        layout, p, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, g_o, g_z, used, vals, att, buf, cell_base, cell_w
-    ):
+        layout, p, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, g_o, g_z, used, vals, att, buf, cell_base, cell_w,
+        cells_ready,
+    ):  # fmt: skip
         """``march_ray_backward_quadrature`` for a density + RGB grid without ray gradients, from the
-        ray's samples ``vals``, a chunk at a time (see ``backward_ea_rgb``); builds with
+        ray's samples ``vals``, a chunk at a time (see ``backward_ea_rgb``, also for ``cells_ready``); builds with
         ``keep_samples`` compute the attenuations first, into ``att`` (≥ used,)."""
         P = lengths.shape[1]
         G0, G1, G2 = G
@@ -1041,7 +1054,8 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         prefix = 0.0
         for i0 in range(0, used, CHUNK):
             i1 = min(i0 + CHUNK, used)
-            prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w)
+            if not cells_ready:
+                prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w, i0)
             for i in range(i0, i1):
                 u = np.uint64(i)  # unsigned indices: no wraparound tests (see corner_value4)
                 t = lengths[ur, u]
@@ -1049,9 +1063,9 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
                 h = G0 * vals[u, 1] + G1 * vals[u, 2] + G2 * vals[u, 3] + t * g_z
                 e = att[u] if keep_samples else attenuation(vals[u, 0], dl)
                 T, w, prefix, g_val, g_d = quadrature_adjoint(T, vals[u, 0], e, dl, span, h, prefix, S_total, T_P, g_o)
-                q = cell_of(cell_base, i - i0)
+                q = cell_of(cell_base, i0, i - i0)
                 if q >= 0:
-                    corner_splat4(buf, p + q, cell_w, i - i0, corner, g_val, w * G0, w * G1, w * G2)
+                    corner_splat4(buf, p + q, cell_w, i0, i - i0, corner, g_val, w * G0, w * G1, w * G2)
                 elif q != OUTSIDE:
                     sample_splat4(buf, p, ray, t, layout, g_val, w * G0, w * G1, w * G2)
 
@@ -1064,20 +1078,22 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         """Backward of ray r through a density + RGB grid without ray gradients, from its samples
         ``vals`` (P, 4): what the forward kept, or (``sample_first``) what ``sample_ray_rgb`` reads
         into ``vals`` first. ``att`` (≥ P,): scratch for the quadrature attenuations; ``cell_base``
-        and ``cell_w``: for ``chunk_cells``."""
+        and ``cell_w``: a slot per chunk of the ray for ``chunk_cells`` (≥ P rounded up to CHUNK,
+        and 8 times that): sampling first keeps the cells there and the reverse scan reuses them."""
         ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
         if sample_first:
-            sample_ray_rgb(grid, layout, p, ray, lengths, r, 0, n_used[r], vals, cell_base, cell_w)
+            sample_ray_rgb(grid, layout, p, ray, lengths, r, 0, n_used[r], vals, cell_base, cell_w, True)
         G = (G_f[r, 0], G_f[r, 1], G_f[r, 2])
         if mode == EA:
             backward_ea_rgb(
-                layout, p, ray, lengths, r, eps, G, g_o[r], g_z[r], n_used[r], vals, scratch, buf, cell_base, cell_w
-            )
+                layout, p, ray, lengths, r, eps, G, g_o[r], g_z[r], n_used[r], vals, scratch, buf, cell_base, cell_w,
+                sample_first,
+            )  # fmt: skip
         else:
             backward_quadrature_rgb(
                 layout, p, ray, lengths, r, last_inf, rays[r, 6], S_total[r], T_P[r], G, g_o[r], g_z[r], n_used[r],
-                vals, att, buf, cell_base, cell_w,
+                vals, att, buf, cell_base, cell_w, sample_first,
             )  # fmt: skip
 
     march_ray_backward_rgb = jit(march_ray_backward_rgb)
@@ -1089,9 +1105,9 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         """Backward of ray r in either mode; ``S_total``, ``T_P``, ``g_o``, ``g_z`` and ``n_used`` are
         the per-ray arrays; ``samples`` is what the forward pass kept (or empty); ``scratch`` (≥ P, 2
         or SCRATCH_WIDTH) and ``cells`` (≥ P, 7) are only used by EA; ``vals`` (≥ P, 4, the grid's
-        dtype) holds a ray's samples, ``att`` (≥ P,) its attenuations and ``cell_base`` (CHUNK,)
-        and ``cell_w`` (8 · CHUNK, the grid's dtype) a chunk's cells for the density + RGB path of the
-        CPU build.
+        dtype) holds a ray's samples, ``att`` (≥ P,) its attenuations and ``cell_base`` (≥ P rounded
+        up to CHUNK,) and ``cell_w`` (8 times that, the grid's dtype) the cells of a ray's chunks for
+        the density + RGB path of the CPU build.
 
         Density + RGB grids without ray gradients (the common case) take ``march_ray_backward_rgb``;
         everything else the general ``march_ray_backward_ea`` / ``_quadrature``."""
