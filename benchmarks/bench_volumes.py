@@ -75,8 +75,9 @@ def bench_ea_render():
 
 def bench_fit_step():
     """One step of the lesson's reconstruction: 4 views x 64² rays x 64 samples through a 64³
-    grid, quadrature marcher, loss, backward and Adam (``VoxelRadianceField`` keeps the samples).
-    As in ``fit_volume``, the views' rays are computed once and each step jitters their samples."""
+    grid, quadrature marcher, loss, backward and Adam. As in ``fit_volume``, the views' rays are
+    computed once, each step jitters their samples, and the render and the loss's gradient are one
+    fused kernel (``VoxelRadianceField.render_loss``)."""
     size, image, P, views = (32, 32, 32, 2) if fast_mode() else (64, 64, 64, 4)
     train, _ = multiview_dataset(n_views=views, n_test=0, image_size=image)
     model = VoxelRadianceField(size)
@@ -87,18 +88,17 @@ def bench_fit_step():
 
     def step(fused):
         bundle = jitter_samples(view_rays, gen)
-        if fused:
-            f, o, _, _ = march_volumes(model.volumes(), bundle, "quadrature", keep_samples=True)
-            out = torch.cat([f, o], -1)
+        if fused:  # the loss as fit_volume computes it: fused with the render (march_volumes_mse)
+            loss, _ = model.render_loss(bundle, train.images, train.masks)
         else:
             out = _torch_baseline(model.volumes(), bundle, QuadratureRaymarcher())
-        loss = F.mse_loss(out[..., :3], train.images) + F.mse_loss(out[..., 3], train.masks)
+            loss = F.mse_loss(out[..., :3], train.images) + F.mse_loss(out[..., 3], train.masks)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
     t_ours, t_base = paired_median_times(lambda: step(True), lambda: step(False), repeats=7)
-    name = f"voxel fit step {size}^3, {views} views x {image}^2 x {P} samples (+Adam, keep_samples)"
+    name = f"voxel fit step {size}^3, {views} views x {image}^2 x {P} samples (+loss, Adam)"
     return Result(name, t_ours, "grid_sample + cumsum (torch)", t_base, ">= 10x")
 
 

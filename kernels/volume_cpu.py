@@ -21,7 +21,7 @@ from p3dlab.kernels.simd4 import add4, axpy4
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line is the hash of volume_math.py, exp_neg.py and simd4.py (concatenated;
 # tests/test_kernel_cache.py enforces it), so cached kernels are rebuilt when they change.
-MATH_SOURCE_SHA256 = "7c05b261375ee1f7"
+MATH_SOURCE_SHA256 = "5ceec1f04ed2a823"
 
 
 @njit(cache=True, inline="always")
@@ -43,6 +43,7 @@ sample_point = _dev.sample_point
 sample_point_backward = _dev.sample_point_backward
 march_ray = _dev.march_ray
 march_ray_backward = _dev.march_ray_backward
+march_ray_mse = _dev.march_ray_mse
 
 
 @njit(cache=True)
@@ -231,4 +232,34 @@ def march_volume_backward_cpu(
                 grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o,
                 g_z, n_used, ray_grad, samples, vals, scratch, cells, att, buf, grad_rays,
                 cell_base, cell_w,
+            )  # fmt: skip
+
+
+@njit(parallel=True, **_JIT)
+def march_volume_mse_cpu(
+    grid, layout, ray_vol, rays, lengths, eps, align, last_inf, target_f, target_o, scale_f, scale_o, out_f, out_o,
+    out_z, n_used, err, buffers,
+):  # fmt: skip
+    """Quadrature render of R rays through a density + RGB grid and the gradient of the squared-error
+    loss against ``target_f`` (R, 3) and ``target_o`` (R,) (float64) in one pass (``march_ray_mse``).
+
+    Writes ``out_f`` (R, 3), ``out_o``, ``out_z``, ``n_used`` (R,) as ``march_volume_cpu`` does (no
+    early termination), the per-ray squared errors ``err`` (R, 2) and the loss's gradient in
+    ``buffers`` (n_tasks copies of the flat grid, zeroed here; the caller sums them). Scratch per
+    task as in ``march_volume_backward_cpu``."""
+    R = rays.shape[0]
+    P = lengths.shape[1]
+    n_tasks = buffers.shape[0]
+    for task in prange(n_tasks):
+        vals = np.empty((max(P, 1), 4), grid.dtype)
+        att = np.empty(max(P, 1), np.float64)
+        slots = max(P, 1) + (-max(P, 1)) % vm.CHUNK
+        cell_base = np.empty(slots, np.int64)
+        cell_w = np.empty(8 * slots, grid.dtype)
+        buf = buffers[task]
+        buf[:] = 0.0
+        for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
+            march_ray_mse(
+                grid, layout, ray_vol[r], rays, lengths, r, eps, align, last_inf, target_f, target_o, scale_f,
+                scale_o, out_f, out_o, out_z, n_used, err, vals, att, buf, cell_base, cell_w,
             )  # fmt: skip

@@ -642,14 +642,15 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     attenuations = jit_inline(attenuations)
 
-    def march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w):
+    def march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w, whole):
         """The forward loop of a density + RGB ray for quadrature (only, the CPU) in phases, CHUNK
         samples at a time (the whole ray when ``t_min`` = 0: no early termination): sample the chunk
         into ``vals`` (the kept samples, or scratch), compute its attenuations (``attenuations``: the
         exponentials vectorise), then composite. Early termination stops inside a chunk, so at most
         CHUNK - 1 samples are read in vain. Session 7 measured the fit bench's forward (64³, 16384
         rays × 64 samples) at 10.8 instead of 14.2 ms sample by sample; EA, which has no
-        exponential, is faster without phases (``march_rgb_sampled``)."""
+        exponential, is faster without phases (``march_rgb_sampled``). ``whole``: keep the cells of
+        every chunk in its slot (``sample_ray_rgb``), for a backward that follows."""
         _, eps, t_min, last_inf, dnorm = settings
         P = lengths.shape[1]
         F_0 = F_1 = F_2 = 0.0
@@ -659,7 +660,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         phase = CHUNK if t_min > 0.0 else max(P, 1)  # without early termination, the whole ray at once
         for i0 in range(0, P, phase):
             i1 = min(i0 + phase, P)
-            sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w, False)
+            sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w, whole)
             attenuations(vals, lengths, r, i0, i1, dnorm, last_inf, att)
             for i in range(i0, i1):
                 w, T_next, _ = composite(QUADRATURE, vals[i, 0], T, 1.0, att[i], eps)
@@ -735,7 +736,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         samples = outs[4]
         if settings[0] == QUADRATURE:
             rows = samples[r] if samples.shape[0] > 0 else vals
-            march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, rows, att, cell_base, cell_w)
+            march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, rows, att, cell_base, cell_w, False)
         else:
             march_rgb_sampled(grid, layout, p, ray, lengths, r, settings, outs, cell_base, cell_w)
 
@@ -1039,16 +1040,17 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     def backward_quadrature_rgb(
         layout, p, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, g_o, g_z, used, vals, att, buf, cell_base, cell_w,
-        cells_ready,
+        cells_ready, att_ready,
     ):  # fmt: skip
         """``march_ray_backward_quadrature`` for a density + RGB grid without ray gradients, from the
-        ray's samples ``vals``, a chunk at a time (see ``backward_ea_rgb``, also for ``cells_ready``); builds with
-        ``keep_samples`` compute the attenuations first, into ``att`` (≥ used,)."""
+        ray's samples ``vals``, a chunk at a time (see ``backward_ea_rgb``, also for ``cells_ready``);
+        builds with ``keep_samples`` compute the attenuations first, into ``att`` (≥ used,), unless
+        ``att_ready`` (the ray's forward just left them there)."""
         P = lengths.shape[1]
         G0, G1, G2 = G
         corner = corner_offsets(layout)
         ur = np.uint64(r)
-        if keep_samples:  # a build constant: the CPU
+        if keep_samples and not att_ready:  # keep_samples: a build constant (the CPU)
             attenuations(vals, lengths, r, 0, used, dnorm, last_inf, att)
         T = 1.0
         prefix = 0.0
@@ -1093,7 +1095,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         else:
             backward_quadrature_rgb(
                 layout, p, ray, lengths, r, last_inf, rays[r, 6], S_total[r], T_P[r], G, g_o[r], g_z[r], n_used[r],
-                vals, att, buf, cell_base, cell_w, sample_first,
+                vals, att, buf, cell_base, cell_w, sample_first, False,
             )  # fmt: skip
 
     march_ray_backward_rgb = jit(march_ray_backward_rgb)
@@ -1136,9 +1138,48 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     march_ray_backward = jit_inline(march_ray_backward)  # a dispatch, as march_ray
 
+    def march_ray_mse(
+        grid, layout_array, b, rays, lengths, r, eps, align, last_inf, target_f, target_o, scale_f, scale_o,
+        out_f, out_o, out_z, n_used, err, vals, att, buf, cell_base, cell_w,
+    ):  # fmt: skip
+        """Forward and backward of ray r through a density + RGB grid for the quadrature marcher and
+        the loss ``scale_f / 2 · Σ_r |F_r - F*_r|² + scale_o / 2 · Σ_r (O_r - O*_r)²`` (the mean
+        squared errors of the image and the opacity with ``scale`` = 2 / their element counts).
+
+        The forward is ``march_rgb_phased`` (no early termination) into the scratch ``vals`` and
+        ``att``, keeping the cells of the ray's chunks in their slots (``cell_base`` ≥ P rounded up
+        to CHUNK, ``cell_w`` 8 times that). The ray's upstream gradients follow from its outputs
+        (as written, in ``out_f``'s dtype): ``G = scale_f (F - F*)``, ``g_O = scale_o (O - O*)``,
+        ``g_Z = 0``; then ``backward_quadrature_rgb`` scatters its gradients into ``buf`` from the
+        samples, attenuations and cells still in scratch: one pass over the ray's voxels instead of
+        a forward, the kept samples, and a backward. ``err[r]`` = (|F - F*|², (O - O*)²)."""
+        layout = layout_of(layout_array)
+        ray = ray_of(rays, r, layout, align)
+        p = voxel_base(layout, b)
+        dnorm = rays[r, 6]
+        settings = (QUADRATURE, eps, 0.0, last_inf, dnorm)
+        outs = (out_f, out_o, out_z, n_used, vals)
+        march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w, True)
+        d0 = float(out_f[r, 0]) - target_f[r, 0]
+        d1 = float(out_f[r, 1]) - target_f[r, 1]
+        d2 = float(out_f[r, 2]) - target_f[r, 2]
+        d_o = float(out_o[r]) - target_o[r]
+        err[r, 0] = d0 * d0 + d1 * d1 + d2 * d2
+        err[r, 1] = d_o * d_o
+        G = (scale_f * d0, scale_f * d1, scale_f * d2)
+        S_total = float(out_f[r, 0]) * G[0] + float(out_f[r, 1]) * G[1] + float(out_f[r, 2]) * G[2]
+        T_P = 1.0 - float(out_o[r])
+        backward_quadrature_rgb(
+            layout, p, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, scale_o * d_o, 0.0, n_used[r], vals, att,
+            buf, cell_base, cell_w, True, True,
+        )  # fmt: skip
+
+    march_ray_mse = jit(march_ray_mse)
+
     return SimpleNamespace(
         sample_point=sample_point,
         sample_point_backward=sample_point_backward,
         march_ray=march_ray,
         march_ray_backward=march_ray_backward,
+        march_ray_mse=march_ray_mse,
     )

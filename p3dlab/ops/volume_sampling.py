@@ -334,6 +334,50 @@ class _MarchVolumes(torch.autograd.Function):
         return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None, None, None
 
 
+def _volume_rays(volumes, ray_bundle, name: str):
+    """``volumes``' densities and features and ``ray_bundle``'s rays as the kernels take them, after
+    checking they fit together: ``(densities, features or None, rays (R, 7): local origin, local
+    direction, world direction norm, lengths (R, P), ray_vol (R,): each ray's volume, the bundle's
+    ray shape)``."""
+    dens = volumes.densities()
+    feats = volumes.features()
+    _check_grid(dens, f"{name}: densities")
+    o, d, t = ray_bundle.origins, ray_bundle.directions, ray_bundle.lengths
+    n = o.shape[0]
+    if d.shape != o.shape or t.shape[:-1] != o.shape[:-1] or o.shape[-1] != 3:
+        raise P3DLabValueError(
+            f"{name}: ray bundle shapes disagree: origins {tuple(o.shape)}, directions "
+            f"{tuple(d.shape)}, lengths {tuple(t.shape)}"
+        )
+    if len(volumes) not in (1, n):
+        raise P3DLabValueError(f"{name}: {len(volumes)} volumes for {n} ray batches")
+    if o.device != dens.device:
+        raise P3DLabValueError(f"{name}: rays and volumes on different devices")
+    if not (_all_finite(o) and _all_finite(d) and _all_finite(t)):
+        raise P3DLabValueError(f"{name}: ray origins, directions or lengths are not finite")
+    P = t.shape[-1]
+    if P < 1:
+        raise P3DLabValueError(f"{name}: rays need at least one sample")
+    if t.requires_grad:
+        warnings.warn(f"{name}: no gradient flows to the sample lengths", stacklevel=3)
+    dt = dens.dtype
+    R0 = o[..., 0].numel() // max(n, 1)
+    scale = volumes._scale().to(dt)  # (V, 3) world units per local unit
+    trans = volumes.get_volume_translation().to(dt)
+    if len(volumes) == 1:
+        scale, trans = scale.expand(n, 3), trans.expand(n, 3)
+    o_f, d_f = o.reshape(n, R0, 3).to(dt), d.reshape(n, R0, 3).to(dt)
+    o_loc = (o_f + trans[:, None]) / scale[:, None]
+    d_loc = d_f / scale[:, None]
+    rays = torch.cat([o_loc, d_loc, d_f.norm(dim=-1, keepdim=True)], -1).reshape(n * R0, 7)
+    ray_vol = (
+        torch.arange(n, device=dens.device).repeat_interleave(R0)
+        if len(volumes) == n
+        else torch.zeros(n * R0, dtype=torch.int64, device=dens.device)
+    )
+    return dens, feats, rays, t.reshape(n * R0, P), ray_vol, o.shape[:-1]
+
+
 def march_volumes(
     volumes,
     ray_bundle,
@@ -372,51 +416,16 @@ def march_volumes(
         raise P3DLabValueError("march_volumes: last_delta must be 'interval' or 'inf'")
     if not 0.0 <= termination_threshold < 1.0:
         raise P3DLabValueError("march_volumes: termination_threshold must be in [0, 1)")
-    dens = volumes.densities()
-    feats = volumes.features()
-    _check_grid(dens, "march_volumes: densities")
-    o, d, t = ray_bundle.origins, ray_bundle.directions, ray_bundle.lengths
-    n = o.shape[0]
-    if d.shape != o.shape or t.shape[:-1] != o.shape[:-1] or o.shape[-1] != 3:
-        raise P3DLabValueError(
-            f"march_volumes: ray bundle shapes disagree: origins {tuple(o.shape)}, directions "
-            f"{tuple(d.shape)}, lengths {tuple(t.shape)}"
-        )
-    if len(volumes) not in (1, n):
-        raise P3DLabValueError(f"march_volumes: {len(volumes)} volumes for {n} ray batches")
-    if o.device != dens.device:
-        raise P3DLabValueError("march_volumes: rays and volumes on different devices")
-    if not (_all_finite(o) and _all_finite(d) and _all_finite(t)):
-        raise P3DLabValueError("march_volumes: ray origins, directions or lengths are not finite")
-    P = t.shape[-1]
-    if P < 1:
-        raise P3DLabValueError("march_volumes: rays need at least one sample")
-    if t.requires_grad:
-        warnings.warn("march_volumes: no gradient flows to the sample lengths", stacklevel=2)
+    dens, feats, rays, lengths, ray_vol, shape = _volume_rays(volumes, ray_bundle, "march_volumes")
     if mode == "ea":
         lo, hi = (float(v) for v in torch.aminmax(dens.detach()))
         if lo < 0 or hi > 1:
             warnings.warn(f"march_volumes: EA densities outside [0, 1] (min {lo:.3g}, max {hi:.3g})", stacklevel=2)
-    dt = dens.dtype
-    R0 = o[..., 0].numel() // max(n, 1)
-    scale = volumes._scale().to(dt)  # (V, 3) world units per local unit
-    trans = volumes.get_volume_translation().to(dt)
-    if len(volumes) == 1:
-        scale, trans = scale.expand(n, 3), trans.expand(n, 3)
-    o_f, d_f = o.reshape(n, R0, 3).to(dt), d.reshape(n, R0, 3).to(dt)
-    o_loc = (o_f + trans[:, None]) / scale[:, None]
-    d_loc = d_f / scale[:, None]
-    rays = torch.cat([o_loc, d_loc, d_f.norm(dim=-1, keepdim=True)], -1).reshape(n * R0, 7)
-    ray_vol = (
-        torch.arange(n, device=dens.device).repeat_interleave(R0)
-        if len(volumes) == n
-        else torch.zeros(n * R0, dtype=torch.int64, device=dens.device)
-    )
     out_f, out_o, out_z, n_used = _MarchVolumes.apply(
         dens,
         feats,
         rays,
-        t.reshape(n * R0, P),
+        lengths,
         ray_vol,
         EA if mode == "ea" else QUADRATURE,
         float(eps),
@@ -426,10 +435,107 @@ def march_volumes(
         bool(keep_samples) and torch.is_grad_enabled(),
         torch.is_grad_enabled(),
     )
-    shape = o.shape[:-1]
     return (
         out_f.reshape(*shape, out_f.shape[-1]),
         out_o.reshape(*shape, 1),
         out_z.reshape(*shape, 1),
         n_used.reshape(shape),
     )
+
+
+class _MarchVolumesMSE(torch.autograd.Function):
+    """The fused quadrature render + squared-error loss of ``march_volumes_mse`` (CPU, density + RGB
+    grids, no ray gradients). Its forward also computes the loss's gradient in the densities and
+    features (``march_volume_mse_cpu``); the backward scales it by the loss's upstream gradient.
+    Inputs: densities, features (V, 3, D, H, W), rays (R, 7), lengths (R, P), ray_vol (R,), the
+    targets (R, 3) and (R,), eps, align, last_inf."""
+
+    @staticmethod
+    def forward(ctx, dens, feats, rays, lengths, ray_vol, target_f, target_o, eps, align, last_inf):
+        from p3dlab.kernels.volume_cpu import march_volume_mse_cpu
+
+        dt = dens.dtype
+        grid = _pack_grid(dens, feats)
+        layout = _layout(grid, 1, 3)
+        flat = grid.reshape(-1)
+        R = rays.shape[0]
+        out_f = torch.zeros(R, 3, dtype=dt)
+        out_o = torch.zeros(R, dtype=dt)
+        out_z = torch.zeros(R, dtype=dt)
+        n_used = torch.zeros(R, dtype=torch.int64)
+        err = torch.zeros(R, 2, dtype=torch.float64)
+        buffers = _task_buffers(flat)
+        args = (flat, layout, ray_vol, rays.detach().to(dt).contiguous(), lengths.detach().to(dt).contiguous())
+        targets = (target_f.detach().to(torch.float64).contiguous(), target_o.detach().to(torch.float64).contiguous())
+        args = (*args, eps, align, last_inf, *targets, 2.0 / (3 * R), 2.0 / R, out_f, out_o, out_z, n_used, err)
+        march_volume_mse_cpu(*_kernel_args((*args, buffers)))
+        ctx.grads = _unpack_sum(buffers, grid.shape, 1)
+        _keep_spare(buffers)
+        _hand_on_grid(grid, dens)
+        loss = (err[:, 0].sum() / (3 * R) + err[:, 1].sum() / R).to(dt)
+        ctx.mark_non_differentiable(out_f, out_o)
+        return loss, out_f, out_o
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_loss, _g_f, _g_o):
+        grad_dens, grad_feats = ctx.grads  # kept: a retained graph may go backward again (gradcheck does)
+        return grad_dens * g_loss, grad_feats * g_loss, None, None, None, None, None, None, None, None
+
+
+def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps: float = 1e-10, last_delta="interval"):
+    """Render ``volumes`` along ``ray_bundle`` with the quadrature marcher and return ``(loss,
+    features (N, ..., C), opacity (N, ..., 1))`` with
+
+        loss = mse(features, target_features) + mse(opacity[..., 0], target_opacity)
+
+    (``F.mse_loss``'s means), the loss of multi-view fitting (``fit_volume``). The images come
+    without gradient; the loss carries it, to the densities and features.
+
+    On the CPU, for density + RGB volumes whose rays need no gradient, one fused kernel marches
+    each ray forward and, while its samples and cells are still in cache, scatters the loss's
+    gradient back: no kept samples and no second pass over the grid (``march_volume_mse_cpu``).
+    The gradient is computed with the forward, whenever grad mode is on and the volumes need it.
+    Otherwise (CUDA, other channel counts, ray gradients) it is ``march_volumes(mode="quadrature")``
+    followed by the two ``F.mse_loss``: the same values.
+    """
+    if last_delta not in ("interval", "inf"):
+        raise P3DLabValueError("march_volumes_mse: last_delta must be 'interval' or 'inf'")
+    dens, feats, rays, lengths, ray_vol, shape = _volume_rays(volumes, ray_bundle, "march_volumes_mse")
+    C = dens.shape[1] if feats is None else feats.shape[1]
+    if tuple(target_features.shape) != (*shape, C) or tuple(target_opacity.shape) != tuple(shape):
+        raise P3DLabValueError(
+            f"march_volumes_mse: targets {tuple(target_features.shape)} and {tuple(target_opacity.shape)} do not match "
+            f"rays {tuple(shape)} with {C} features"
+        )
+    if not rays.shape[0]:
+        raise P3DLabValueError("march_volumes_mse: no rays")
+    o, d = ray_bundle.origins, ray_bundle.directions
+    grids_need_grad = dens.requires_grad or (feats is not None and feats.requires_grad)
+    fused = (
+        dens.device.type == "cpu"
+        and feats is not None
+        and C == 3
+        and torch.is_grad_enabled()
+        and grids_need_grad
+        and not (o.requires_grad or d.requires_grad)
+    )
+    if not fused:
+        f, opacity, _, _ = march_volumes(volumes, ray_bundle, "quadrature", eps=eps, last_delta=last_delta)
+        loss = torch.nn.functional.mse_loss(f, target_features) + torch.nn.functional.mse_loss(
+            opacity[..., 0], target_opacity
+        )
+        return loss, f.detach(), opacity.detach()
+    loss, out_f, out_o = _MarchVolumesMSE.apply(
+        dens,
+        feats,
+        rays,
+        lengths,
+        ray_vol,
+        target_features.reshape(-1, 3),
+        target_opacity.reshape(-1),
+        float(eps),
+        bool(volumes.align_corners),
+        last_delta == "inf",
+    )
+    return loss, out_f.reshape(*shape, 3), out_o.reshape(*shape, 1)

@@ -1,0 +1,139 @@
+"""``march_volumes_mse``: the quadrature render fused with the fitting loss and its gradient
+(``march_volume_mse_cpu``), against the float64 torch reference (VolumeSampler + QuadratureRaymarcher
++ ``F.mse_loss``), gradcheck, its fallbacks and bad input."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from p3dlab.errors import P3DLabValueError
+from p3dlab.ops import march_volumes, march_volumes_mse
+from p3dlab.renderer import (
+    FoVPerspectiveCameras,
+    NDCMultinomialRaysampler,
+    QuadratureRaymarcher,
+    VolumeSampler,
+    look_at_view_transform,
+)
+from p3dlab.renderer.raysampling import RayBundle
+from p3dlab.structures import Volumes
+
+D = torch.float64
+
+
+def _scene(n=2, volumes=2, features=3, H=8, W=9, P=37, dtype=D, ray_grad=False):
+    """``volumes`` (1 or n) density + feature grids of partial opacity, n views of them with stratified
+    samples (P = 37: two full chunks of cells and a partial one), and targets for the loss."""
+    g = torch.Generator().manual_seed(0)
+    R, T = look_at_view_transform(
+        dist=torch.tensor([3.0, 2.5][:n]), elev=torch.tensor([10.0, 30.0][:n]), azim=torch.tensor([20.0, -40.0][:n])
+    )
+    cams = FoVPerspectiveCameras(R=R.to(dtype), T=T.to(dtype))
+    dens = (torch.rand(volumes, 1, 6, 7, 8, dtype=dtype, generator=g) * 1.5).requires_grad_()
+    feats = torch.rand(volumes, features, 6, 7, 8, dtype=dtype, generator=g).requires_grad_()
+    vol = Volumes(dens, feats, voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05))
+    torch.manual_seed(1)
+    b = NDCMultinomialRaysampler(W, H, P, 1.0, 4.5, stratified_sampling=True)(cams)
+    bundle = RayBundle(
+        b.origins.clone().requires_grad_(ray_grad), b.directions.clone().requires_grad_(ray_grad), b.lengths, b.xys
+    )
+    target_f = torch.rand(n, H, W, features, dtype=dtype, generator=g)
+    target_o = (torch.rand(n, H, W, generator=g) > 0.5).to(dtype)
+    return vol, bundle, target_f, target_o
+
+
+def _reference(vol, bundle, target_f, target_o, last_delta="interval"):
+    dens, feats = VolumeSampler(vol)(bundle)
+    out = QuadratureRaymarcher(last_delta=last_delta)(dens, feats, lengths=bundle.lengths, directions=bundle.directions)
+    loss = F.mse_loss(out[..., :-1], target_f) + F.mse_loss(out[..., -1], target_o)
+    return loss, out
+
+
+@pytest.mark.parametrize("volumes", [2, 1])
+@pytest.mark.parametrize("last_delta", ["interval", "inf"])
+def test_fused_loss_images_and_gradients_match_the_torch_reference(volumes, last_delta):
+    vol, bundle, target_f, target_o = _scene(volumes=volumes)
+    loss_ref, out_ref = _reference(vol, bundle, target_f, target_o, last_delta)
+    grads_ref = torch.autograd.grad(loss_ref, [vol.densities(), vol.features()])
+    loss, f, o = march_volumes_mse(vol, bundle, target_f, target_o, last_delta=last_delta)
+    assert 0.1 < o.mean() < 0.9  # partial opacity: every term of the scan matters
+    assert not f.requires_grad and not o.requires_grad and loss.requires_grad
+    assert torch.allclose(torch.cat([f, o], -1), out_ref, atol=1e-13)
+    assert abs(loss.item() - loss_ref.item()) < 1e-13
+    grads = torch.autograd.grad(loss, [vol.densities(), vol.features()])
+    for a, b in zip(grads, grads_ref):
+        assert b.abs().max() > 1e-3  # the gradient reaches both grids
+        assert torch.allclose(a, b, atol=1e-13, rtol=1e-11), (a - b).abs().max()
+
+
+def test_fused_loss_gradcheck_and_a_scaled_upstream_gradient():
+    vol, bundle, target_f, target_o = _scene(n=1, volumes=1, H=3, W=2, P=19)
+    dens, feats = vol.densities().detach()[:, :, :3, :4, :5], vol.features().detach()[:, :, :3, :4, :5]
+    dens, feats = dens.contiguous().requires_grad_(), feats.contiguous().requires_grad_()
+    bundle = RayBundle(bundle.origins.detach(), bundle.directions.detach(), bundle.lengths, bundle.xys)
+
+    def loss_of(d, f):
+        return march_volumes_mse(Volumes(d, f, voxel_size=0.45), bundle, target_f, target_o)[0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.autograd.gradcheck(loss_of, (dens, feats), eps=1e-6, atol=1e-6, rtol=1e-4)
+    g1 = torch.autograd.grad(loss_of(dens, feats), [dens, feats])
+    g3 = torch.autograd.grad(-3.0 * loss_of(dens, feats), [dens, feats])
+    assert g1[0].abs().max() > 0
+    for a, b in zip(g1, g3):
+        assert torch.allclose(-3.0 * a, b, atol=1e-15)
+
+
+def test_float32_fused_loss_is_close_to_the_unfused_path():
+    vol, bundle, target_f, target_o = _scene(dtype=torch.float32)
+    loss, f, o = march_volumes_mse(vol, bundle, target_f, target_o)
+    grads = torch.autograd.grad(loss, [vol.densities(), vol.features()])
+    f2, o2, _, _ = march_volumes(vol, bundle, "quadrature", keep_samples=True)
+    loss2 = F.mse_loss(f2, target_f) + F.mse_loss(o2[..., 0], target_o)
+    grads2 = torch.autograd.grad(loss2, [vol.densities(), vol.features()])
+    assert torch.equal(f, f2) and torch.equal(o, o2)  # the same forward arithmetic
+    assert abs(loss.item() - loss2.item()) < 1e-6
+    for a, b in zip(grads, grads2):
+        assert torch.allclose(a, b, atol=1e-6 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("case", ["no_grad", "ray_grad", "one_feature", "frozen_grids"])
+def test_fallbacks_give_the_reference_values(case):
+    vol, bundle, target_f, target_o = _scene(features=1 if case == "one_feature" else 3, ray_grad=case == "ray_grad")
+    if case == "frozen_grids":
+        vol = Volumes(
+            vol.densities().detach(), vol.features().detach(), voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05)
+        )
+    loss_ref, out_ref = _reference(vol, bundle, target_f, target_o)
+    if case == "no_grad":
+        with torch.no_grad():
+            loss, f, o = march_volumes_mse(vol, bundle, target_f, target_o)
+        assert not loss.requires_grad
+    else:
+        loss, f, o = march_volumes_mse(vol, bundle, target_f, target_o)
+    assert torch.allclose(torch.cat([f, o], -1), out_ref, atol=1e-13)
+    assert abs(loss.item() - loss_ref.item()) < 1e-13
+    if case in ("ray_grad", "one_feature"):
+        inputs = [bundle.origins, bundle.directions] if case == "ray_grad" else [vol.densities(), vol.features()]
+        for a, b in zip(torch.autograd.grad(loss, inputs), torch.autograd.grad(loss_ref, inputs)):
+            assert torch.allclose(a, b, atol=1e-11)
+
+
+def test_bad_input_and_a_retained_graph():
+    vol, bundle, target_f, target_o = _scene()
+    with pytest.raises(P3DLabValueError, match="targets"):
+        march_volumes_mse(vol, bundle, target_f[..., :2], target_o)
+    with pytest.raises(P3DLabValueError, match="targets"):
+        march_volumes_mse(vol, bundle, target_f, target_o[:1])
+    with pytest.raises(P3DLabValueError, match="last_delta"):
+        march_volumes_mse(vol, bundle, target_f, target_o, last_delta="none")
+    nan_rays = RayBundle(bundle.origins * float("nan"), bundle.directions, bundle.lengths, bundle.xys)
+    with pytest.raises(P3DLabValueError, match="not finite"):
+        march_volumes_mse(vol, nan_rays, target_f, target_o)
+    # a retained graph goes backward again, to the same gradients
+    loss, _, _ = march_volumes_mse(vol, bundle, target_f, target_o)
+    first = torch.autograd.grad(loss, [vol.densities()], retain_graph=True)[0]
+    assert torch.equal(torch.autograd.grad(loss, [vol.densities()])[0], first)
