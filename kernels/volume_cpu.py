@@ -200,6 +200,21 @@ def march_volume_cpu(
             )  # fmt: skip
 
 
+@njit(inline="always", **_JIT)
+def _ray_scratch(P, grid):
+    """A task's scratch for the backward of a density + RGB ray of P samples: its samples ``vals``
+    (P, 4, the grid's dtype), attenuations ``att`` (P,) and a slot of cells per chunk (``cell_base``
+    (P rounded up to CHUNK,), ``cell_w`` 8 times that; ``volume_math.chunk_cells``)."""
+    n = max(P, 1)
+    slots = n + (-n) % vm.CHUNK
+    return (
+        np.empty((n, 4), grid.dtype),
+        np.empty(n, np.float64),
+        np.empty(slots, np.int64),
+        np.empty(8 * slots, grid.dtype),
+    )
+
+
 @njit(parallel=True, **_JIT)
 def march_volume_backward_cpu(
     grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
@@ -220,11 +235,7 @@ def march_volume_backward_cpu(
     for task in prange(n_tasks):
         scratch = np.empty((max(P, 1), vm.SCRATCH_WIDTH), np.float64)
         cells = np.empty((max(P, 1), 7), np.int64)
-        vals = np.empty((max(P, 1), 4), grid.dtype)
-        att = np.empty(max(P, 1), np.float64)
-        slots = max(P, 1) + (-max(P, 1)) % vm.CHUNK  # a slot of cells per chunk of a ray
-        cell_base = np.empty(slots, np.int64)
-        cell_w = np.empty(8 * slots, grid.dtype)
+        vals, att, cell_base, cell_w = _ray_scratch(P, grid)
         buf = buffers[task]
         buf[:] = 0.0
         for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
@@ -251,11 +262,7 @@ def march_volume_mse_cpu(
     P = lengths.shape[1]
     n_tasks = buffers.shape[0]
     for task in prange(n_tasks):
-        vals = np.empty((max(P, 1), 4), grid.dtype)
-        att = np.empty(max(P, 1), np.float64)
-        slots = max(P, 1) + (-max(P, 1)) % vm.CHUNK
-        cell_base = np.empty(slots, np.int64)
-        cell_w = np.empty(8 * slots, grid.dtype)
+        vals, att, cell_base, cell_w = _ray_scratch(P, grid)
         buf = buffers[task]
         buf[:] = 0.0
         for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
