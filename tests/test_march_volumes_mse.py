@@ -100,13 +100,15 @@ def test_float32_fused_loss_is_close_to_the_unfused_path():
         assert torch.allclose(a, b, atol=1e-6 * float(b.abs().max()))
 
 
-@pytest.mark.parametrize("case", ["no_grad", "ray_grad", "one_feature", "frozen_grids"])
+@pytest.mark.parametrize("case", ["no_grad", "ray_grad", "one_feature", "frozen_grids", "target_grad"])
 def test_fallbacks_give_the_reference_values(case):
     vol, bundle, target_f, target_o = _scene(features=1 if case == "one_feature" else 3, ray_grad=case == "ray_grad")
     if case == "frozen_grids":
         vol = Volumes(
             vol.densities().detach(), vol.features().detach(), voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05)
         )
+    if case == "target_grad":
+        target_f.requires_grad_()
     loss_ref, out_ref = _reference(vol, bundle, target_f, target_o)
     if case == "no_grad":
         with torch.no_grad():
@@ -116,8 +118,12 @@ def test_fallbacks_give_the_reference_values(case):
         loss, f, o = march_volumes_mse(vol, bundle, target_f, target_o)
     assert torch.allclose(torch.cat([f, o], -1), out_ref, atol=1e-13)
     assert abs(loss.item() - loss_ref.item()) < 1e-13
-    if case in ("ray_grad", "one_feature"):
-        inputs = [bundle.origins, bundle.directions] if case == "ray_grad" else [vol.densities(), vol.features()]
+    if case in ("ray_grad", "one_feature", "target_grad"):
+        inputs = {
+            "ray_grad": [bundle.origins, bundle.directions],
+            "one_feature": [vol.densities(), vol.features()],
+            "target_grad": [target_f, vol.densities()],
+        }[case]
         for a, b in zip(torch.autograd.grad(loss, inputs), torch.autograd.grad(loss_ref, inputs)):
             assert torch.allclose(a, b, atol=1e-11)
 

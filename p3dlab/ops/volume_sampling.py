@@ -496,8 +496,8 @@ def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps:
     each ray forward and, while its samples and cells are still in cache, scatters the loss's
     gradient back: no kept samples and no second pass over the grid (``march_volume_mse_cpu``).
     The gradient is computed with the forward, whenever grad mode is on and the volumes need it.
-    Otherwise (CUDA, other channel counts, ray gradients) it is ``march_volumes(mode="quadrature")``
-    followed by the two ``F.mse_loss``: the same values.
+    Otherwise (CUDA, other channel counts, rays or targets that need gradients) it is
+    ``march_volumes(mode="quadrature")`` followed by the two ``F.mse_loss``: the same values.
     """
     if last_delta not in ("interval", "inf"):
         raise P3DLabValueError("march_volumes_mse: last_delta must be 'interval' or 'inf'")
@@ -518,7 +518,7 @@ def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps:
         and C == 3
         and torch.is_grad_enabled()
         and grids_need_grad
-        and not (o.requires_grad or d.requires_grad)
+        and not (o.requires_grad or d.requires_grad or target_features.requires_grad or target_opacity.requires_grad)
     )
     if not fused:
         f, opacity, _, _ = march_volumes(volumes, ray_bundle, "quadrature", eps=eps, last_delta=last_delta)
