@@ -11,6 +11,10 @@ default, builds no (rays × samples) intermediate: its backward samples the grid
 backward reads them instead, about 1.5x faster (128² rays × 150 samples, 128³ RGB grid), at that memory cost.
 It is differentiable in the densities, features, ray origins and directions (so camera poses can be
 fitted), not in the sample lengths.
+
+``march_volumes_mse(volumes, ray_bundle, target_features, target_opacity)`` is the quadrature render
+fused with the multi-view fitting loss (MSE of colour and opacity): on the CPU it scatters the loss's
+gradient ray by ray, right after marching each ray, so nothing is kept between forward and backward.
 """
 
 from __future__ import annotations
