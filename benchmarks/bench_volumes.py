@@ -22,6 +22,10 @@ from p3dlab.structures import Volumes
 from p3dlab.volumes import VoxelRadianceField, fit_volume
 from p3dlab.volumes.reconstruction import jitter_samples
 
+# pairs per ratio: on a shared 2-core VM single times have heavy tails (+30 % now and then), and the
+# ratio of 7-pair medians moved by ±15 % between runs; 15 pairs halve that for 10-20 s more
+PAIRS = 15
+
 
 def _torch_baseline(volumes, bundle, marcher):
     """The pure-torch path: grid_sample of densities and colours at every sample, then the marcher."""
@@ -68,7 +72,7 @@ def bench_ea_render():
         name = f"EA render fwd+bwd {size}^3 at {image}^2, {P} samples"
         if keep:
             name += f" (keep_samples: {image * image * P * 4 * 4 / 2**20:.0f} MB)"
-        t_ours, t_base = paired_median_times(lambda keep=keep: ours(keep), baseline, repeats=7)
+        t_ours, t_base = paired_median_times(lambda keep=keep: ours(keep), baseline, repeats=PAIRS)
         results.append(Result(name, t_ours, "grid_sample + cumprod (torch)", t_base, ">= 10x"))
     return results
 
@@ -97,7 +101,7 @@ def bench_fit_step():
         loss.backward()
         opt.step()
 
-    t_ours, t_base = paired_median_times(lambda: step(True), lambda: step(False), repeats=7)
+    t_ours, t_base = paired_median_times(lambda: step(True), lambda: step(False), repeats=PAIRS)
     name = f"voxel fit step {size}^3, {views} views x {image}^2 x {P} samples (+loss, Adam)"
     return Result(name, t_ours, "grid_sample + cumsum (torch)", t_base, ">= 10x")
 

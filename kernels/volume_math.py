@@ -1140,7 +1140,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     def march_ray_mse(
         grid, layout_array, b, rays, lengths, r, eps, align, last_inf, target_f, target_o, scale_f, scale_o,
-        out_f, out_o, out_z, n_used, err, vals, att, buf, cell_base, cell_w,
+        out_f, out_o, out_z, n_used, err, vals, att, cell_base, cell_w,
     ):  # fmt: skip
         """Forward and backward of ray r through a density + RGB grid for the quadrature marcher and
         the loss ``scale_f / 2 · Σ_r |F_r - F*_r|² + scale_o / 2 · Σ_r (O_r - O*_r)²`` (the mean
@@ -1150,9 +1150,11 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         ``att``, keeping the cells of the ray's chunks in their slots (``cell_base`` ≥ P rounded up
         to CHUNK, ``cell_w`` 8 times that). The ray's upstream gradients follow from its outputs
         (as written, in ``out_f``'s dtype): ``G = scale_f (F - F*)``, ``g_O = scale_o (O - O*)``,
-        ``g_Z = 0``; then ``backward_quadrature_rgb`` scatters its gradients into ``buf`` from the
-        samples, attenuations and cells still in scratch: one pass over the ray's voxels instead of
-        a forward, the kept samples, and a backward. ``err[r]`` = (|F - F*|², (O - O*)²)."""
+        ``g_Z = 0``; then ``backward_quadrature_rgb`` scatters its gradients from the samples,
+        attenuations and cells still in scratch into the grid's own gradient channels: ``grid`` has
+        K = 8 channels, each voxel's 4 values followed by their 4 gradient accumulators, so the
+        scatter writes the cache lines the forward has just read. One pass over the ray's voxels
+        instead of a forward, the kept samples and a backward. ``err[r]`` = (|F - F*|², (O - O*)²)."""
         layout = layout_of(layout_array)
         ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
@@ -1170,8 +1172,8 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         S_total = float(out_f[r, 0]) * G[0] + float(out_f[r, 1]) * G[1] + float(out_f[r, 2]) * G[2]
         T_P = 1.0 - float(out_o[r])
         backward_quadrature_rgb(
-            layout, p, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, scale_o * d_o, 0.0, n_used[r], vals, att,
-            buf, cell_base, cell_w, True, True,
+            layout, p + 4, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, scale_o * d_o, 0.0, n_used[r], vals,
+            att, grid, cell_base, cell_w, True, True,
         )  # fmt: skip
 
     march_ray_mse = jit(march_ray_mse)

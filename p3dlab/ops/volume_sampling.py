@@ -456,26 +456,30 @@ class _MarchVolumesMSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, dens, feats, rays, lengths, ray_vol, target_f, target_o, eps, align, last_inf):
-        from p3dlab.kernels.volume_cpu import march_volume_mse_cpu
+        from p3dlab.kernels.volume_cpu import march_volume_mse_cpu, pack_rgb_work, unpack_rgb_work_sum
 
         dt = dens.dtype
-        grid = _pack_grid(dens, feats)
-        layout = _layout(grid, 1, 3)
-        flat = grid.reshape(-1)
+        V, _, D, H, W = dens.shape
+        # a copy of the grid per task, each voxel's values next to its gradient accumulators
+        n_tasks = _n_tasks(dens.numel() * 8 * dens.element_size(), dens.device)
+        work = _empty_reusing((n_tasks, V * D * H * W * 8), dt, dens.device)
+        pack_rgb_work(_np(dens.contiguous()).reshape(-1), _np(feats.to(dt).contiguous()).reshape(-1), _np(work), V)
+        layout = torch.tensor([D, H, W, 8, 1, 3], dtype=torch.int64)
         R = rays.shape[0]
         out_f = torch.zeros(R, 3, dtype=dt)
         out_o = torch.zeros(R, dtype=dt)
         out_z = torch.zeros(R, dtype=dt)
         n_used = torch.zeros(R, dtype=torch.int64)
         err = torch.zeros(R, 2, dtype=torch.float64)
-        buffers = _task_buffers(flat)
-        args = (flat, layout, ray_vol, rays.detach().to(dt).contiguous(), lengths.detach().to(dt).contiguous())
+        args = (work, layout, ray_vol, rays.detach().to(dt).contiguous(), lengths.detach().to(dt).contiguous())
         targets = (target_f.detach().to(torch.float64).contiguous(), target_o.detach().to(torch.float64).contiguous())
         args = (*args, eps, align, last_inf, *targets, 2.0 / (3 * R), 2.0 / R, out_f, out_o, out_z, n_used, err)
-        march_volume_mse_cpu(*_kernel_args((*args, buffers)))
-        ctx.grads = _unpack_sum(buffers, grid.shape, 1)
-        _keep_spare(buffers)
-        _hand_on_grid(grid, dens)
+        march_volume_mse_cpu(*_kernel_args(args))
+        grad_dens = torch.empty(V, 1, D, H, W, dtype=dt)
+        grad_feats = torch.empty(V, 3, D, H, W, dtype=dt)
+        unpack_rgb_work_sum(_np(work), _np(grad_dens).reshape(-1), _np(grad_feats).reshape(-1), V)
+        _keep_spare(work)
+        ctx.grads = (grad_dens, grad_feats)
         loss = (err[:, 0].sum() / (3 * R) + err[:, 1].sum() / R).to(dt)
         ctx.mark_non_differentiable(out_f, out_o)
         return loss, out_f, out_o
