@@ -4,6 +4,7 @@
 
 import warnings
 
+import numba
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,3 +144,22 @@ def test_bad_input_and_a_retained_graph():
     loss, _, _ = march_volumes_mse(vol, bundle, target_f, target_o)
     first = torch.autograd.grad(loss, [vol.densities()], retain_graph=True)[0]
     assert torch.equal(torch.autograd.grad(loss, [vol.densities()])[0], first)
+
+
+def test_one_work_copy_within_a_small_memory_budget_gives_the_same_gradients(monkeypatch):
+    """A budget below two copies of the grid with its gradient channels leaves one task (one copy);
+    the loss and the gradients agree with the default's (a different order of summation)."""
+    import p3dlab.ops.volume_sampling as vs
+
+    vol, bundle, target_f, target_o = _scene()
+    tasks = []
+    real = vs._n_tasks
+    monkeypatch.setattr(vs, "_n_tasks", lambda *a: tasks.append(real(*a)) or tasks[-1])
+    results = []
+    for budget in (vs._BUFFER_BYTES, 1):
+        monkeypatch.setattr(vs, "_BUFFER_BYTES", budget)
+        loss, _, _ = march_volumes_mse(vol, bundle, target_f, target_o)
+        results.append((loss, *torch.autograd.grad(loss, [vol.densities(), vol.features()])))
+    assert tasks[-1] == 1 and tasks[0] == min(2, numba.get_num_threads())
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-13)
