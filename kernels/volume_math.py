@@ -543,6 +543,12 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     composite = jit_inline(composite)
 
+    def accumulate(F_0, F_1, F_2, depth, w, f0, f1, f2, t):
+        """A sample's share of a density + RGB ray's outputs: ``F += w f``, ``Z += w t``."""
+        return F_0 + w * f0, F_1 + w * f1, F_2 + w * f2, depth + w * t
+
+    accumulate = jit_inline(accumulate)
+
     def finish_ray(outs, r, mode, T, keep, depth, used, F, rgb):
         """Write ray r's opacity, depth and samples used, and (``rgb``) its 3 features ``F``."""
         out_f, out_o, out_z, n_used, _ = outs
@@ -663,12 +669,10 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
             sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w, whole)
             attenuations(vals, lengths, r, i0, i1, dnorm, last_inf, att)
             for i in range(i0, i1):
-                w, T_next, _ = composite(QUADRATURE, vals[i, 0], T, 1.0, att[i], eps)
-                F_0 += w * vals[i, 1]
-                F_1 += w * vals[i, 2]
-                F_2 += w * vals[i, 3]
-                depth += w * lengths[r, i]
-                T = T_next
+                w, T, _ = composite(QUADRATURE, vals[i, 0], T, 1.0, att[i], eps)
+                F_0, F_1, F_2, depth = accumulate(
+                    F_0, F_1, F_2, depth, w, vals[i, 1], vals[i, 2], vals[i, 3], lengths[r, i]
+                )
                 used = i + 1
                 if T < t_min:
                     break
@@ -710,17 +714,13 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
                 e = 1.0
                 if mode == QUADRATURE:
                     e = attenuation(val, delta(lengths, r, i, P, dnorm, last_inf)[0])
-                w, T_next, keep = composite(mode, val, T, keep, e, eps)
-                F_0 += w * f0
-                F_1 += w * f1
-                F_2 += w * f2
+                w, T, keep = composite(mode, val, T, keep, e, eps)
+                F_0, F_1, F_2, depth = accumulate(F_0, F_1, F_2, depth, w, f0, f1, f2, t)
                 if store:
                     samples[r, i, 0] = val
                     samples[r, i, 1] = f0
                     samples[r, i, 2] = f1
                     samples[r, i, 3] = f2
-                depth += w * t
-                T = T_next
                 used = i + 1
                 if T < t_min:
                     break
