@@ -297,7 +297,7 @@ def march_volume_mse_cpu(
     ``work`` (n_tasks, V·DHW·8) holds a copy of the grid per task, each voxel's 4 values followed by
     its 4 gradient accumulators (``pack_rgb_work``; ``layout`` (D, H, W, 8, 1, 3)): a task scatters
     a sample's gradient into the cache lines it has just read the sample from (the fit bench's
-    kernel took 10.9 instead of 14.8 ms against separate gradient buffers, measured). Writes
+    kernel: 15.4-16.2 against 16.3-17.4 ms with separate gradient buffers, measured). Writes
     ``out_f`` (R, 3), ``out_o``, ``out_z``, ``n_used`` (R,) as ``march_volume_cpu`` does (no early
     termination) and the per-ray squared errors ``err`` (R, 2); the caller sums the tasks'
     gradients (``unpack_rgb_work_sum``). Scratch per task as in ``march_volume_backward_cpu``."""
