@@ -235,9 +235,10 @@ def _march_volume_kernel(
 
 def march_volume_cuda(
     grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples,
-    n_tasks=1,
+    order=None, n_tasks=1,
 ):  # fmt: skip
-    """One thread per ray; arguments as for ``volume_cpu.march_volume_cpu`` (``n_tasks`` is unused)."""
+    """One thread per ray; arguments as for ``volume_cpu.march_volume_cpu`` (``order`` and ``n_tasks``
+    are unused)."""
     arrays = [as_array(a) for a in (grid, layout, ray_vol, rays, lengths)]
     outs = [as_array(a) for a in (out_f, out_o, out_z, n_used, samples)]
     _march_volume_kernel[_blocks(rays.shape[0]), THREADS](*arrays, mode, eps, t_min, align, last_inf, *outs)
@@ -264,10 +265,10 @@ def _march_volume_backward_kernel(
 
 def march_volume_backward_cuda(
     grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-    ray_grad, samples, buffers, grad_rays,
+    ray_grad, samples, buffers, grad_rays, order=None,
 ):  # fmt: skip
     """One thread per ray, atomic scatter into ``buffers[0]`` (zeroed by the caller); EA needs
-    P <= MAX_CUDA_SAMPLES."""
+    P <= MAX_CUDA_SAMPLES. ``order`` is unused (``volume_cpu.march_volume_backward_cpu`` takes it)."""
     if mode == _vm.EA and lengths.shape[1] > _vm.MAX_CUDA_SAMPLES:
         raise ValueError(f"CUDA EA backward supports at most {_vm.MAX_CUDA_SAMPLES} samples per ray")
     arrays = [as_array(a) for a in (grid, layout, ray_vol, rays, lengths)]

@@ -5,8 +5,10 @@ Forward kernels run one ray (or one point) per iteration of a ``prange``: output
 synchronisation. Backward kernels scatter into the grid: every task owns its own gradient buffer
 (``buffers`` (n_tasks, grid size), chosen by the caller to fit memory, zeroed by the task that
 uses it and summed by ``unpack_channels_sum`` in a fixed order), so results are deterministic for a
-given number of tasks. Rays are dealt to tasks in contiguous blocks, which keeps neighbouring rays
-(and the voxels they share) in one cache.
+given number of tasks. The ray-marching kernels take the rays in the order ``order`` gives (a
+permutation of 0 … R - 1; the torch wrappers pass image rays 2 × 2 pixels at a time, ``_ray_order``)
+and deal them to tasks in contiguous blocks of it, which keeps neighbouring rays (and the voxels
+they share) in one task and close together in time.
 """
 
 from __future__ import annotations
@@ -207,10 +209,17 @@ def sample_volume_backward_cpu(grid, layout, points, align, grad_out, buffers, g
             grad_points[n, m, 2] = gz
 
 
+@njit(inline="always", **_JIT)
+def _task_rays(order, task, n_tasks):
+    """Task ``task``'s rays: its contiguous block of ``order``."""
+    R = order.shape[0]
+    return order[R * task // n_tasks : R * (task + 1) // n_tasks]
+
+
 @njit(parallel=True, **_JIT)
 def march_volume_cpu(
     grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples,
-    n_tasks=1,
+    order, n_tasks=1,
 ):  # fmt: skip
     """Fused trilinear sampling + ray marching of R rays.
 
@@ -221,7 +230,9 @@ def march_volume_cpu(
     (R,) (fewer than P after early termination) and, unless ``samples`` is empty, the density and
     features of every sample marched into ``samples`` (R, P, 1 + C) for the backward.
 
-    Rays are dealt to ``n_tasks`` tasks (one per thread) in contiguous blocks; each task allocates
+    Rays are marched in the order ``order`` (R,) gives, a permutation of 0 … R - 1 (not checked:
+    out-of-range indices write out of bounds), dealt to ``n_tasks`` tasks (one per thread) in
+    contiguous blocks of it. Each task allocates
     its own scratch for a ray's samples and attenuations (``march_rgb_phased``) and a chunk's cells
     (``chunk_cells``). Separate allocations, not rows of one array: rows that share a cache line at
     their ends, written by two threads, made the fit bench's kernels 1.8x slower (measured)."""
@@ -233,7 +244,7 @@ def march_volume_cpu(
         att = np.empty(P, np.float64)
         cell_base = np.empty(vm.CHUNK, np.int64)
         cell_w = np.empty(8 * vm.CHUNK, grid.dtype)
-        for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
+        for r in _task_rays(order, task, n_tasks):
             march_ray(
                 grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z,
                 n_used, samples, vals, att, cell_base, cell_w,
@@ -258,9 +269,9 @@ def _ray_scratch(P, grid):
 @njit(parallel=True, **_JIT)
 def march_volume_backward_cpu(
     grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-    ray_grad, samples, buffers, grad_rays,
+    ray_grad, samples, buffers, grad_rays, order,
 ):  # fmt: skip
-    """Backward of ``march_volume_cpu``.
+    """Backward of ``march_volume_cpu``, rays in the order ``order`` gives (as there).
 
     Accumulates into ``buffers`` (n_tasks copies of the flat grid, zeroed here; the caller sums
     them) and into ``grad_rays`` (R, 7, zeroed). ``S_total`` (R,) = F·G + Z g_Z and ``T_P`` (R,) =
@@ -269,7 +280,6 @@ def march_volume_backward_cpu(
     (skipped, and left zero, when False). ``samples``: what the forward pass kept (R, P, 1 + C),
     read instead of the grid when ``ray_grad`` is False; empty to sample the grid again. Each task
     allocates its own scratch (see ``march_volume_cpu``)."""
-    R = rays.shape[0]
     P = lengths.shape[1]
     n_tasks = buffers.shape[0]
     for task in prange(n_tasks):
@@ -278,7 +288,7 @@ def march_volume_backward_cpu(
         vals, att, cell_base, cell_w = _ray_scratch(P, grid)
         buf = buffers[task]
         buf[:] = 0.0
-        for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
+        for r in _task_rays(order, task, n_tasks):
             march_ray_backward(
                 grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o,
                 g_z, n_used, ray_grad, samples, vals, scratch, cells, att, buf, grad_rays,
@@ -289,7 +299,7 @@ def march_volume_backward_cpu(
 @njit(parallel=True, **_JIT)
 def march_volume_mse_cpu(
     work, layout, ray_vol, rays, lengths, eps, align, last_inf, target_f, target_o, scale_f, scale_o, out_f, out_o,
-    out_z, n_used, err,
+    out_z, n_used, err, order,
 ):  # fmt: skip
     """Quadrature render of R rays through a density + RGB grid and the gradient of the squared-error
     loss against ``target_f`` (R, 3) and ``target_o`` (R,) (float64) in one pass (``march_ray_mse``).
@@ -299,15 +309,15 @@ def march_volume_mse_cpu(
     a sample's gradient into the cache lines it has just read the sample from (the fit bench's
     kernel: 15.4-16.2 against 16.3-17.4 ms with separate gradient buffers, measured). Writes
     ``out_f`` (R, 3), ``out_o``, ``out_z``, ``n_used`` (R,) as ``march_volume_cpu`` does (no early
-    termination) and the per-ray squared errors ``err`` (R, 2); the caller sums the tasks'
-    gradients (``unpack_rgb_work_sum``). Scratch per task as in ``march_volume_backward_cpu``."""
-    R = rays.shape[0]
+    termination) and the per-ray squared errors ``err`` (R, 2), rays in the order ``order`` gives (as
+    ``march_volume_cpu``); the caller sums the tasks' gradients (``unpack_rgb_work_sum``). Scratch
+    per task as in ``march_volume_backward_cpu``."""
     P = lengths.shape[1]
     n_tasks = work.shape[0]
     for task in prange(n_tasks):
         vals, att, cell_base, cell_w = _ray_scratch(P, work)
         grid = work[task]
-        for r in range(R * task // n_tasks, R * (task + 1) // n_tasks):
+        for r in _task_rays(order, task, n_tasks):
             march_ray_mse(
                 grid, layout, ray_vol[r], rays, lengths, r, eps, align, last_inf, target_f, target_o, scale_f,
                 scale_o, out_f, out_o, out_z, n_used, err, vals, att, cell_base, cell_w,

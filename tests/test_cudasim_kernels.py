@@ -135,12 +135,14 @@ def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep, C,
     """``keep``: the forward keeps its samples and the backward reads them (no ray gradients);
     otherwise the backward reads the grid again and also returns ray gradients. C = 3 features take
     the 4-channel path (``value4``/``splat4``), C = 2 the general one. P = 37 samples span three of
-    the CPU's chunks (``march_rgb_phased``: vectorised attenuations, against CUDA's libm exp)."""
+    the CPU's chunks (``march_rgb_phased``: vectorised attenuations, against CUDA's libm exp). The
+    CPU marches the rays in a shuffled order (``order``), which must not change any ray's result."""
     from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda, march_volume_cuda
     from p3dlab.kernels.volume_cpu import march_volume_backward_cpu, march_volume_cpu
 
     grid, layout, ray_vol, rays, lengths = _volume_case(C=C, P=P)
     R = rays.shape[0]
+    order = np.random.default_rng(5).permutation(R)
     outs = {}
     kernels = {
         "cpu": (march_volume_cpu, march_volume_backward_cpu),
@@ -149,19 +151,19 @@ def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep, C,
     for name, (fwd, bwd) in kernels.items():
         f, o, z, used = np.zeros((R, C)), np.zeros(R), np.zeros(R), np.zeros(R, np.int64)
         samples = np.full((R, lengths.shape[1], 1 + C), np.nan) if keep else np.zeros((0, 1, 1 + C))
-        fwd(grid, layout, ray_vol, rays, lengths, mode, 1e-3, t_min, True, False, f, o, z, used, samples, 2)
+        fwd(grid, layout, ray_vol, rays, lengths, mode, 1e-3, t_min, True, False, f, o, z, used, samples, order, 2)
         rng = np.random.default_rng(1)
         G, g_o, g_z = rng.normal(size=(R, C)), rng.normal(size=R), rng.normal(size=R)
         S = (f * G).sum(1) + z * g_z
         buf, grays = np.zeros((1, grid.size)), np.zeros((R, 7))
         args = (grid, layout, ray_vol, rays, lengths, mode, 1e-3, True, False, S, 1 - o, G, g_o, g_z, used)
-        bwd(*args, not keep, samples, buf, grays)
+        bwd(*args, not keep, samples, buf, grays, order)
         outs[name] = (f, o, z, used, buf, grays)
         if keep:  # the backward read no sample the forward did not write
             assert all(np.isfinite(samples[r, : used[r]]).all() for r in range(R))
             no_samples = np.zeros((0, 1, 1 + C))
             buf_again, grays_again = np.zeros((1, grid.size)), np.zeros((R, 7))
-            bwd(*args, False, no_samples, buf_again, grays_again)  # the same backward reading the grid
+            bwd(*args, False, no_samples, buf_again, grays_again, order)  # the same backward reading the grid
             np.testing.assert_allclose(buf, buf_again, rtol=1e-12, atol=1e-12)
             assert not grays[:, :6].any()  # no origin/direction gradients without ray_grad
     assert outs["cpu"][1].min() > 0.05

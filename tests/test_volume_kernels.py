@@ -503,3 +503,69 @@ def test_layout_copies_agree_with_their_torch_versions_used_on_cuda(channels):
             first, second = torch.empty_like(ours[0]), torch.empty_like(ours[1])
             unpack_channels_sum(buffers.numpy(), 4, 1, first.numpy().reshape(-1), second.numpy().reshape(-1), 2)
             assert torch.equal(first, ours[0]) and torch.equal(second, ours[1])
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4), (2, 5, 3), (1, 1, 7), (3, 9), (2, 3, 4, 2)])
+def test_ray_order_is_a_permutation_in_2x2_tiles_for_images(shape):
+    from p3dlab.ops.volume_sampling import _ray_order
+
+    order = _ray_order(shape)
+    R = math.prod(shape)
+    assert order.dtype == torch.int64 and torch.equal(order.sort().values, torch.arange(R))
+    if shape == (1, 4, 4):  # row-major 2 x 2 tiles: (0, 1, 4, 5), (2, 3, 6, 7), ...
+        assert order.tolist() == [0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15]
+    if len(shape) == 3:  # the rays of each 2 x 2 square (smaller at odd edges) follow each other, squares row-major
+        n, h, w = shape
+        b, y, x = order // (h * w), order // w % h, order % w
+        tile = (b * ((h + 1) // 2) + y // 2) * ((w + 1) // 2) + x // 2
+        assert bool((tile[1:] >= tile[:-1]).all())
+    else:
+        assert torch.equal(order, torch.arange(R))
+
+
+@pytest.mark.parametrize("mode, keep", [("ea", False), ("ea", True), ("quadrature", False)])
+def test_image_rays_marched_in_tiles_give_the_results_of_the_flat_order(mode, keep):
+    """An image bundle (N, H, W) is marched 2 x 2 pixels at a time, the same rays as a flat bundle
+    (N, H·W) in row order: bit-identical outputs, gradients equal up to the summation order."""
+    g = torch.Generator().manual_seed(7)
+    dens = (torch.rand(2, 1, 6, 7, 8, dtype=D, generator=g) * 0.3).requires_grad_()
+    feats = torch.rand(2, 3, 6, 7, 8, dtype=D, generator=g).requires_grad_()
+    R, T = look_at_view_transform(torch.tensor([2.5, 2.7]), torch.tensor([10.0, -20.0]), torch.tensor([30.0, 80.0]))
+    image = NDCMultinomialRaysampler(5, 6, 11, 1.0, 4.0)(FoVPerspectiveCameras(R=R.to(D), T=T.to(D)))
+    flat = RayBundle(*(getattr(image, k).reshape(2, 30, -1) for k in ("origins", "directions", "lengths", "xys")))
+    res = []
+    for bundle in (image, flat):
+        vol = Volumes(dens, feats, voxel_size=0.4)
+        f, o, z, used = march_volumes(vol, bundle, mode, keep_samples=keep)
+        w = torch.arange(f.numel(), dtype=D).reshape(f.shape).sin()
+        grads = torch.autograd.grad((f * w).sum() + (o * z).sum(), (dens, feats))
+        res.append((f.reshape(2, 30, 3), o.reshape(2, 30), z.reshape(2, 30), *grads))
+    assert res[0][1].min() > 0.01 and res[0][1].max() < 0.99  # rays through the volume
+    for a, b in zip(res[0][:3], res[1][:3]):
+        assert torch.equal(a, b)
+    for a, b in zip(res[0][3:], res[1][3:]):
+        assert b.abs().max() > 0 and torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_fused_mse_marches_image_rays_in_tiles_with_the_results_of_the_flat_order():
+    from p3dlab.ops import march_volumes_mse
+
+    g = torch.Generator().manual_seed(8)
+    dens = (torch.rand(1, 1, 6, 7, 8, dtype=D, generator=g) * 3).requires_grad_()
+    feats = torch.rand(1, 3, 6, 7, 8, dtype=D, generator=g).requires_grad_()
+    R, T = look_at_view_transform(2.6, 15.0, 40.0)
+    image = NDCMultinomialRaysampler(6, 5, 9, 1.0, 4.0)(FoVPerspectiveCameras(R=R.to(D), T=T.to(D)))
+    flat = RayBundle(*(getattr(image, k).reshape(1, 30, -1) for k in ("origins", "directions", "lengths", "xys")))
+    target_f = torch.rand(1, 30, 3, dtype=D, generator=g)
+    target_o = torch.rand(1, 30, dtype=D, generator=g)
+    res = []
+    for bundle, tf, to in (
+        (image, target_f.reshape(1, 5, 6, 3), target_o.reshape(1, 5, 6)),
+        (flat, target_f, target_o),
+    ):
+        loss, f, o = march_volumes_mse(Volumes(dens, feats, voxel_size=0.4), bundle, tf, to)
+        res.append((loss, f.reshape(1, 30, 3), *torch.autograd.grad(loss, (dens, feats))))
+    assert torch.equal(res[0][1], res[1][1])
+    for a, b in zip(res[0][2:], res[1][2:]):
+        assert b.abs().max() > 0 and torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(res[0][0], res[1][0], rtol=1e-14, atol=0)

@@ -19,6 +19,8 @@ gradient ray by ray, right after marching each ray, so nothing is kept between f
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import warnings
 
@@ -251,11 +253,14 @@ def _kept_samples(ctx, R: int, P: int, K: int, dtype, device) -> torch.Tensor:
 
 class _MarchVolumes(torch.autograd.Function):
     """Inputs: densities (V, 1, D, H, W), features (V, C, D, H, W) or None (the densities are the
-    features), rays (R, 7), lengths (R, P), ray_vol (R,), the settings, whether to keep the samples
-    for the backward and whether grad mode was on (inside ``forward`` it is always off)."""
+    features), rays (R, 7), lengths (R, P), ray_vol (R,), the CPU kernels' ray order (``_ray_order``),
+    the settings, whether to keep the samples for the backward and whether grad mode was on (inside
+    ``forward`` it is always off)."""
 
     @staticmethod
-    def forward(ctx, dens, feats, rays, lengths, ray_vol, mode, eps, t_min, align, last_inf, keep_samples, grad_on):
+    def forward(
+        ctx, dens, feats, rays, lengths, ray_vol, order, mode, eps, t_min, align, last_inf, keep_samples, grad_on
+    ):  # fmt: skip
         ctx.keep_samples = keep_samples
         dt, dev = dens.dtype, dens.device
         grid = _pack_grid(dens, feats)
@@ -270,7 +275,7 @@ class _MarchVolumes(torch.autograd.Function):
         n_used = torch.zeros(R, dtype=torch.int64, device=dev)
         samples = _kept_samples(ctx, R, len_c.shape[1], 1 + C, dt, dev)
         args = (flat, layout, ray_vol, rays_c, len_c, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used)
-        args = (*args, samples)
+        args = (*args, samples, order)
         if R:
             if dev.type == "cuda":
                 from p3dlab.kernels.cuda_adapter import march_volume_cuda
@@ -288,6 +293,7 @@ class _MarchVolumes(torch.autograd.Function):
             _hand_on_grid(grid, dens)
             ctx.grid = None
         ctx.samples = samples
+        ctx.order = order
         ctx.settings = (mode, eps, align, last_inf)
         ctx.packed_shape = grid.shape
         ctx.mark_non_differentiable(n_used)
@@ -319,7 +325,7 @@ class _MarchVolumes(torch.autograd.Function):
         grad_rays = zeros(R, 7)
         ray_grad = bool(ctx.needs_input_grad[2])  # ray gradients only when the rays need them
         args = (flat, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, g_f, g_o, g_z)
-        args = (*args, n_used, ray_grad, samples, buffers, grad_rays)
+        args = (*args, n_used, ray_grad, samples, buffers, grad_rays, ctx.order)
         if not R:
             buffers.zero_()
         elif dev.type == "cuda":
@@ -335,7 +341,29 @@ class _MarchVolumes(torch.autograd.Function):
         _hand_on_grid(grid, dens)
         if samples.numel():
             _keep_spare(samples)
-        return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None, None, None
+        return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None, None, None, None
+
+
+@functools.lru_cache(maxsize=16)
+def _ray_order_cached(shape: tuple) -> torch.Tensor:
+    R = math.prod(shape)
+    if len(shape) != 3:
+        return torch.arange(R)
+    n, h, w = shape
+    b, y, x = torch.arange(n)[:, None, None], torch.arange(h)[:, None], torch.arange(w)
+    key = ((b * ((h + 1) // 2) + y // 2) * ((w + 1) // 2) + x // 2) * 4 + (y % 2) * 2 + x % 2
+    return torch.argsort(key.reshape(-1))
+
+
+def _ray_order(shape) -> torch.Tensor:
+    """The order in which the CPU kernels march the rays of a bundle of ray shape ``shape`` (N, ...):
+    a permutation of 0 … R - 1, R = prod(shape). Image rays (N, H, W) go 2 × 2 pixels at a time
+    (row-major tiles; odd edges give smaller tiles): a ray's neighbours below it follow it at once
+    instead of a row later, so the voxels they share are still in cache. 128³ EA render at 128²,
+    150 samples, against the same rays in row order (alternating, 3 runs): forward kernel 13.6-14.7
+    → 12.5-13.5 ms, forward + backward 55-60 → 54-56 ms. Other shapes keep their order. Read-only
+    (cached per shape)."""
+    return _ray_order_cached(tuple(int(s) for s in shape))
 
 
 def _volume_rays(volumes, ray_bundle, name: str):
@@ -431,6 +459,7 @@ def march_volumes(
         rays,
         lengths,
         ray_vol,
+        _ray_order(shape),
         EA if mode == "ea" else QUADRATURE,
         float(eps),
         float(termination_threshold),
@@ -451,11 +480,11 @@ class _MarchVolumesMSE(torch.autograd.Function):
     """The fused quadrature render + squared-error loss of ``march_volumes_mse`` (CPU, density + RGB
     grids, no ray gradients). Its forward also computes the loss's gradient in the densities and
     features (``march_volume_mse_cpu``); the backward scales it by the loss's upstream gradient.
-    Inputs: densities, features (V, 3, D, H, W), rays (R, 7), lengths (R, P), ray_vol (R,), the
-    targets (R, 3) and (R,), eps, align, last_inf."""
+    Inputs: densities, features (V, 3, D, H, W), rays (R, 7), lengths (R, P), ray_vol (R,), the ray
+    order (``_ray_order``), the targets (R, 3) and (R,), eps, align, last_inf."""
 
     @staticmethod
-    def forward(ctx, dens, feats, rays, lengths, ray_vol, target_f, target_o, eps, align, last_inf):
+    def forward(ctx, dens, feats, rays, lengths, ray_vol, order, target_f, target_o, eps, align, last_inf):
         from p3dlab.kernels.volume_cpu import march_volume_mse_cpu, pack_rgb_work, unpack_rgb_work_sum
 
         dt = dens.dtype
@@ -473,7 +502,7 @@ class _MarchVolumesMSE(torch.autograd.Function):
         err = torch.zeros(R, 2, dtype=torch.float64)
         args = (work, layout, ray_vol, rays.detach().to(dt).contiguous(), lengths.detach().to(dt).contiguous())
         targets = (target_f.detach().to(torch.float64).contiguous(), target_o.detach().to(torch.float64).contiguous())
-        args = (*args, eps, align, last_inf, *targets, 2.0 / (3 * R), 2.0 / R, out_f, out_o, out_z, n_used, err)
+        args = (*args, eps, align, last_inf, *targets, 2.0 / (3 * R), 2.0 / R, out_f, out_o, out_z, n_used, err, order)
         march_volume_mse_cpu(*_kernel_args(args))
         grad_dens = torch.empty(V, 1, D, H, W, dtype=dt)
         grad_feats = torch.empty(V, 3, D, H, W, dtype=dt)
@@ -488,7 +517,7 @@ class _MarchVolumesMSE(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_loss, _g_f, _g_o):
         grad_dens, grad_feats = ctx.grads  # kept: a retained graph may go backward again (gradcheck does)
-        return grad_dens * g_loss, grad_feats * g_loss, None, None, None, None, None, None, None, None
+        return grad_dens * g_loss, grad_feats * g_loss, None, None, None, None, None, None, None, None, None
 
 
 def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps: float = 1e-10, last_delta="interval"):
@@ -543,6 +572,7 @@ def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps:
         rays,
         lengths,
         ray_vol,
+        _ray_order(shape),
         target_features.reshape(-1, 3),
         target_opacity.reshape(-1),
         float(eps),
