@@ -509,8 +509,9 @@ def test_layout_copies_agree_with_their_torch_versions_used_on_cuda(channels):
 def test_ray_order_is_a_permutation_in_2x2_tiles_for_images(shape):
     from p3dlab.ops.volume_sampling import _ray_order
 
-    order = _ray_order(shape)
     R = math.prod(shape)
+    assert torch.equal(_ray_order(shape, 2**20), torch.arange(R))  # small grids: row order
+    order = _ray_order(shape, 2**30)
     assert order.dtype == torch.int64 and torch.equal(order.sort().values, torch.arange(R))
     if shape == (1, 4, 4):  # row-major 2 x 2 tiles: (0, 1, 4, 5), (2, 3, 6, 7), ...
         assert order.tolist() == [0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15]
@@ -524,9 +525,10 @@ def test_ray_order_is_a_permutation_in_2x2_tiles_for_images(shape):
 
 
 @pytest.mark.parametrize("mode, keep", [("ea", False), ("ea", True), ("quadrature", False)])
-def test_image_rays_marched_in_tiles_give_the_results_of_the_flat_order(mode, keep):
+def test_image_rays_marched_in_tiles_give_the_results_of_the_flat_order(monkeypatch, mode, keep):
     """An image bundle (N, H, W) is marched 2 x 2 pixels at a time, the same rays as a flat bundle
     (N, H·W) in row order: bit-identical outputs, gradients equal up to the summation order."""
+    monkeypatch.setattr("p3dlab.ops.volume_sampling._TILE_BYTES", 0)  # tiles for this small grid too
     g = torch.Generator().manual_seed(7)
     dens = (torch.rand(2, 1, 6, 7, 8, dtype=D, generator=g) * 0.3).requires_grad_()
     feats = torch.rand(2, 3, 6, 7, 8, dtype=D, generator=g).requires_grad_()
@@ -547,8 +549,10 @@ def test_image_rays_marched_in_tiles_give_the_results_of_the_flat_order(mode, ke
         assert b.abs().max() > 0 and torch.allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-def test_fused_mse_marches_image_rays_in_tiles_with_the_results_of_the_flat_order():
+def test_fused_mse_marches_image_rays_in_tiles_with_the_results_of_the_flat_order(monkeypatch):
     from p3dlab.ops import march_volumes_mse
+
+    monkeypatch.setattr("p3dlab.ops.volume_sampling._TILE_BYTES", 0)
 
     g = torch.Generator().manual_seed(8)
     dens = (torch.rand(1, 1, 6, 7, 8, dtype=D, generator=g) * 3).requires_grad_()
