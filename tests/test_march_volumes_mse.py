@@ -144,6 +144,16 @@ def test_bad_input_and_a_retained_graph():
     loss, _, _ = march_volumes_mse(vol, bundle, target_f, target_o)
     first = torch.autograd.grad(loss, [vol.densities()], retain_graph=True)[0]
     assert torch.equal(torch.autograd.grad(loss, [vol.densities()])[0], first)
+    # leaves accumulate into .grad without touching the gradients the graph keeps for the next backward
+    dens = vol.densities().detach().clone().requires_grad_()
+    feats = vol.features().detach().clone().requires_grad_()
+    vol2 = Volumes(dens, feats, voxel_size=0.3, volume_translation=(0.1, -0.2, 0.05))
+    loss, _, _ = march_volumes_mse(vol2, bundle, target_f, target_o)
+    loss.backward(retain_graph=True)
+    g1 = dens.grad.clone()
+    loss.backward(retain_graph=True)
+    loss.backward()
+    assert g1.abs().max() > 0 and torch.allclose(dens.grad, 3 * g1, rtol=1e-12, atol=0)
 
 
 def test_one_work_copy_within_a_small_memory_budget_gives_the_same_gradients(monkeypatch):

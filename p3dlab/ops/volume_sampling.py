@@ -531,7 +531,11 @@ class _MarchVolumesMSE(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_loss, _g_f, _g_o):
         grad_dens, grad_feats = ctx.grads  # kept: a retained graph may go backward again (gradcheck does)
-        return grad_dens * g_loss, grad_feats * g_loss, None, None, None, None, None, None, None, None, None
+        if not bool(g_loss == 1.0):  # ``loss.backward()`` passes 1: the gradients as they are (0.3 ms at 64³)
+            grad_dens, grad_feats = grad_dens * g_loss, grad_feats * g_loss
+        # autograd does not write into the gradients it is given: it copies what ctx still holds
+        # before accumulating into a leaf's ``.grad``
+        return grad_dens, grad_feats, None, None, None, None, None, None, None, None, None
 
 
 def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps: float = 1e-10, last_delta="interval"):
