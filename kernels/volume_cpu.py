@@ -232,10 +232,10 @@ def march_volume_cpu(
 
     Rays are marched in the order ``order`` (R,) gives, a permutation of 0 … R - 1 (not checked:
     out-of-range indices write out of bounds), dealt to ``n_tasks`` tasks (one per thread) in
-    contiguous blocks of it. Each task allocates
-    its own scratch for a ray's samples and attenuations (``march_rgb_phased``) and a chunk's cells
-    (``chunk_cells``). Separate allocations, not rows of one array: rows that share a cache line at
-    their ends, written by two threads, made the fit bench's kernels 1.8x slower (measured)."""
+    contiguous blocks of it. Each task allocates its own scratch for a ray's samples and
+    attenuations (``march_rgb_phased``) and a chunk's cells (``chunk_cells``). Separate
+    allocations, not rows of one array: rows that share a cache line at their ends, written by two
+    threads, made the fit bench's kernels 1.8x slower (measured)."""
     R = rays.shape[0]
     P = lengths.shape[1]
     n_tasks = max(1, min(n_tasks, R))
