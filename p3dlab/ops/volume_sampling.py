@@ -382,9 +382,10 @@ def _ray_order(shape, grid_bytes: int) -> torch.Tensor:
 
 def _volume_rays(volumes, ray_bundle, name: str):
     """``volumes``' densities and features and ``ray_bundle``'s rays as the kernels take them, after
-    checking they fit together: ``(densities, features or None, rays (R, 7): local origin, local
-    direction, world direction norm, lengths (R, P), ray_vol (R,): each ray's volume, the bundle's
-    ray shape)``."""
+    checking they fit together: ``((densities, features or None, rays (R, 7): local origin, local
+    direction, world direction norm, lengths (R, P), ray_vol (R,): each ray's volume, the CPU
+    kernels' ray order (``_ray_order``)), the bundle's ray shape)``: the first tuple is what the
+    fused autograd functions take first."""
     dens = volumes.densities()
     feats = volumes.features()
     _check_grid(dens, f"{name}: densities")
@@ -421,7 +422,8 @@ def _volume_rays(volumes, ray_bundle, name: str):
         if len(volumes) == n
         else torch.zeros(n * R0, dtype=torch.int64, device=dens.device)
     )
-    return dens, feats, rays, t.reshape(n * R0, P), ray_vol, o.shape[:-1]
+    shape = o.shape[:-1]
+    return (dens, feats, rays, t.reshape(n * R0, P), ray_vol, _ray_order(shape, _grid_bytes(dens, feats))), shape
 
 
 def march_volumes(
@@ -462,18 +464,14 @@ def march_volumes(
         raise P3DLabValueError("march_volumes: last_delta must be 'interval' or 'inf'")
     if not 0.0 <= termination_threshold < 1.0:
         raise P3DLabValueError("march_volumes: termination_threshold must be in [0, 1)")
-    dens, feats, rays, lengths, ray_vol, shape = _volume_rays(volumes, ray_bundle, "march_volumes")
+    inputs, shape = _volume_rays(volumes, ray_bundle, "march_volumes")
+    dens = inputs[0]
     if mode == "ea":
         lo, hi = (float(v) for v in torch.aminmax(dens.detach()))
         if lo < 0 or hi > 1:
             warnings.warn(f"march_volumes: EA densities outside [0, 1] (min {lo:.3g}, max {hi:.3g})", stacklevel=2)
     out_f, out_o, out_z, n_used = _MarchVolumes.apply(
-        dens,
-        feats,
-        rays,
-        lengths,
-        ray_vol,
-        _ray_order(shape, _grid_bytes(dens, feats)),
+        *inputs,
         EA if mode == "ea" else QUADRATURE,
         float(eps),
         float(termination_threshold),
@@ -559,7 +557,8 @@ def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps:
     """
     if last_delta not in ("interval", "inf"):
         raise P3DLabValueError("march_volumes_mse: last_delta must be 'interval' or 'inf'")
-    dens, feats, rays, lengths, ray_vol, shape = _volume_rays(volumes, ray_bundle, "march_volumes_mse")
+    inputs, shape = _volume_rays(volumes, ray_bundle, "march_volumes_mse")
+    dens, feats, rays = inputs[:3]
     C = dens.shape[1] if feats is None else feats.shape[1]
     if tuple(target_features.shape) != (*shape, C) or tuple(target_opacity.shape) != tuple(shape):
         raise P3DLabValueError(
@@ -585,12 +584,7 @@ def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps:
         )
         return loss, f.detach(), opacity.detach()
     loss, out_f, out_o = _MarchVolumesMSE.apply(
-        dens,
-        feats,
-        rays,
-        lengths,
-        ray_vol,
-        _ray_order(shape, _grid_bytes(dens, feats)),
+        *inputs,
         target_features.reshape(-1, 3),
         target_opacity.reshape(-1),
         float(eps),
