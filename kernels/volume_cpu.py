@@ -111,17 +111,28 @@ def unpack_channels_sum(buffers, K, split, first, second, V):
 @njit(inline="always", **_JIT)
 def _sum_rgb_block(buffers, first, second, v, dhw, lo, hi, K, off):
     """Voxels lo … hi - 1 of ``unpack_rgb_sum`` (K = 4, off = 0) or ``unpack_rgb_work_sum`` (K = 8,
-    off = 4): channels off … off + 3 of each task's (…, K) buffer summed in task order, each task's
-    buffer added in its own pass over the block (the block's outputs, 512 KB at 128³, stay in cache
-    between passes), so every pass is a simple loop the compiler vectorises. Inlined with K and off
-    constants: 1.2x faster than with them as variables (measured)."""
+    off = 4): channels off … off + 3 of each task's (…, K) buffer summed in task order. The first
+    pass writes the first two tasks' sum (the first task's buffer alone if there is one), each
+    further task's buffer is added in a pass of its own over the block (whose outputs, 512 KB at
+    128³, stay in cache between passes), so every pass is a simple loop the compiler vectorises.
+    Two tasks (two threads) in one pass: 3.5-3.8 against 5.2-5.7 ms at 128³ (a first pass and an
+    adding pass, measured). Inlined with K and off constants: 1.2x faster than with them as
+    variables (measured)."""
     src = buffers[0]
+    if buffers.shape[0] == 1:
+        for x in range(lo, hi):
+            first[x] = src[K * x + off]
+            second[2 * v * dhw + x] = src[K * x + off + 1]
+            second[2 * v * dhw + dhw + x] = src[K * x + off + 2]
+            second[2 * v * dhw + 2 * dhw + x] = src[K * x + off + 3]
+        return
+    nxt = buffers[1]
     for x in range(lo, hi):
-        first[x] = src[K * x + off]
-        second[2 * v * dhw + x] = src[K * x + off + 1]
-        second[2 * v * dhw + dhw + x] = src[K * x + off + 2]
-        second[2 * v * dhw + 2 * dhw + x] = src[K * x + off + 3]
-    for k in range(1, buffers.shape[0]):
+        first[x] = src[K * x + off] + nxt[K * x + off]
+        second[2 * v * dhw + x] = src[K * x + off + 1] + nxt[K * x + off + 1]
+        second[2 * v * dhw + dhw + x] = src[K * x + off + 2] + nxt[K * x + off + 2]
+        second[2 * v * dhw + 2 * dhw + x] = src[K * x + off + 3] + nxt[K * x + off + 3]
+    for k in range(2, buffers.shape[0]):
         src = buffers[k]
         for x in range(lo, hi):
             first[x] += src[K * x + off]
