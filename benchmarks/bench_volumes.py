@@ -51,7 +51,9 @@ def _blob_volume(size):
 def bench_ea_render():
     """EA render forward + backward of a size³ volume (density + RGB) at image² with P samples,
     the book's camera at 2.7 and depth range 0.1-3.0: the default fused path (no rays × samples
-    intermediate), and with ``keep_samples=True`` (R·P·4 float32 kept for the backward)."""
+    intermediate), and with ``keep_samples=True`` (R·P·4 float32 kept for the backward). Both
+    paths start with the gradients set to None, as a training step's ``optimizer.zero_grad()`` does
+    (and the fit step below): otherwise each call adds its 34 MB of gradients to the last ones."""
     size, image, P = (64, 64, 64) if fast_mode() else (128, 128, 150)
     dens, cols = _blob_volume(size)
     R, T = look_at_view_transform(2.7, 10.0, 30.0)
@@ -59,11 +61,13 @@ def bench_ea_render():
     bundle = NDCMultinomialRaysampler(image, image, P, 0.1, 3.0)(cams)
 
     def ours(keep):
+        dens.grad = cols.grad = None
         vol = Volumes(dens, cols, voxel_size=3.0 / size)
         f, o, _, _ = march_volumes(vol, bundle, "ea", keep_samples=keep)
         (f.sum() + o.sum()).backward()
 
     def baseline():
+        dens.grad = cols.grad = None
         vol = Volumes(dens, cols, voxel_size=3.0 / size)
         _torch_baseline(vol, bundle, EmissionAbsorptionRaymarcher()).sum().backward()
 
