@@ -5,7 +5,9 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
+
+import torch
 
 
 @dataclass
@@ -51,6 +53,18 @@ def paired_median_times(fn: Callable[[], object], baseline: Callable[[], object]
             f()
             times.append(time.perf_counter() - t0)
     return statistics.median(ours), statistics.median(base)
+
+
+def machine_speed(mb: int = 32, n: int = 1024, repeats: int = 15) -> Tuple[float, float]:
+    """What the machine gives right now: memory bandwidth in GB/s (``torch.add`` of two ``mb`` MB
+    float32 tensors into a third: 3 · mb MB moved) and float32 matrix-product speed in GFLOP/s
+    (n × n), medians of ``repeats``. On a shared VM both drift by tens of percent within minutes;
+    printed with the table, they tell a change of the machine from a change of the code."""
+    x, y, z = (torch.ones(mb * 2**18) for _ in range(3))
+    a = torch.ones(n, n)
+    t_add = median_time(lambda: torch.add(x, y, out=z), repeats=repeats)
+    t_mm = median_time(lambda: a @ a, repeats=repeats)
+    return 3 * mb * 2**20 / t_add / 1e9, 2 * n**3 / t_mm / 1e9
 
 
 def format_table(results: List[Result]) -> str:

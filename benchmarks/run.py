@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import bench_diffrender, bench_io, bench_nerf, bench_raster, bench_structures, bench_volumes
-from benchmarks.harness import format_table
+from benchmarks.harness import format_table, machine_speed
 
 MODULES = [bench_structures, bench_raster, bench_io, bench_diffrender, bench_volumes, bench_nerf]
 
@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     from p3dlab.classroom.warmup import warmup
 
     compile_s = warmup()  # compile (or load) every kernel first: no benchmark times the JIT
+    speed_before = machine_speed()
     results = []
     for mod in MODULES:
         for fn in mod.ALL:
@@ -42,9 +43,13 @@ def main(argv=None) -> int:
                 got = fn()
                 results.extend(got if isinstance(got, list) else [got])
                 print(f"  done: {fn.__name__}", flush=True)
+    speed_after = machine_speed()
     table = format_table(results)
     header = f"p3dlab benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
     header += f"{os.cpu_count()} cores, torch {torch.__version__}, medians (kernel warm-up {compile_s:.1f} s)"
+    header += "\nmachine at start / end: memory {:.1f} / {:.1f} GB/s, float32 matmul {:.0f} / {:.0f} GFLOP/s".format(
+        speed_before[0], speed_after[0], speed_before[1], speed_after[1]
+    )
     print(header)
     print(table)
     out = Path(args.out)

@@ -1,8 +1,9 @@
 """The benchmark harness (``make bench``): paired timings alternate the two functions."""
 
+import math
 import time
 
-from benchmarks.harness import Result, paired_median_times
+from benchmarks.harness import Result, machine_speed, paired_median_times
 
 
 def test_paired_median_times_alternates_and_returns_both_medians():
@@ -19,3 +20,9 @@ def test_paired_median_times_alternates_and_returns_both_medians():
     assert calls == ["ours", "base"] + ["base", "ours"] * 4  # one warm-up each, then alternating
     assert t_base >= 0.002 > t_ours
     assert Result("x", t_ours, "b", t_base).speedup > 1
+
+
+def test_machine_speed_measures_memory_bandwidth_and_matmul_speed():
+    gb_s, gflop_s = machine_speed(mb=1, n=64, repeats=3)
+    assert math.isfinite(gb_s) and math.isfinite(gflop_s)
+    assert 0.1 < gb_s < 10_000 and 0.01 < gflop_s < 1_000_000  # any CPU of this century
