@@ -56,7 +56,6 @@ def test_binder_files_build_an_environment_that_runs_a_lesson(tmp_path):
     _run([sys.executable, "-m", "venv", str(venv)], ROOT, os.environ)
     env = dict(os.environ, PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", VIRTUAL_ENV=str(venv))
     env.pop("PYTHONPATH", None)
-    env["NUMBA_THREADING_LAYER"] = "workqueue"
     py = str(venv / "bin" / "python")
     _run([py, "-m", "pip", "install", "-q", "-r", str(_requirements(tmp_path))], ROOT, env)
     cuda = _run([py, "-c", "import torch; print(torch.version.cuda)"], ROOT, env).stdout.strip()

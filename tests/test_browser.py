@@ -84,7 +84,6 @@ def lab(tmp_path_factory):
         os.environ,
         JUPYTERLAB_SETTINGS_DIR=str(root / ".settings"),
         JUPYTER_RUNTIME_DIR=str(root / ".runtime"),
-        NUMBA_THREADING_LAYER="workqueue",
     )
     cmd = [
         sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",

@@ -16,8 +16,8 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 # One render at a time in this process: a kernel may deliver slider events on more than one thread,
-# and Numba's default threading layer here (workqueue, chosen because it survives fork) aborts the
-# whole process when two threads launch parallel kernels at once.
+# and Numba's workqueue threading layer (the one a program that forks workers must choose, README)
+# aborts the whole process when two threads launch parallel kernels at once.
 _RENDER_LOCK = threading.Lock()
 
 
