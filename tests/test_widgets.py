@@ -90,6 +90,16 @@ def test_optimization_monitor_text_and_widget_modes(capsys):
     mon.update(6, {"loss": 0.01, "iou": 0.99})
     mon.close()
     assert bytes(mon._plot.value) != first and "step 6" in mon._text.value
+    # the plot is kept between draws and follows the history: a log axis while every loss is
+    # positive, linear once one is not; a line per loss, new losses included
+    assert mon._ax.get_yscale() == "linear" and set(mon._lines) == {"loss", "iou"}  # iou started at 0
+    pos = OptimizationMonitor(every=1, mode="widget", display=False)
+    pos.update(0, {"loss": 1.0})
+    pos.update(1, {"loss": 0.5})
+    assert pos._ax.get_yscale() == "log" and list(pos._lines["loss"].get_ydata()) == [1.0, 0.5]
+    pos.update(2, {"loss": 0.25, "reg": -0.5})
+    assert pos._ax.get_yscale() == "linear" and list(pos._lines["reg"].get_ydata()) == [-0.5]
+    assert list(pos._lines["reg"].get_xdata()) == [2] and len(pos._lines["loss"].get_xdata()) == 3
 
 
 def test_render_view_rerenders_on_slider_changes_and_coalesces():
