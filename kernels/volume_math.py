@@ -637,9 +637,18 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
     def attenuations(vals, lengths, r, i0, i1, dnorm, last_inf, att):
         """``att[i] = e^{-σ_i δ_i}`` for samples i0 … i1 - 1 of densities ``vals[i, 0]``: σ δ first,
         then the exponentials in a loop of their own, which the compiler vectorises when ``exp_neg``
-        has no call (the CPU build)."""
+        has no call (the CPU build). The samples followed by another take δ_i = (t_{i+1} - t_i) |d|
+        in a loop of their own with unsigned indices, without ``delta``'s branches and Numba's
+        wraparound tests: the fit bench's fused kernel (64³, 16384 rays × 64 samples) took 3 % less
+        time (medians of 30 alternating calls, 2 runs), 8 % in a quieter run."""
         P = lengths.shape[1]
-        for i in range(i0, i1):
+        lr = lengths[r]
+        inner = max(min(i1, P - 1) - i0, 0)  # the samples followed by another: δ = (t_{i+1} - t_i) |d|
+        for j in range(inner):
+            u = np.uint64(i0 + j)  # unsigned indices: no wraparound tests (see corner_value4)
+            val = vals[u, 0]
+            att[u] = (val if val > 0.0 else 0.0) * ((lr[u + np.uint64(1)] - lr[u]) * dnorm)
+        for i in range(i0 + inner, i1):  # the ray's last sample
             val = vals[i, 0]
             att[i] = (val if val > 0.0 else 0.0) * delta(lengths, r, i, P, dnorm, last_inf)[0]
         chunk = att[i0:i1]  # indexed from 0: Numba's wraparound test on att[i] would stop the vectoriser
@@ -668,10 +677,12 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
             i1 = min(i0 + phase, P)
             sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w, whole)
             attenuations(vals, lengths, r, i0, i1, dnorm, last_inf, att)
+            ur = np.uint64(r)
             for i in range(i0, i1):
-                w, T, _ = composite(QUADRATURE, vals[i, 0], T, 1.0, att[i], eps)
+                u = np.uint64(i)  # see attenuations
+                w, T, _ = composite(QUADRATURE, vals[u, 0], T, 1.0, att[u], eps)
                 F_0, F_1, F_2, depth = accumulate(
-                    F_0, F_1, F_2, depth, w, vals[i, 1], vals[i, 2], vals[i, 3], lengths[r, i]
+                    F_0, F_1, F_2, depth, w, vals[u, 1], vals[u, 2], vals[u, 3], lengths[ur, u]
                 )
                 used = i + 1
                 if T < t_min:
