@@ -29,6 +29,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops import huge_pages
 
 EA, QUADRATURE = 0, 1
 _BUFFER_BYTES = int(float(os.environ.get("P3DLAB_VOLUME_BUFFER_MB", "1024")) * 2**20)
@@ -107,11 +108,12 @@ _SPARE: dict = {}  # (shape, dtype) -> a CPU tensor of the last call, kept for t
 
 def _empty_reusing(shape, dtype, device) -> torch.Tensor:
     """``torch.empty(shape)``, reusing a CPU tensor ``_keep_spare`` kept: fresh pages cost more to
-    fault in than to overwrite (15-20 ms for 64 MB)."""
+    fault in than to overwrite (15-20 ms for 64 MB). New CPU buffers of 2 MB or more go on huge
+    pages (``huge_pages.empty``: fewer TLB misses in the kernels' scattered reads and writes)."""
     if device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device)
     spare = _SPARE.pop((tuple(shape), dtype), None)
-    return spare if spare is not None else torch.empty(shape, dtype=dtype)
+    return spare if spare is not None else huge_pages.empty(shape, dtype)
 
 
 def _keep_spare(t: torch.Tensor):
