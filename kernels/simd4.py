@@ -11,6 +11,9 @@ multiply-adds and stores each; these intrinsics emit the vector operations thems
 
 with w and the tuples in the array's dtype. They read and write ``a`` at flat index q without any
 bounds or wraparound check: the callers pass indices of cells inside the grid (``volume_math``).
+
+    prefetch_w(a, q):     ask for the cache line of a[q], to be written soon (a hint: no effect on
+                          any value, no fault at any address; ``volume_math.prefetch_ray``)
 ``volume_math.build`` takes them as the CPU build's memory primitives; the CUDA build uses its
 plain-Python equivalents (``volume_math.axpy4_scalar``, ``add4_scalar`` with atomics), which the
 tests compare against these lane by lane.
@@ -88,6 +91,25 @@ def add4(typingctx, a, q, w, g):
         align = context.get_abi_alignment(vector.element)
         product = builder.fmul(_broadcast(builder, vector, w_v), _vector(builder, vector, g_t), flags=_FAST)
         builder.store(builder.fadd(builder.load(pointer, align=align), product, flags=_FAST), pointer, align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def prefetch_w(typingctx, a, q):
+    """Prefetch the cache line of ``a[q]`` for writing (``llvm.prefetch``, write, keep in all levels,
+    data; see the module docstring)."""
+    _check(a)
+    sig = types.void(a, types.intp)
+
+    def codegen(context, builder, signature, args):
+        a_v, q_v = args
+        data = context.make_array(signature.args[0])(context, builder, a_v).data
+        pointer = builder.bitcast(builder.gep(data, [q_v]), ir.IntType(8).as_pointer())
+        kind = ir.FunctionType(ir.VoidType(), [pointer.type, _I32, _I32, _I32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [pointer.type], kind)
+        builder.call(fn, [pointer, ir.Constant(_I32, 1), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
         return context.get_dummy_value()
 
     return sig, codegen

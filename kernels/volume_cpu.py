@@ -18,12 +18,12 @@ from numba import njit, prange
 
 from p3dlab.kernels import volume_math as vm
 from p3dlab.kernels.exp_neg import exp_neg
-from p3dlab.kernels.simd4 import add4, axpy4
+from p3dlab.kernels.simd4 import add4, axpy4, prefetch_w
 
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line is the hash of volume_math.py, exp_neg.py and simd4.py (concatenated;
 # tests/test_kernel_cache.py enforces it), so cached kernels are rebuilt when they change.
-MATH_SOURCE_SHA256 = "807a6e047921e1fc"
+MATH_SOURCE_SHA256 = "6221864e900cbe0e"
 
 
 @njit(cache=True, inline="always")
@@ -40,12 +40,14 @@ _dev = vm.build(
     axpy4=axpy4,
     add4=add4,
     exp_neg=exp_neg,
+    prefetch_w=prefetch_w,
 )
 sample_point = _dev.sample_point
 sample_point_backward = _dev.sample_point_backward
 march_ray = _dev.march_ray
 march_ray_backward = _dev.march_ray_backward
 march_ray_mse = _dev.march_ray_mse
+prefetch_ray = _dev.prefetch_ray
 
 
 @njit(cache=True)
@@ -310,7 +312,7 @@ def march_volume_backward_cpu(
 @njit(parallel=True, **_JIT)
 def march_volume_mse_cpu(
     work, layout, ray_vol, rays, lengths, eps, align, last_inf, target_f, target_o, scale_f, scale_o, out_f, out_o,
-    out_z, n_used, err, order,
+    out_z, n_used, err, order, prefetch=0,
 ):  # fmt: skip
     """Quadrature render of R rays through a density + RGB grid and the gradient of the squared-error
     loss against ``target_f`` (R, 3) and ``target_o`` (R,) (float64) in one pass (``march_ray_mse``).
@@ -322,13 +324,22 @@ def march_volume_mse_cpu(
     ``out_f`` (R, 3), ``out_o``, ``out_z``, ``n_used`` (R,) as ``march_volume_cpu`` does (no early
     termination) and the per-ray squared errors ``err`` (R, 2), rays in the order ``order`` gives (as
     ``march_volume_cpu``); the caller sums the tasks' gradients (``unpack_rgb_work_sum``). Scratch
-    per task as in ``march_volume_backward_cpu``."""
+    per task as in ``march_volume_backward_cpu``.
+
+    ``prefetch`` > 0: before each ray, a task prefetches the grid lines of its ray that many rays
+    ahead (``prefetch_ray``; 0: none). Worth it only when a task's grid does not fit in the core's
+    own caches (``_PREFETCH_MIN_BYTES`` in the torch wrapper)."""
     P = lengths.shape[1]
     n_tasks = work.shape[0]
     for task in prange(n_tasks):
         vals, att, cell_base, cell_w = _ray_scratch(P, work)
         grid = work[task]
-        for r in _task_rays(order, task, n_tasks):
+        mine = _task_rays(order, task, n_tasks)
+        for k in range(mine.shape[0]):
+            if prefetch > 0 and k + prefetch < mine.shape[0]:
+                ahead = mine[k + prefetch]
+                prefetch_ray(grid, layout, ray_vol[ahead], rays, lengths, ahead, align)
+            r = mine[k]
             march_ray_mse(
                 grid, layout, ray_vol[r], rays, lengths, r, eps, align, last_inf, target_f, target_o, scale_f,
                 scale_o, out_f, out_o, out_z, n_used, err, vals, att, cell_base, cell_w,

@@ -72,6 +72,7 @@ QUADRATURE = 1
 MAX_CUDA_SAMPLES = 512  # per-thread scratch of the CUDA EA backward
 SCRATCH_WIDTH = 16  # per-sample values the CPU EA backward keeps between its two passes
 OUTSIDE = -2  # chunk_cells' mark of a sample with no corner in the grid
+PREFETCH_STRIDE = 2  # prefetch_ray: every second sample of a ray
 CHUNK = 16  # samples per phase of the CPU's density + RGB marcher (march_rgb_phased)
 
 
@@ -121,6 +122,11 @@ def _delta(lengths, r, i, P, dnorm, last_inf):
     return span * dnorm, span
 
 
+def _no_prefetch(a, q):
+    """``prefetch_w`` of builds without one."""
+    return
+
+
 def axpy4_scalar(acc, w, a, q):
     """``acc + w · a[q : q + 4]`` for a 4-tuple ``acc`` (the scalar form of ``simd4.axpy4``)."""
     return (acc[0] + w * a[q], acc[1] + w * a[q + 1], acc[2] + w * a[q + 2], acc[3] + w * a[q + 3])
@@ -143,7 +149,7 @@ def _exp_neg_libm(x):
     return math.exp(-x)
 
 
-def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, exp_neg=None):
+def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, exp_neg=None, prefetch_w=None):
     """Compile the device functions with ``jit``; ``add(buffer, index, value)`` is the scatter.
 
     ``axpy4(acc, w, a, q) = acc + w · a[q : q + 4]`` and ``add4(a, q, w, g)``, ``a[q : q + 4] +=
@@ -153,6 +159,9 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     ``exp_neg(x) = e^{-x}`` (default ``math.exp(-x)``): the CPU build passes ``exp_neg.exp_neg``,
     which has no call, so that a loop of attenuations vectorises.
+
+    ``prefetch_w(a, q)``: a hint that the cache line of ``a[q]`` will be written soon
+    (``prefetch_ray``); the CPU build passes ``simd4.prefetch_w``, by default it does nothing.
 
     ``keep_samples``: per-ray arrays fit in memory (the CPU; fixed at build time so that each build
     compiles only its own strategy):
@@ -175,6 +184,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
     axpy4 = axpy4 or jit_inline(axpy4_scalar)
     add4 = add4 or jit_inline(_add4_with(add))
     exp_neg = jit_inline(exp_neg or _exp_neg_libm)
+    prefetch_w = prefetch_w or jit_inline(_no_prefetch)
     unnormalise = jit_inline(_unnormalise)
     axis = jit_inline(_axis)
     delta = jit_inline(_delta)
@@ -1189,10 +1199,37 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     march_ray_mse = jit(march_ray_mse)
 
+    def prefetch_ray(grid, layout_array, b, rays, lengths, r, align):
+        """Prefetch (``prefetch_w``) the cache lines of the corners (0, 0, 0), (0, 1, 0), (0, 0, 1)
+        and (0, 1, 1) of the interior cells of every ``PREFETCH_STRIDE``-th sample of ray r: a
+        ray marched a few rays later (``march_volume_mse_cpu``) then finds most of its grid lines
+        in cache instead of waiting for memory. Corners (1, ·, ·) share their line or sit on the
+        next one, which the CPU's adjacent-line prefetcher brings; samples between the ones
+        prefetched share most of their lines with them."""
+        layout = layout_of(layout_array)
+        g, _ = ray_of(rays, r, layout, align)
+        D, H, W, sx, sy, sz = grid_axes(layout)
+        p = voxel_base(layout, b)
+        ur = np.uint64(r)
+        for i in range(0, lengths.shape[1], PREFETCH_STRIDE):
+            t = lengths[ur, np.uint64(i)]
+            u = g[0] + t * g[3]
+            v = g[1] + t * g[4]
+            w = g[2] + t * g[5]
+            if (u >= 0.0) & (u < W - 1) & (v >= 0.0) & (v < H - 1) & (w >= 0.0) & (w < D - 1):
+                q = p + int(u) * sx + int(v) * sy + int(w) * sz
+                prefetch_w(grid, q)
+                prefetch_w(grid, q + sy)
+                prefetch_w(grid, q + sz)
+                prefetch_w(grid, q + sy + sz)
+
+    prefetch_ray = jit(prefetch_ray)
+
     return SimpleNamespace(
         sample_point=sample_point,
         sample_point_backward=sample_point_backward,
         march_ray=march_ray,
         march_ray_backward=march_ray_backward,
         march_ray_mse=march_ray_mse,
+        prefetch_ray=prefetch_ray,
     )

@@ -173,3 +173,23 @@ def test_one_work_copy_within_a_small_memory_budget_gives_the_same_gradients(mon
     assert tasks[-1] == 1 and tasks[0] == numba.get_num_threads()
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-13)
+
+
+def test_prefetching_changes_no_bit_and_starts_at_grids_beyond_the_caches(monkeypatch):
+    """``march_volume_mse_cpu`` with ``prefetch_ray`` (forced on for this small grid, several
+    lookaheads) gives the same loss, images and gradients, bit for bit, as without; the wrapper
+    turns it on from ``_PREFETCH_MIN_BYTES`` a task."""
+    import p3dlab.ops.volume_sampling as vs
+
+    assert vs._prefetch_ahead(torch.empty(vs._PREFETCH_MIN_BYTES // 4, dtype=torch.float32)) == vs._PREFETCH_AHEAD
+    assert vs._prefetch_ahead(torch.empty(vs._PREFETCH_MIN_BYTES // 4 - 1, dtype=torch.float32)) == 0
+    assert vs._PREFETCH_AHEAD > 0
+    vol, bundle, target_f, target_o = _scene(dtype=torch.float32)
+    results = []
+    for ahead in (0, 1, 4, 10**6):  # 10**6: beyond every task's last ray, nothing to prefetch
+        monkeypatch.setattr(vs, "_prefetch_ahead", lambda grid, ahead=ahead: ahead)
+        loss, feats, opacity = march_volumes_mse(vol, bundle, target_f, target_o)
+        results.append((loss, feats, opacity, *torch.autograd.grad(loss, [vol.densities(), vol.features()])))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)

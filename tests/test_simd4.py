@@ -7,7 +7,7 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from p3dlab.kernels import volume_math as vm
-from p3dlab.kernels.simd4 import add4, axpy4
+from p3dlab.kernels.simd4 import add4, axpy4, prefetch_w
 
 
 @njit
@@ -91,3 +91,17 @@ def test_bad_arrays_are_refused_when_compiling():
         read(np.zeros((4, 4), np.float32))
     with pytest.raises(TypingError, match="float32 or float64"):
         read(np.zeros(8, np.int64))
+
+
+def test_prefetch_w_is_only_a_hint():
+    """Prefetching every element of an array (first and last included) changes no value."""
+
+    @njit
+    def touch_all(a):
+        for q in range(a.size):
+            prefetch_w(a, q)
+        return a.sum()
+
+    a = np.arange(1000, dtype=np.float32)
+    before = a.copy()
+    assert touch_all(a) == before.sum() and np.array_equal(a, before)

@@ -490,6 +490,22 @@ def march_volumes(
     )
 
 
+_PREFETCH_AHEAD = 4  # rays
+_PREFETCH_MIN_BYTES = 4 * 2**20
+
+
+def _prefetch_ahead(task_grid: torch.Tensor) -> int:
+    """How many rays ahead ``march_volume_mse_cpu`` prefetches a task's grid lines
+    (``prefetch_ray``): ``_PREFETCH_AHEAD`` for grids of ``_PREFETCH_MIN_BYTES`` or more, which do
+    not fit in a core's own caches, 0 (none) for smaller ones. Measured on the fit bench's kernel (4
+    views × 64² rays × 64 samples, 25 alternating calls, medians of 2-3 runs): 64³ grid (8 MB a
+    task) 5-12 % faster, 96³ and 128³ 1-3 % faster, 48³ the same; 8³ and 32³, whose grids stay in
+    cache, 1.0-1.3 ms (10 %) slower, hence the threshold. Looking further ahead (2 image rows, 128
+    rays) gained 10 % at 64³ but lost 10 % at 128³, whose prefetched lines left the cache before
+    their ray came."""
+    return _PREFETCH_AHEAD if task_grid.numel() * task_grid.element_size() >= _PREFETCH_MIN_BYTES else 0
+
+
 class _MarchVolumesMSE(torch.autograd.Function):
     """The fused quadrature render + squared-error loss of ``march_volumes_mse`` (CPU, density + RGB
     grids, no ray gradients). Its forward also computes the loss's gradient in the densities and
@@ -517,7 +533,7 @@ class _MarchVolumesMSE(torch.autograd.Function):
         args = (work, layout, ray_vol, rays.detach().to(dt).contiguous(), lengths.detach().to(dt).contiguous())
         targets = (target_f.detach().to(torch.float64).contiguous(), target_o.detach().to(torch.float64).contiguous())
         args = (*args, eps, align, last_inf, *targets, 2.0 / (3 * R), 2.0 / R, out_f, out_o, out_z, n_used, err, order)
-        march_volume_mse_cpu(*_kernel_args(args))
+        march_volume_mse_cpu(*_kernel_args(args), _prefetch_ahead(work[0]))
         grad_dens = torch.empty(V, 1, D, H, W, dtype=dt)
         grad_feats = torch.empty(V, 3, D, H, W, dtype=dt)
         unpack_rgb_work_sum(_np(work), _np(grad_dens).reshape(-1), _np(grad_feats).reshape(-1), V)
