@@ -1200,12 +1200,14 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
     march_ray_mse = jit(march_ray_mse)
 
     def prefetch_ray(grid, layout_array, b, rays, lengths, r, align):
-        """Prefetch (``prefetch_w``) the cache lines of the corners (0, 0, 0), (0, 1, 0), (0, 0, 1)
-        and (0, 1, 1) of the interior cells of every ``PREFETCH_STRIDE``-th sample of ray r: a
-        ray marched a few rays later (``march_volume_mse_cpu``) then finds most of its grid lines
-        in cache instead of waiting for memory. Corners (1, ·, ·) share their line or sit on the
-        next one, which the CPU's adjacent-line prefetcher brings; samples between the ones
-        prefetched share most of their lines with them."""
+        """Prefetch (``prefetch_w``) the lines of ``grid`` (a grid, or a gradient buffer of the
+        same layout) at the corners (0, 0, 0), (0, 1, 0), (0, 0, 1) and (0, 1, 1) of the interior
+        cells of every ``PREFETCH_STRIDE``-th sample of ray r: the ray, marched a few rays later
+        (``march_volume_mse_cpu``, ``march_volume_backward_cpu``), then finds most of its lines in
+        cache instead of waiting for memory. Corners (1, ·, ·) share their line or sit on the next
+        one, which the CPU's adjacent-line prefetcher brings; samples between the ones prefetched
+        share most of their lines with them. The cell is ``chunk_cells``' interior case without
+        the weights: a hint, so it need not match bit for bit."""
         layout = layout_of(layout_array)
         g, _ = ray_of(rays, r, layout, align)
         D, H, W, sx, sy, sz = grid_axes(layout)

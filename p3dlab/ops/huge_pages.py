@@ -5,7 +5,7 @@ The volume kernels read and scatter into packed grids, per-task gradient buffers
 pages, 100 MB needs 25 600 page-table entries, far more than the CPU's TLB holds (a few thousand),
 so many samples wait for a page walk; with 2 MB pages it needs 50. Measured on the fused fit kernel
 (``march_volume_mse_cpu``, 4 views × 64² rays × 64 samples, 30 alternating calls, 2 runs): 64³ grid
-16.0 → 15.2 ms, 128³ grid 36.5 → 30.8 ms; an 8³ grid (64 KB) took the same time.
+16.0 → 15.2 ms, 128³ grid 36.5 → 30.8 ms; an 8³ grid (16 KB a task) took the same time.
 
 ``empty(shape, dtype)`` maps anonymous memory aligned to 2 MB and asks the kernel for huge pages
 (``madvise(MADV_HUGEPAGE)``: Linux with transparent huge pages in ``always`` or ``madvise`` mode).
