@@ -573,3 +573,22 @@ def test_fused_mse_marches_image_rays_in_tiles_with_the_results_of_the_flat_orde
     for a, b in zip(res[0][2:], res[1][2:]):
         assert b.abs().max() > 0 and torch.allclose(a, b, rtol=1e-12, atol=1e-14)
     assert torch.allclose(res[0][0], res[1][0], rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 3), (2, 6, 5), (1, 1, 7), (3, 9), (2, 3, 4, 2)])
+def test_band_order_is_a_permutation_in_bands_of_rows_for_images(shape):
+    from p3dlab.ops.volume_sampling import _BAND_ROWS, _band_order
+
+    R = math.prod(shape)
+    order = _band_order(shape)
+    assert order.dtype == torch.int64 and torch.equal(order.sort().values, torch.arange(R))
+    if len(shape) != 3:
+        assert torch.equal(order, torch.arange(R))
+        return
+    n, h, w = shape
+    b, y, x = order // (h * w), order // w % h, order % w
+    band = b * h + y // _BAND_ROWS * _BAND_ROWS  # bands in order, within a band column by column, then row
+    key = (band * w + x) * _BAND_ROWS + y % _BAND_ROWS
+    assert bool((key[1:] > key[:-1]).all())
+    if shape == (1, 8, 3):  # 4-row bands, columns of 4: (0, 3, 6, 9), (1, 4, 7, 10), ...
+        assert order[:8].tolist() == [0, 3, 6, 9, 1, 4, 7, 10]
