@@ -16,14 +16,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from p3dlab.kernels import activations
 from p3dlab.kernels import volume_math as vm
 from p3dlab.kernels.exp_neg import exp_neg
 from p3dlab.kernels.simd4 import add4, axpy4, prefetch_w
 
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
-# code from: this line is the hash of volume_math.py, exp_neg.py and simd4.py (concatenated;
+# code from: this line is the hash of volume_math.py, exp_neg.py, simd4.py and activations.py (concatenated;
 # tests/test_kernel_cache.py enforces it), so cached kernels are rebuilt when they change.
-MATH_SOURCE_SHA256 = "3020296eb9173376"
+MATH_SOURCE_SHA256 = "7ca4d88da7fda498"
 
 
 @njit(cache=True, inline="always")
@@ -48,6 +49,9 @@ march_ray = _dev.march_ray
 march_ray_backward = _dev.march_ray_backward
 march_ray_mse = _dev.march_ray_mse
 prefetch_ray = _dev.prefetch_ray
+_act = activations.build(lambda fn: njit(inline="always", **_JIT)(fn))
+_sigmoid = _act.sigmoid
+_softplus = _act.softplus
 
 
 @njit(cache=True)
@@ -174,6 +178,93 @@ def pack_rgb_work(density, rgb, work, V):
             row[8 * x + 3] = rgb[2 * v * dhw + 2 * dhw + x]
             for c in range(4, 8):
                 row[8 * x + c] = 0.0
+
+
+_ACT_CHUNK = 512  # voxels whose activations pack_rgb_work_activated computes at a time
+
+
+@njit(parallel=True, **_JIT)
+def pack_rgb_work_activated(raw_density, raw_rgb, scale, work, sig_density, V):
+    """``pack_rgb_work`` (float32) of the grids σ = scale · softplus(raw_density) and
+    sigmoid(raw_rgb) (a ``VoxelRadianceField``'s parameters, (V, 1, D, H, W) and (V, 3, D, H, W)):
+    the activations of ``_ACT_CHUNK`` voxels at a time into scratch, in loops the compiler
+    vectorises (``activations``), then interleaved into every task's row. ``sig_density`` (V·DHW,)
+    gets sigmoid(raw_density), the softplus's derivative, for ``unpack_rgb_work_sum_activated``."""
+    dhw = raw_density.size // V
+    n_tasks = work.shape[0]
+    for item in prange(V * _BLOCKS):
+        v = item // _BLOCKS
+        blk = item % _BLOCKS
+        lo = v * dhw + dhw * blk // _BLOCKS
+        hi = v * dhw + dhw * (blk + 1) // _BLOCKS
+        act = np.empty((4, _ACT_CHUNK), np.float32)
+        for x0 in range(lo, hi, _ACT_CHUNK):
+            n = min(_ACT_CHUNK, hi - x0)
+            src = raw_density[x0 : x0 + n]  # views indexed from 0: the loops vectorise
+            dst = act[0]
+            sig = sig_density[x0 : x0 + n]
+            for j in range(n):
+                dst[j] = scale * _softplus(src[j])
+                sig[j] = _sigmoid(src[j])
+            for c in range(3):
+                src = raw_rgb[2 * v * dhw + c * dhw + x0 : 2 * v * dhw + c * dhw + x0 + n]
+                dst = act[1 + c]
+                for j in range(n):
+                    dst[j] = _sigmoid(src[j])
+            for task in range(n_tasks):
+                row = work[task, 8 * x0 : 8 * (x0 + n)]
+                for j in range(n):
+                    for c in range(4):
+                        row[8 * j + c] = act[c, j]
+                        row[8 * j + 4 + c] = 0.0
+
+
+@njit(parallel=True, **_JIT)
+def unpack_rgb_work_sum_activated(work, sig_density, scale, first, second, V):
+    """``unpack_rgb_work_sum`` of ``pack_rgb_work_activated``'s grids, then the chain rule into the
+    raw parameters, block by block while the block is in cache: ``∂L/∂raw_density = ∂L/∂σ · scale
+    · sigmoid(raw_density)`` (``sig_density``) and ``∂L/∂raw_rgb = ∂L/∂c · c (1 - c)`` with c the
+    colour packed."""
+    dhw = first.size // V
+    n_tasks = work.shape[0]
+    for item in prange(V * _BLOCKS):
+        v, blk = item // _BLOCKS, item % _BLOCKS
+        lo = v * dhw + dhw * blk // _BLOCKS
+        hi = v * dhw + dhw * (blk + 1) // _BLOCKS
+        grads = (first, second, v, dhw, lo, hi)
+        if n_tasks <= 2:  # one pass: the colours sit in the lines the gradients are read from
+            _chain_rgb_block(work[0], work[n_tasks - 1], n_tasks == 2, sig_density, scale, grads)
+        else:
+            _sum_rgb_block(work, first, second, v, dhw, lo, hi, 8, 4)
+            _chain_rgb_block(second[:0], second[:0], False, sig_density, scale, grads, work[0])
+
+
+@njit(inline="always", **_JIT)
+def _chain_rgb_block(src, nxt, two, sig_density, scale, grads, row=None):
+    """Voxels lo … hi - 1 of ``unpack_rgb_work_sum_activated``: with ``row`` None, the gradient
+    channels of ``src`` (plus ``nxt``'s when ``two``) times the activations' derivatives, the
+    colours read from ``src``; otherwise ``first`` and ``second`` (already summed) times them, the
+    colours read from ``row``. ``grads`` = (first, second, v, dhw, lo, hi)."""
+    first, second, v, dhw, lo, hi = grads
+    colours = src if row is None else row
+    for x in range(lo, hi):
+        if row is None:
+            g0 = src[8 * x + 4] + nxt[8 * x + 4] if two else src[8 * x + 4]
+            g1 = src[8 * x + 5] + nxt[8 * x + 5] if two else src[8 * x + 5]
+            g2 = src[8 * x + 6] + nxt[8 * x + 6] if two else src[8 * x + 6]
+            g3 = src[8 * x + 7] + nxt[8 * x + 7] if two else src[8 * x + 7]
+        else:
+            g0 = first[x]
+            g1 = second[2 * v * dhw + x]
+            g2 = second[2 * v * dhw + dhw + x]
+            g3 = second[2 * v * dhw + 2 * dhw + x]
+        c1 = colours[8 * x + 1]
+        c2 = colours[8 * x + 2]
+        c3 = colours[8 * x + 3]
+        first[x] = g0 * (scale * sig_density[x])
+        second[2 * v * dhw + x] = g1 * (c1 * (1.0 - c1))
+        second[2 * v * dhw + dhw + x] = g2 * (c2 * (1.0 - c2))
+        second[2 * v * dhw + 2 * dhw + x] = g3 * (c3 * (1.0 - c3))
 
 
 @njit(parallel=True, **_JIT)

@@ -213,3 +213,75 @@ def test_prefetching_in_the_backward_changes_no_bit(monkeypatch, mode, keep):
     for other in grads[1:]:
         assert all(torch.equal(a, b) for a, b in zip(grads[0], other))
     assert grads[0][0].abs().sum() > 0
+
+
+def _activated(vol, scale):
+    return vol.update_padded(scale * F.softplus(vol.densities()), torch.sigmoid(vol.features()))
+
+
+def test_raw_parameters_float32_fused_activations_match_torchs():
+    """``raw_density_scale``: the kernel's packing applies softplus and sigmoid (float32, no libm)
+    and its unpacking their derivatives: the same loss, images and raw gradients as torch's
+    activations in front of the same fused kernel, to float32 rounding."""
+    vol, bundle, target_f, target_o = _scene(dtype=torch.float32)
+    raw = vol.update_padded((vol.densities() - 0.7) * 3, (vol.features() - 0.5) * 6)  # both signs
+    params = [raw.densities(), raw.features()]
+    loss, f, o = march_volumes_mse(raw, bundle, target_f, target_o, raw_density_scale=2.5)
+    grads = torch.autograd.grad(loss, params)
+    loss2, f2, o2 = march_volumes_mse(_activated(raw, 2.5), bundle, target_f, target_o)
+    grads2 = torch.autograd.grad(loss2, params)
+    assert 0.1 < o.mean() < 0.9
+    assert torch.allclose(torch.cat([f, o], -1), torch.cat([f2, o2], -1), atol=2e-6)
+    assert abs(loss.item() - loss2.item()) < 2e-6 * loss2.item()
+    for a, b in zip(grads, grads2):
+        assert b.abs().max() > 1e-4
+        assert torch.allclose(a, b, atol=1e-5 * float(b.abs().max())), (a - b).abs().max()
+
+
+def test_raw_parameters_in_float64_take_torchs_activations_exactly():
+    vol, bundle, target_f, target_o = _scene()
+    raw = vol.update_padded((vol.densities() - 0.7) * 3, (vol.features() - 0.5) * 6)
+    params = [raw.densities(), raw.features()]
+    loss, out = _reference(_activated(raw, 2.5), bundle, target_f, target_o)
+    ours, f, o = march_volumes_mse(raw, bundle, target_f, target_o, raw_density_scale=2.5)
+    assert torch.allclose(torch.cat([f, o], -1), out, atol=1e-13) and abs(ours.item() - loss.item()) < 1e-13
+    for a, b in zip(torch.autograd.grad(ours, params), torch.autograd.grad(loss, params)):
+        assert torch.allclose(a, b, atol=1e-13, rtol=1e-11)
+    # and without gradients (the unfused path) the same
+    with torch.no_grad():
+        assert (
+            abs(march_volumes_mse(raw, bundle, target_f, target_o, raw_density_scale=2.5)[0].item() - loss.item())
+            < 1e-13
+        )
+
+
+@pytest.mark.parametrize("scale", [0, -1.0, float("nan"), float("inf"), "2", None])
+def test_bad_raw_density_scale(scale):
+    vol, bundle, target_f, target_o = _scene(dtype=torch.float32)
+    if scale is None:  # a scale without features to take the sigmoid of
+        vol = Volumes(vol.densities(), voxel_size=0.3)
+        with pytest.raises(P3DLabValueError, match="raw_density_scale"):
+            march_volumes_mse(vol, bundle, target_f[..., :1], target_o, raw_density_scale=1.0)
+        return
+    with pytest.raises(P3DLabValueError, match="raw_density_scale"):
+        march_volumes_mse(vol, bundle, target_f, target_o, raw_density_scale=scale)
+
+
+def test_voxel_field_render_loss_is_the_unfused_loss_of_its_render():
+    from p3dlab.data import multiview_dataset
+    from p3dlab.volumes import VoxelRadianceField
+
+    train, _ = multiview_dataset(n_views=2, n_test=0, image_size=12)
+    model = VoxelRadianceField(10)
+    with torch.no_grad():
+        model.raw_density.add_(torch.randn(model.raw_density.shape, generator=torch.Generator().manual_seed(0)))
+        model.raw_colour.add_(torch.randn(model.raw_colour.shape, generator=torch.Generator().manual_seed(1)))
+    bundle = model.rays(train.cameras, (12, 12), 24)
+    loss, rgba = model.render_loss(bundle, train.images, train.masks)
+    grads = torch.autograd.grad(loss, [model.raw_density, model.raw_colour])
+    ref = model.render_rays(bundle)
+    loss_ref = F.mse_loss(ref[..., :3], train.images) + F.mse_loss(ref[..., 3], train.masks)
+    grads_ref = torch.autograd.grad(loss_ref, [model.raw_density, model.raw_colour])
+    assert torch.allclose(rgba, ref.detach(), atol=2e-6) and abs(loss.item() - loss_ref.item()) < 2e-6
+    for a, b in zip(grads, grads_ref):
+        assert b.abs().max() > 0 and torch.allclose(a, b, atol=2e-5 * float(b.abs().max()))

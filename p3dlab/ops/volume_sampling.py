@@ -23,6 +23,7 @@ import functools
 import math
 import os
 import warnings
+from typing import Optional
 
 import numba
 import torch
@@ -533,18 +534,26 @@ class _MarchVolumesMSE(torch.autograd.Function):
     grids, no ray gradients). Its forward also computes the loss's gradient in the densities and
     features (``march_volume_mse_cpu``); the backward scales it by the loss's upstream gradient.
     Inputs: densities, features (V, 3, D, H, W), rays (R, 7), lengths (R, P), ray_vol (R,), the ray
-    order (``_band_order``), the targets (R, 3) and (R,), eps, align, last_inf."""
+    order (``_band_order``), the targets (R, 3) and (R,), eps, align, last_inf, and ``raw_scale``:
+    0, or the density scale s of raw parameters (``march_volumes_mse``'s ``raw_density_scale``),
+    whose activations the packing applies and whose derivatives the unpacking applies."""
 
     @staticmethod
-    def forward(ctx, dens, feats, rays, lengths, ray_vol, order, target_f, target_o, eps, align, last_inf):
-        from p3dlab.kernels.volume_cpu import march_volume_mse_cpu, pack_rgb_work, unpack_rgb_work_sum
+    def forward(ctx, dens, feats, rays, lengths, ray_vol, order, target_f, target_o, eps, align, last_inf, raw_scale):
+        from p3dlab.kernels import volume_cpu as vc
 
         dt = dens.dtype
         V, _, D, H, W = dens.shape
         # a copy of the grid per task, each voxel's values next to its gradient accumulators
         n_tasks = _n_tasks(dens.numel() * 8 * dens.element_size(), dens.device)
         work = _empty_reusing((n_tasks, V * D * H * W * 8), dt, dens.device)
-        pack_rgb_work(_np(dens.contiguous()).reshape(-1), _np(feats.to(dt).contiguous()).reshape(-1), _np(work), V)
+        flat_dens = _np(dens.contiguous()).reshape(-1)
+        flat_feats = _np(feats.to(dt).contiguous()).reshape(-1)
+        if raw_scale:  # float32 grids
+            sig_dens = _empty_reusing((V * D * H * W,), dt, dens.device)
+            vc.pack_rgb_work_activated(flat_dens, flat_feats, raw_scale, _np(work), _np(sig_dens), V)
+        else:
+            vc.pack_rgb_work(flat_dens, flat_feats, _np(work), V)
         layout = torch.tensor([D, H, W, 8, 1, 3], dtype=torch.int64)
         R = rays.shape[0]
         out_f = torch.zeros(R, 3, dtype=dt)
@@ -555,10 +564,15 @@ class _MarchVolumesMSE(torch.autograd.Function):
         args = (work, layout, ray_vol, rays.detach().to(dt).contiguous(), lengths.detach().to(dt).contiguous())
         targets = (target_f.detach().to(torch.float64).contiguous(), target_o.detach().to(torch.float64).contiguous())
         args = (*args, eps, align, last_inf, *targets, 2.0 / (3 * R), 2.0 / R, out_f, out_o, out_z, n_used, err, order)
-        march_volume_mse_cpu(*_kernel_args(args), _prefetch_ahead(work[0]))
+        vc.march_volume_mse_cpu(*_kernel_args(args), _prefetch_ahead(work[0]))
         grad_dens = torch.empty(V, 1, D, H, W, dtype=dt)
         grad_feats = torch.empty(V, 3, D, H, W, dtype=dt)
-        unpack_rgb_work_sum(_np(work), _np(grad_dens).reshape(-1), _np(grad_feats).reshape(-1), V)
+        flat_grads = (_np(grad_dens).reshape(-1), _np(grad_feats).reshape(-1))
+        if raw_scale:
+            vc.unpack_rgb_work_sum_activated(_np(work), _np(sig_dens), raw_scale, *flat_grads, V)
+            _keep_spare(sig_dens)
+        else:
+            vc.unpack_rgb_work_sum(_np(work), *flat_grads, V)
         _keep_spare(work)
         ctx.grads = (grad_dens, grad_feats)
         loss = (err[:, 0].sum() / (3 * R) + err[:, 1].sum() / R).to(dt)
@@ -573,10 +587,24 @@ class _MarchVolumesMSE(torch.autograd.Function):
             grad_dens, grad_feats = grad_dens * g_loss, grad_feats * g_loss
         # autograd does not write into the gradients it is given: it copies what ctx still holds
         # before accumulating into a leaf's ``.grad``
-        return grad_dens, grad_feats, None, None, None, None, None, None, None, None, None
+        return grad_dens, grad_feats, None, None, None, None, None, None, None, None, None, None
 
 
-def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps: float = 1e-10, last_delta="interval"):
+def _activated(raw_volumes, density_scale: float):
+    """The volumes ``march_volumes_mse`` renders from raw parameters, in torch ops."""
+    dens = density_scale * torch.nn.functional.softplus(raw_volumes.densities())
+    return raw_volumes.update_padded(dens, torch.sigmoid(raw_volumes.features()))
+
+
+def march_volumes_mse(
+    volumes,
+    ray_bundle,
+    target_features,
+    target_opacity,
+    eps: float = 1e-10,
+    last_delta="interval",
+    raw_density_scale: Optional[float] = None,
+):
     """Render ``volumes`` along ``ray_bundle`` with the quadrature marcher and return ``(loss,
     features (N, ..., C), opacity (N, ..., 1))`` with
 
@@ -594,9 +622,26 @@ def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps:
     on and the volumes need it.
     Otherwise (CUDA, other channel counts, rays or targets that need gradients) it is
     ``march_volumes(mode="quadrature")`` followed by the two ``F.mse_loss``: the same values.
+
+    ``raw_density_scale`` = s (a positive number): ``volumes`` holds raw parameters (any real
+    values, RGB features required), and what is rendered is densities ``s · softplus(densities)``
+    and features ``sigmoid(features)``, ``VoxelRadianceField``'s parametrisation; the gradients
+    are the raw parameters'. The fused kernel applies the activations while it packs the grid and
+    their derivatives while it sums the gradients (float32 grids; ``kernels.activations``);
+    elsewhere, and for other dtypes, they are torch's.
     """
     if last_delta not in ("interval", "inf"):
         raise P3DLabValueError("march_volumes_mse: last_delta must be 'interval' or 'inf'")
+    if raw_density_scale is not None:
+        if volumes.features() is None or not (isinstance(raw_density_scale, (int, float)) and raw_density_scale > 0):
+            raise P3DLabValueError(
+                "march_volumes_mse: raw_density_scale must be a positive number, for volumes with features"
+            )
+        raw_density_scale = float(raw_density_scale)
+        if not math.isfinite(raw_density_scale):
+            raise P3DLabValueError("march_volumes_mse: raw_density_scale must be finite")
+        if volumes.densities().dtype != torch.float32:  # the kernels' activations are float32's
+            volumes, raw_density_scale = _activated(volumes, raw_density_scale), None
     inputs, shape = _volume_rays(volumes, ray_bundle, "march_volumes_mse")
     dens, feats, rays = inputs[:3]
     C = dens.shape[1] if feats is None else feats.shape[1]
@@ -618,6 +663,8 @@ def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps:
         and not (o.requires_grad or d.requires_grad or target_features.requires_grad or target_opacity.requires_grad)
     )
     if not fused:
+        if raw_density_scale is not None:
+            volumes = _activated(volumes, raw_density_scale)
         f, opacity, _, _ = march_volumes(volumes, ray_bundle, "quadrature", eps=eps, last_delta=last_delta)
         loss = torch.nn.functional.mse_loss(f, target_features) + torch.nn.functional.mse_loss(
             opacity[..., 0], target_opacity
@@ -631,5 +678,6 @@ def march_volumes_mse(volumes, ray_bundle, target_features, target_opacity, eps:
         float(eps),
         bool(volumes.align_corners),
         last_delta == "inf",
+        raw_density_scale or 0.0,
     )
     return loss, out_f.reshape(*shape, 3), out_o.reshape(*shape, 1)

@@ -97,10 +97,12 @@ class VoxelRadianceField(torch.nn.Module):
         of ``bundle`` (from ``rays``; images (N, H, W, 3), masks (N, H, W)) and the rendered (N, H, W,
         4) RGB + opacity images, without gradient (the loss carries it). The same values as
         ``render_rays`` followed by the two ``F.mse_loss``, in one fused kernel on the CPU that
-        scatters the loss's gradient while it marches each ray (``march_volumes_mse``)."""
+        scatters the loss's gradient while it marches each ray (``march_volumes_mse``) and applies
+        the activations to the raw parameters itself (``raw_density_scale``)."""
         from p3dlab.ops.volume_sampling import march_volumes_mse
 
-        loss, feats, opacity = march_volumes_mse(self.volumes(), bundle, images, masks)
+        raw = Volumes(self.raw_density, self.raw_colour, voxel_size=self.voxel_size)
+        loss, feats, opacity = march_volumes_mse(raw, bundle, images, masks, raw_density_scale=self.density_scale)
         return loss, torch.cat([feats, opacity], -1)
 
     def to_mesh(self, opacity_per_voxel: float = 0.2):
