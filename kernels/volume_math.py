@@ -74,6 +74,7 @@ SCRATCH_WIDTH = 16  # per-sample values the CPU EA backward keeps between its tw
 OUTSIDE = -2  # chunk_cells' mark of a sample with no corner in the grid
 PREFETCH_STRIDE = 2  # prefetch_ray: every second sample of a ray
 CHUNK = 16  # samples per phase of the CPU's density + RGB marcher (march_rgb_phased)
+NEAR_MARGIN = 1e-3  # voxels: touching_span's allowance for rounding against chunk_cells
 
 
 def _unnormalise(x, n, align):
@@ -476,6 +477,49 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     chunk_cells = jit_inline(chunk_cells)
 
+    def touching_span(ray, lengths, r, layout):
+        """``(c0, i_end)`` for a density + RGB ray given by ``ray_of``: no sample of ray r outside
+        c0 … i_end - 1 has a corner in the grid, so its value is 0 and it gets no gradient, and the
+        per-ray loops skip it (the bench's EA render: 40 % of the samples of its 128² rays lie
+        between the camera and the grid). i_end is one past the last sample whose point lies within
+        ``NEAR_MARGIN`` voxels of ``chunk_cells``' "touches" region, c0 the first such sample
+        rounded down to a multiple of CHUNK, so chunks keep their places; (0, 0) when no sample is
+        near. The margin covers the rounding between this scalar test and the vectorised one: a
+        sample between them is sampled as before, and comes out ``OUTSIDE``. Scanning stops at the
+        first sample near the grid from either end: 2 tests for a ray clipped to the grid's box."""
+        g, _ = ray
+        D, H, W, _, _, _ = grid_axes(layout)
+        P = lengths.shape[1]
+        lr = lengths[r]
+        lo = -1.0 - NEAR_MARGIN
+        first = P
+        for i in range(P):
+            t = lr[i]
+            u = g[0] + t * g[3]
+            v = g[1] + t * g[4]
+            w = g[2] + t * g[5]
+            if (u > lo) & (u < W + NEAR_MARGIN) & (v > lo) & (v < H + NEAR_MARGIN) & (w > lo) & (w < D + NEAR_MARGIN):
+                first = i
+                break
+        if first == P:
+            return 0, 0
+        last = first
+        for i in range(P - 1, first, -1):
+            t = lr[i]
+            u = g[0] + t * g[3]
+            v = g[1] + t * g[4]
+            w = g[2] + t * g[5]
+            if (u > lo) & (u < W + NEAR_MARGIN) & (v > lo) & (v < H + NEAR_MARGIN) & (w > lo) & (w < D + NEAR_MARGIN):
+                last = i
+                break
+        return first // CHUNK * CHUNK, last + 1
+
+    def whole_ray(ray, lengths, r, layout):
+        """``touching_span`` of builds that march every sample (CUDA)."""
+        return 0, lengths.shape[1]
+
+    span_of = jit(touching_span if keep_samples else whole_ray)
+
     def corner_value4(grid, q, cell_w, o, j, corner):
         """``value4`` of sample j of a chunk whose interior cell ``chunk_cells`` computed into the
         slot at o, with corner (0, 0, 0) at flat index q (``corner`` = ``corner_offsets``)."""
@@ -667,7 +711,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     attenuations = jit_inline(attenuations)
 
-    def march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w, whole):
+    def march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w, whole, span):
         """The forward loop of a density + RGB ray for quadrature (only, the CPU) in phases, CHUNK
         samples at a time (the whole ray when ``t_min`` = 0: no early termination): sample the chunk
         into ``vals`` (the kept samples, or scratch), compute its attenuations (``attenuations``: the
@@ -675,16 +719,24 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         CHUNK - 1 samples are read in vain. Session 7 measured the fit bench's forward (64³, 16384
         rays × 64 samples) at 10.8 instead of 14.2 ms sample by sample; EA, which has no
         exponential, is faster without phases (``march_rgb_sampled``). ``whole``: keep the cells of
-        every chunk in its slot (``sample_ray_rgb``), for a backward that follows."""
+        every chunk in its slot (``sample_ray_rgb``), for a backward that follows. Only the samples
+        in ``span`` (``span_of``) are read: the others have value 0, which leaves T, F and Z as
+        they are (e^0 = 1 exactly); ``vals`` gets zeros for them."""
         _, eps, t_min, last_inf, dnorm = settings
         P = lengths.shape[1]
+        c0, i_end = span
+        zero = vals.dtype.type(0.0)
+        for i in range(c0):
+            vals[i, 0] = vals[i, 1] = vals[i, 2] = vals[i, 3] = zero
+        for i in range(i_end, P):
+            vals[i, 0] = vals[i, 1] = vals[i, 2] = vals[i, 3] = zero
         F_0 = F_1 = F_2 = 0.0
         T = 1.0
         depth = 0.0
-        used = 0
-        phase = CHUNK if t_min > 0.0 else max(P, 1)  # without early termination, the whole ray at once
-        for i0 in range(0, P, phase):
-            i1 = min(i0 + phase, P)
+        used = P  # unless the ray terminates in its span
+        phase = CHUNK if t_min > 0.0 else max(P, 1)  # without early termination, the whole span at once
+        for i0 in range(c0, i_end, phase):
+            i1 = min(i0 + phase, i_end)
             sample_ray_rgb(grid, layout, p, ray, lengths, r, i0, i1, vals, cell_base, cell_w, whole)
             attenuations(vals, lengths, r, i0, i1, dnorm, last_inf, att)
             ur = np.uint64(r)
@@ -694,8 +746,8 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
                 F_0, F_1, F_2, depth = accumulate(
                     F_0, F_1, F_2, depth, w, vals[u, 1], vals[u, 2], vals[u, 3], lengths[ur, u]
                 )
-                used = i + 1
                 if T < t_min:
+                    used = i + 1
                     break
             if T < t_min:
                 break
@@ -708,7 +760,10 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         corner at once and compositing each sample as soon as it is read, with the cells computed a
         chunk at a time (``prepare_cells``; on CUDA each sample computes its own). The CPU's EA
         (which has no exponential to vectorise: compositing overlaps the reads of the next sample)
-        and CUDA's both marchers."""
+        and CUDA's both marchers. Only the samples in the ray's ``span_of`` are read: the others
+        have value 0 and change nothing but EA's T, by its factor 1 + ε (before the span: its
+        sequential product, as when they were marched; after it, T is no longer read, and neither
+        marcher terminates there)."""
         mode, eps, t_min, last_inf, dnorm = settings
         samples = outs[4]
         store = samples.shape[0] > 0
@@ -719,9 +774,18 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         T = 1.0
         keep = 1.0
         depth = 0.0
-        used = 0
-        for i0 in range(0, P, CHUNK):
-            i1 = min(i0 + CHUNK, P)
+        c0, i_end = span_of(ray, lengths, r, layout)
+        for i in range(c0):
+            if mode == EA:
+                T *= 1.0 + eps - zero
+            if store:
+                samples[r, i, 0] = samples[r, i, 1] = samples[r, i, 2] = samples[r, i, 3] = zero
+        if store:
+            for i in range(i_end, P):
+                samples[r, i, 0] = samples[r, i, 1] = samples[r, i, 2] = samples[r, i, 3] = zero
+        used = P  # unless the ray terminates in its span
+        for i0 in range(c0, i_end, CHUNK):
+            i1 = min(i0 + CHUNK, i_end)
             prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w, 0)
             for i in range(i0, i1):
                 t = lengths[r, i]
@@ -742,8 +806,8 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
                     samples[r, i, 1] = f0
                     samples[r, i, 2] = f1
                     samples[r, i, 3] = f2
-                used = i + 1
                 if T < t_min:
+                    used = i + 1
                     break
             if T < t_min:
                 break
@@ -757,7 +821,10 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         samples = outs[4]
         if settings[0] == QUADRATURE:
             rows = samples[r] if samples.shape[0] > 0 else vals
-            march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, rows, att, cell_base, cell_w, False)
+            span = span_of(ray, lengths, r, layout)
+            march_rgb_phased(
+                grid, layout, p, ray, lengths, r, settings, outs, rows, att, cell_base, cell_w, False, span
+            )  # fmt: skip
         else:
             march_rgb_sampled(grid, layout, p, ray, lengths, r, settings, outs, cell_base, cell_w)
 
@@ -1019,28 +1086,35 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
     march_ray_backward_ea = jit(march_ray_backward_ea)
 
     def backward_ea_rgb(
-        layout, p, ray, lengths, r, eps, G, g_o, g_z, used, vals, scratch, buf, cell_base, cell_w, cells_ready
+        layout, p, ray, lengths, r, eps, G, g_o, g_z, used, vals, scratch, buf, cell_base, cell_w, cells_ready, span
     ):  # fmt: skip
         """``march_ray_backward_ea`` for a density + RGB grid without ray gradients, from the ray's
         samples ``vals`` (``sample_ray_rgb``): a scan over the densities, then the reverse scan a
         chunk at a time (last first; ``prepare_cells`` unless ``cells_ready``: ``sample_ray_rgb``
         kept them, each chunk in its slot), scattering the 4 channels of each corner at once
         (``corner_splat4``). Straight-line code for the common case: 1.2x faster than the
-        general function (measured), whose other paths cost registers here."""
+        general function (measured), whose other paths cost registers here. Only the samples in
+        ``span`` (``span_of``) scatter: the others have value 0, so the samples after it leave R = 0
+        and S as they are, and those before it only multiply T by 1 + ε."""
         G0, G1, G2 = G
         corner = corner_offsets(layout)
         ur = np.uint64(r)
+        c0, i_end = span
+        end = min(used, i_end)
         T = 1.0
         Q = 1.0
-        for i in range(used):
+        zero = vals.dtype.type(0.0)
+        for _ in range(min(c0, end)):  # the samples before the span (not read: value 0)
+            T *= 1.0 + eps - zero
+        for i in range(c0, end):
             scratch[i, 0] = T
             scratch[i, 1] = Q
             T *= 1.0 + eps - vals[i, 0]
             Q *= 1.0 - vals[i, 0]
         R = 0.0
         S = 1.0
-        for i0 in range((used - 1) // CHUNK * CHUNK, -1, -CHUNK):  # chunks, last first (none if used = 0)
-            i1 = min(i0 + CHUNK, used)
+        for i0 in range((end - 1) // CHUNK * CHUNK, c0 - 1, -CHUNK):  # chunks, last first (none if end ≤ c0)
+            i1 = min(i0 + CHUNK, end)
             if not cells_ready:
                 prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w, i0)
             for k in range(i1 - 1, i0 - 1, -1):
@@ -1061,22 +1135,25 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     def backward_quadrature_rgb(
         layout, p, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, g_o, g_z, used, vals, att, buf, cell_base, cell_w,
-        cells_ready, att_ready,
+        cells_ready, att_ready, span,
     ):  # fmt: skip
         """``march_ray_backward_quadrature`` for a density + RGB grid without ray gradients, from the
         ray's samples ``vals``, a chunk at a time (see ``backward_ea_rgb``, also for ``cells_ready``);
         builds with ``keep_samples`` compute the attenuations first, into ``att`` (≥ used,), unless
-        ``att_ready`` (the ray's forward just left them there)."""
+        ``att_ready`` (the ray's forward just left them there). Only the samples in ``span``
+        (``span_of``): the others have value 0 and change neither T nor the prefix."""
         P = lengths.shape[1]
         G0, G1, G2 = G
         corner = corner_offsets(layout)
         ur = np.uint64(r)
+        c0, i_end = span
+        end = min(used, i_end)
         if keep_samples and not att_ready:  # keep_samples: a build constant (the CPU)
-            attenuations(vals, lengths, r, 0, used, dnorm, last_inf, att)
+            attenuations(vals, lengths, r, c0, end, dnorm, last_inf, att)
         T = 1.0
         prefix = 0.0
-        for i0 in range(0, used, CHUNK):
-            i1 = min(i0 + CHUNK, used)
+        for i0 in range(c0, end, CHUNK):
+            i1 = min(i0 + CHUNK, end)
             if not cells_ready:
                 prepare_cells(ray, lengths, r, i0, i1, layout, cell_base, cell_w, i0)
             for i in range(i0, i1):
@@ -1105,18 +1182,20 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         and 8 times that): sampling first keeps the cells there and the reverse scan reuses them."""
         ray = ray_of(rays, r, layout, align)
         p = voxel_base(layout, b)
-        if sample_first:
-            sample_ray_rgb(grid, layout, p, ray, lengths, r, 0, n_used[r], vals, cell_base, cell_w, True)
+        span = span_of(ray, lengths, r, layout)
+        if sample_first:  # the samples the backward reads: the ray's span
+            end = min(n_used[r], span[1])
+            sample_ray_rgb(grid, layout, p, ray, lengths, r, span[0], end, vals, cell_base, cell_w, True)
         G = (G_f[r, 0], G_f[r, 1], G_f[r, 2])
         if mode == EA:
             backward_ea_rgb(
                 layout, p, ray, lengths, r, eps, G, g_o[r], g_z[r], n_used[r], vals, scratch, buf, cell_base, cell_w,
-                sample_first,
+                sample_first, span,
             )  # fmt: skip
         else:
             backward_quadrature_rgb(
                 layout, p, ray, lengths, r, last_inf, rays[r, 6], S_total[r], T_P[r], G, g_o[r], g_z[r], n_used[r],
-                vals, att, buf, cell_base, cell_w, sample_first, False,
+                vals, att, buf, cell_base, cell_w, sample_first, False, span,
             )  # fmt: skip
 
     march_ray_backward_rgb = jit(march_ray_backward_rgb)
@@ -1182,7 +1261,8 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         dnorm = rays[r, 6]
         settings = (QUADRATURE, eps, 0.0, last_inf, dnorm)
         outs = (out_f, out_o, out_z, n_used, vals)
-        march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w, True)
+        span = span_of(ray, lengths, r, layout)
+        march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w, True, span)
         d0 = float(out_f[r, 0]) - target_f[r, 0]
         d1 = float(out_f[r, 1]) - target_f[r, 1]
         d2 = float(out_f[r, 2]) - target_f[r, 2]
@@ -1194,7 +1274,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         T_P = 1.0 - float(out_o[r])
         backward_quadrature_rgb(
             layout, p + 4, ray, lengths, r, last_inf, dnorm, S_total, T_P, G, scale_o * d_o, 0.0, n_used[r], vals,
-            att, grid, cell_base, cell_w, True, True,
+            att, grid, cell_base, cell_w, True, True, span,
         )  # fmt: skip
 
     march_ray_mse = jit(march_ray_mse)
