@@ -477,6 +477,19 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
 
     chunk_cells = jit_inline(chunk_cells)
 
+    def near_grid(g, t, box):
+        """Whether the point at length t of a ray (``ray_of``'s first part) lies within
+        ``NEAR_MARGIN`` voxels of ``chunk_cells``' "touches" region of a grid of ``box`` = (D, H,
+        W)."""
+        D, H, W = box
+        lo = -1.0 - NEAR_MARGIN
+        u = g[0] + t * g[3]
+        v = g[1] + t * g[4]
+        w = g[2] + t * g[5]
+        return (u > lo) & (u < W + NEAR_MARGIN) & (v > lo) & (v < H + NEAR_MARGIN) & (w > lo) & (w < D + NEAR_MARGIN)
+
+    near_grid = jit_inline(near_grid)
+
     def touching_span(ray, lengths, r, layout):
         """``(c0, i_end)`` for a density + RGB ray given by ``ray_of``: no sample of ray r outside
         c0 … i_end - 1 has a corner in the grid, so its value is 0 and it gets no gradient, and the
@@ -488,28 +501,19 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         sample between them is sampled as before, and comes out ``OUTSIDE``. Scanning stops at the
         first sample near the grid from either end: 2 tests for a ray clipped to the grid's box."""
         g, _ = ray
-        D, H, W, _, _, _ = grid_axes(layout)
+        box = grid_axes(layout)[:3]
         P = lengths.shape[1]
         lr = lengths[r]
-        lo = -1.0 - NEAR_MARGIN
         first = P
         for i in range(P):
-            t = lr[i]
-            u = g[0] + t * g[3]
-            v = g[1] + t * g[4]
-            w = g[2] + t * g[5]
-            if (u > lo) & (u < W + NEAR_MARGIN) & (v > lo) & (v < H + NEAR_MARGIN) & (w > lo) & (w < D + NEAR_MARGIN):
+            if near_grid(g, lr[i], box):
                 first = i
                 break
         if first == P:
             return 0, 0
         last = first
         for i in range(P - 1, first, -1):
-            t = lr[i]
-            u = g[0] + t * g[3]
-            v = g[1] + t * g[4]
-            w = g[2] + t * g[5]
-            if (u > lo) & (u < W + NEAR_MARGIN) & (v > lo) & (v < H + NEAR_MARGIN) & (w > lo) & (w < D + NEAR_MARGIN):
+            if near_grid(g, lr[i], box):
                 last = i
                 break
         return first // CHUNK * CHUNK, last + 1
