@@ -52,6 +52,24 @@ def test_the_high_bits_of_the_sample_index_are_mixed_in():
         assert uniform(7, n + 2**32) == _uniform_reference(7, n + 2**32) != uniform(7, n) == _uniform_reference(7, n)
 
 
+@pytest.mark.parametrize("P", [48, 64])
+def test_rays_whose_counters_reach_past_2_to_the_32_follow_the_hash(P):
+    """Ray r's samples draw counters r P … r P + P - 1; the kernel hashes their high word once per
+    ray unless those cross a multiple of 2^32 (P = 48 at r = 2^32 // 48 does, P = 64 never does).
+    The rows of a (r + 1, P) view with stride 0 share one row of memory."""
+    from p3dlab.kernels.stratified import jitter_ray
+
+    r = 2**32 // P
+    row = np.arange(P, dtype=np.float64) * 0.25 + 1.0
+    lengths = np.lib.stride_tricks.as_strided(row, shape=(r + 1, P), strides=(0, 8))
+    out_row = np.zeros(P)
+    out = np.lib.stride_tricks.as_strided(out_row, shape=(r + 1, P), strides=(0, 8))
+    jitter_ray(lengths, 99, r, out)
+    ref = [row[i] + (_uniform_reference(99, r * P + i) - 0.5) * 0.25 for i in range(P)]
+    assert (r * P) >> 32 != (r * P + P - 1) >> 32 if P == 48 else (r * P) >> 32 == 1
+    assert np.allclose(out_row, ref, rtol=0, atol=1e-15)
+
+
 def test_offsets_are_uniform_and_independent():
     R, P = 2000, 64
     lengths = _even(R, P)
