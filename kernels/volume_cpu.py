@@ -6,9 +6,10 @@ synchronisation. Backward kernels scatter into the grid: every task owns its own
 (``buffers`` (n_tasks, grid size), chosen by the caller to fit memory, zeroed by the task that
 uses it and summed by ``unpack_channels_sum`` in a fixed order), so results are deterministic for a
 given number of tasks. The ray-marching kernels take the rays in the order ``order`` gives (a
-permutation of 0 … R - 1; the torch wrappers pass image rays 2 × 2 pixels at a time, ``_ray_order``)
-and deal them to tasks in contiguous blocks of it, which keeps neighbouring rays (and the voxels
-they share) in one task and close together in time.
+permutation of 0 … R - 1; the torch wrappers pass image rays 2 × 2 pixels at a time, ``_ray_order``,
+and to the fused loss kernel in bands of 4 rows, ``_band_order``) and deal them to tasks in
+contiguous blocks of it, which keeps neighbouring rays (and the voxels they share) in one task and
+close together in time.
 """
 
 from __future__ import annotations
