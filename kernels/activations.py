@@ -75,8 +75,8 @@ def log1p32(y):
 
 
 def build(jit):
-    """``SimpleNamespace(sigmoid, softplus, exp_neg32, log1p32)`` compiled with ``jit`` (an
-    inlining ``njit``); sigmoid and softplus take and return float32."""
+    """``SimpleNamespace(sigmoid, softplus, softplus_and_sigmoid, exp_neg32, log1p32)`` compiled
+    with ``jit`` (an inlining ``njit``); the activations take and return float32."""
     exp_neg = jit(exp_neg32)
     log1p = jit(log1p32)
 
@@ -89,4 +89,15 @@ def build(jit):
         """log(1 + e^{x})."""
         return (x if x > ZERO else ZERO) + log1p(exp_neg(abs(x)))
 
-    return SimpleNamespace(sigmoid=jit(sigmoid), softplus=jit(softplus), exp_neg32=exp_neg, log1p32=log1p)
+    def softplus_and_sigmoid(x):
+        """``(softplus(x), sigmoid(x))``, the softplus and its derivative, from one exponential."""
+        e = exp_neg(abs(x))
+        return (x if x > ZERO else ZERO) + log1p(e), (ONE if x >= ZERO else e) / (ONE + e)
+
+    return SimpleNamespace(
+        sigmoid=jit(sigmoid),
+        softplus=jit(softplus),
+        softplus_and_sigmoid=jit(softplus_and_sigmoid),
+        exp_neg32=exp_neg,
+        log1p32=log1p,
+    )

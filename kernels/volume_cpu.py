@@ -25,7 +25,7 @@ from p3dlab.kernels.simd4 import add4, axpy4, prefetch_w
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line is the hash of volume_math.py, exp_neg.py, simd4.py and activations.py (concatenated;
 # tests/test_kernel_cache.py enforces it), so cached kernels are rebuilt when they change.
-MATH_SOURCE_SHA256 = "ee13583dc9caea2a"
+MATH_SOURCE_SHA256 = "c57800ad7b41a5f5"
 
 
 @njit(cache=True, inline="always")
@@ -53,6 +53,7 @@ prefetch_ray = _dev.prefetch_ray
 _act = activations.build(lambda fn: njit(inline="always", **_JIT)(fn))
 _sigmoid = _act.sigmoid
 _softplus = _act.softplus
+_softplus_and_sigmoid = _act.softplus_and_sigmoid
 
 
 @njit(cache=True)
@@ -205,8 +206,9 @@ def pack_rgb_work_activated(raw_density, raw_rgb, scale, work, sig_density, V):
             dst = act[0]
             sig = sig_density[x0 : x0 + n]
             for j in range(n):
-                dst[j] = scale * _softplus(src[j])
-                sig[j] = _sigmoid(src[j])
+                sp, sg = _softplus_and_sigmoid(src[j])
+                dst[j] = scale * sp
+                sig[j] = sg
             for c in range(3):
                 src = raw_rgb[2 * v * dhw + c * dhw + x0 : 2 * v * dhw + c * dhw + x0 + n]
                 dst = act[1 + c]

@@ -10,15 +10,19 @@ from p3dlab.kernels import volume_cpu as vc
 
 
 @njit(cache=False)
-def _apply(x, out_sigmoid, out_softplus):
+def _apply(x, out_sigmoid, out_softplus, out_pair):
     for i in range(x.shape[0]):
         out_sigmoid[i] = vc._sigmoid(x[i])
         out_softplus[i] = vc._softplus(x[i])
+        out_pair[0, i], out_pair[1, i] = vc._softplus_and_sigmoid(x[i])
 
 
 def _activations(x):
-    s, p = np.empty_like(x), np.empty_like(x)
-    _apply(x, s, p)
+    """sigmoid(x) and softplus(x) in float64, after checking that the pair function gives the same
+    bits (NaN where both are NaN)."""
+    s, p, pair = np.empty_like(x), np.empty_like(x), np.empty((2, x.size), x.dtype)
+    _apply(x, s, p, pair)
+    assert np.array_equal(pair[0], p, equal_nan=True) and np.array_equal(pair[1], s, equal_nan=True)
     return s.astype(np.float64), p.astype(np.float64)
 
 
