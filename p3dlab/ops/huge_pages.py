@@ -31,17 +31,29 @@ def empty(shape, dtype: torch.dtype) -> torch.Tensor:
     one (see the module docstring). The tensor owns its mapping: it is unmapped when the last view
     of it is freed."""
     shape = tuple(int(s) for s in shape)
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    advice = getattr(mmap, "MADV_HUGEPAGE", None)
-    anonymous = getattr(mmap, "MAP_ANONYMOUS", None)
-    if nbytes < HUGE_PAGE or advice is None or anonymous is None or dtype not in _NUMPY:
+    if dtype not in _NUMPY:
         return torch.empty(shape, dtype=dtype)
-    region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | anonymous)
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if nbytes < HUGE_PAGE or not _HAVE_ADVICE:
+        return torch.empty(shape, dtype=dtype)
+    return torch.from_numpy(empty_array(shape, _NUMPY[dtype]))
+
+
+_HAVE_ADVICE = getattr(mmap, "MADV_HUGEPAGE", None) is not None and getattr(mmap, "MAP_ANONYMOUS", None) is not None
+
+
+def empty_array(shape, dtype) -> np.ndarray:
+    """``empty`` as a NumPy array of NumPy ``dtype``: on huge pages when it spans at least one and
+    the system has them, otherwise ``np.empty``. The array owns its mapping (its base)."""
+    shape = tuple(int(s) for s in shape)
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes < HUGE_PAGE or not _HAVE_ADVICE:
+        return np.empty(shape, dtype)
+    region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
-        region.madvise(advice)
+        region.madvise(mmap.MADV_HUGEPAGE)
     except OSError:  # a kernel without transparent huge pages: small pages, same contents
         pass
     raw = np.frombuffer(region, dtype=np.uint8)
     start = (-raw.ctypes.data) % HUGE_PAGE  # the first 2 MB boundary of the mapping
-    array = raw[start : start + nbytes].view(_NUMPY[dtype]).reshape(shape)
-    return torch.from_numpy(array)
+    return raw[start : start + nbytes].view(dtype).reshape(shape)

@@ -30,7 +30,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
-from p3dlab.ops import huge_pages
+from p3dlab.ops import huge_pages, recycled
 
 EA, QUADRATURE = 0, 1
 _BUFFER_BYTES = int(float(os.environ.get("P3DLAB_VOLUME_BUFFER_MB", "1024")) * 2**20)
@@ -130,6 +130,13 @@ def _keep_spare(t: torch.Tensor):
         _SPARE.pop(next(iter(_SPARE)))
 
 
+def _gradient_empty(*shape, dtype: torch.dtype) -> torch.Tensor:
+    """A CPU tensor for a gradient handed back to autograd: on the memory of an earlier one the
+    caller has let go of (``recycled``: no page faults, no heap trimmed in the step), within a
+    quarter of the buffer budget."""
+    return recycled.empty(shape, dtype, _BUFFER_BYTES // 4)
+
+
 def _task_buffers(grid: torch.Tensor) -> torch.Tensor:
     """Gradient buffers for the backward kernels, (n_tasks, grid.numel()): uninitialised on the CPU
     (each task zeroes its own), zeros for the single atomic buffer on CUDA."""
@@ -147,8 +154,8 @@ def _unpack_sum(buffers: torch.Tensor, grid_shape, split: int):
         return _unpack_sum_torch(buffers, grid_shape, split)
     from p3dlab.kernels.volume_cpu import unpack_channels_sum, unpack_rgb_sum
 
-    first = torch.empty(V, split, D, H, W, dtype=buffers.dtype)
-    second = torch.empty(V, K - split, D, H, W, dtype=buffers.dtype)
+    first = _gradient_empty(V, split, D, H, W, dtype=buffers.dtype)
+    second = _gradient_empty(V, K - split, D, H, W, dtype=buffers.dtype)
     if K == 4 and split == 1:  # density + RGB
         unpack_rgb_sum(_np(buffers), _np(first).reshape(-1), _np(second).reshape(-1), V)
     else:
@@ -565,8 +572,8 @@ class _MarchVolumesMSE(torch.autograd.Function):
         targets = (target_f.detach().to(torch.float64).contiguous(), target_o.detach().to(torch.float64).contiguous())
         args = (*args, eps, align, last_inf, *targets, 2.0 / (3 * R), 2.0 / R, out_f, out_o, out_z, n_used, err, order)
         vc.march_volume_mse_cpu(*_kernel_args(args), _prefetch_ahead(work[0]))
-        grad_dens = torch.empty(V, 1, D, H, W, dtype=dt)
-        grad_feats = torch.empty(V, 3, D, H, W, dtype=dt)
+        grad_dens = _gradient_empty(V, 1, D, H, W, dtype=dt)
+        grad_feats = _gradient_empty(V, 3, D, H, W, dtype=dt)
         flat_grads = (_np(grad_dens).reshape(-1), _np(grad_feats).reshape(-1))
         if raw_scale:
             vc.unpack_rgb_work_sum_activated(_np(work), _np(sig_dens), raw_scale, *flat_grads, V)
