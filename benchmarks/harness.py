@@ -41,14 +41,26 @@ def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 1, min
 
 
 def paired_median_times(fn: Callable[[], object], baseline: Callable[[], object], repeats: int = 5):
-    """Medians of ``fn()`` and ``baseline()`` timed in alternation (one warm-up each), so that a
-    machine whose speed drifts (a shared VM) slows both alike and the ratio stays meaningful."""
+    """Medians of ``fn()`` and ``baseline()`` timed in alternation, so that a machine whose speed
+    drifts (a shared VM) slows both alike and the ratio stays meaningful.
+
+    Each timed call follows an untimed call of the same function, as each step of a training loop
+    follows the last one: it finds the caches, the heap and the page tables as its own kind of step
+    left them, not as the other function did. A call timed right after the other function pays for
+    the other's leftovers. glibc keeps freed blocks at the top of its heap and hands them back to the
+    system at some later ``free``: after the torch baseline of the EA bench, p3dlab's step that
+    followed it released 120-260 MB there (``pgfree`` 30 000-66 000 pages) in 8-24 ms of kernel
+    time, against at most 28 pages and 0 ms after a step of its own (12 rounds each; step medians
+    73.5 against 50.5 ms). Releasing the heap between the calls instead (``malloc_trim``) makes each
+    call fault in the memory it reuses in a loop of its own: 1 500-2 600 page faults in every fit
+    step."""
     fn()
     baseline()
     ours: List[float] = []
     base: List[float] = []
     for _ in range(repeats):
         for f, times in ((baseline, base), (fn, ours)):
+            f()  # untimed: the step before the timed one
             t0 = time.perf_counter()
             f()
             times.append(time.perf_counter() - t0)

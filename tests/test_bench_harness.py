@@ -17,9 +17,22 @@ def test_paired_median_times_alternates_and_returns_both_medians():
         time.sleep(0.002)
 
     t_ours, t_base = paired_median_times(ours, baseline, repeats=4)
-    assert calls == ["ours", "base"] + ["base", "ours"] * 4  # one warm-up each, then alternating
+    # one warm-up each, then alternating pairs: an untimed call, then the timed one
+    assert calls == ["ours", "base"] + ["base", "base", "ours", "ours"] * 4
     assert t_base >= 0.002 > t_ours
     assert Result("x", t_ours, "b", t_base).speedup > 1
+
+
+def test_timed_calls_do_not_pay_for_the_other_functions_leftovers():
+    last = []
+
+    def after_the_other(me):  # slow right after the other function, as a step that frees its heap
+        slow = bool(last) and last[-1] != me
+        last.append(me)
+        time.sleep(0.02 if slow else 0.001)
+
+    t_ours, t_base = paired_median_times(lambda: after_the_other("ours"), lambda: after_the_other("base"), repeats=3)
+    assert t_ours < 0.01 and t_base < 0.01
 
 
 def test_machine_speed_measures_memory_bandwidth_and_matmul_speed():
