@@ -122,7 +122,23 @@ def test_the_fused_loss_reuses_its_gradients_memory_with_the_same_values():
         loss.backward()
         grads.append((dens.grad.clone(), cols.grad.clone()))
         pooled.append(recycled.pooled_bytes())
-    # the gradients live in the graph until ``loss`` is dropped, during the next step: two sets in turn
-    assert pooled == [4 * dens.numel() * 4] + [2 * 4 * dens.numel() * 4] * 3
+    assert pooled == [4 * dens.numel() * 4] * 4  # the first step's two gradients, every step
     assert all(torch.equal(grads[0][k], g[k]) for g in grads[1:] for k in (0, 1))
     assert float(grads[0][0].abs().sum()) > 0 and np.isfinite(grads[0][1].numpy()).all()
+
+
+def test_the_fused_loss_hands_its_gradients_to_grad_without_a_copy_unless_the_graph_is_kept():
+    dens, cols, bundle = _ea_scene()
+    target_f, target_o = torch.zeros(1, 16, 16, 3), torch.ones(1, 16, 16)
+    loss, _, _ = march_volumes_mse(Volumes(dens, cols, voxel_size=3.0 / 24), bundle, target_f, target_o)
+    loss.backward()
+    pooled = {a.ctypes.data for a in recycled._POOL}
+    assert {dens.grad.data_ptr(), cols.grad.data_ptr()} <= pooled
+    first = dens.grad.clone(), cols.grad.clone()
+
+    dens.grad = cols.grad = None
+    loss, _, _ = march_volumes_mse(Volumes(dens, cols, voxel_size=3.0 / 24), bundle, target_f, target_o)
+    loss.backward(retain_graph=True)  # the graph keeps its gradients: .grad gets copies
+    assert not {dens.grad.data_ptr(), cols.grad.data_ptr()} & {a.ctypes.data for a in recycled._POOL}
+    loss.backward()
+    assert torch.equal(dens.grad, 2 * first[0]) and torch.equal(cols.grad, 2 * first[1])

@@ -581,7 +581,9 @@ class _MarchVolumesMSE(torch.autograd.Function):
         else:
             vc.unpack_rgb_work_sum(_np(work), *flat_grads, V)
         _keep_spare(work)
-        ctx.grads = (grad_dens, grad_feats)
+        # saved, not an attribute of ctx: autograd frees saved tensors once the backward has run (unless
+        # the graph is retained), so a leaf's ``.grad`` takes these tensors instead of a copy
+        ctx.save_for_backward(grad_dens, grad_feats)
         loss = (err[:, 0].sum() / (3 * R) + err[:, 1].sum() / R).to(dt)
         ctx.mark_non_differentiable(out_f, out_o)
         return loss, out_f, out_o
@@ -589,11 +591,11 @@ class _MarchVolumesMSE(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_loss, _g_f, _g_o):
-        grad_dens, grad_feats = ctx.grads  # kept: a retained graph may go backward again (gradcheck does)
+        grad_dens, grad_feats = ctx.saved_tensors  # a retained graph keeps them for another backward
         if not bool(g_loss == 1.0):  # ``loss.backward()`` passes 1: the gradients as they are (0.3 ms at 64³)
             grad_dens, grad_feats = grad_dens * g_loss, grad_feats * g_loss
-        # autograd does not write into the gradients it is given: it copies what ctx still holds
-        # before accumulating into a leaf's ``.grad``
+        # autograd does not write into the gradients it is given: it copies them before accumulating
+        # into a leaf's ``.grad`` while anything else (a retained graph) still holds them
         return grad_dens, grad_feats, None, None, None, None, None, None, None, None, None, None
 
 
