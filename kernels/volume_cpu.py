@@ -236,38 +236,49 @@ def unpack_rgb_work_sum_activated(work, sig_density, scale, first, second, V):
         hi = v * dhw + dhw * (blk + 1) // _BLOCKS
         grads = (first, second, v, dhw, lo, hi)
         if n_tasks <= 2:  # one pass: the colours sit in the lines the gradients are read from
-            _chain_rgb_block(work[0], work[n_tasks - 1], n_tasks == 2, sig_density, scale, grads)
+            _chain_task_rows(work[0], work[n_tasks - 1], n_tasks == 2, sig_density, scale, grads)
         else:
             _sum_rgb_block(work, first, second, v, dhw, lo, hi, 8, 4)
-            _chain_rgb_block(second[:0], second[:0], False, sig_density, scale, grads, work[0])
+            _chain_summed(work[0], sig_density, scale, grads)
 
 
 @njit(inline="always", **_JIT)
-def _chain_rgb_block(src, nxt, two, sig_density, scale, grads, row=None):
-    """Voxels lo … hi - 1 of ``unpack_rgb_work_sum_activated``: with ``row`` None, the gradient
-    channels of ``src`` (plus ``nxt``'s when ``two``) times the activations' derivatives, the
-    colours read from ``src``; otherwise ``first`` and ``second`` (already summed) times them, the
-    colours read from ``row``. ``grads`` = (first, second, v, dhw, lo, hi)."""
+def _chain_task_rows(src, nxt, two, sig_density, scale, grads):
+    """Voxels lo … hi - 1 of ``unpack_rgb_work_sum_activated`` with 1 or 2 tasks: the gradient
+    channels of the task row ``src`` (plus those of ``nxt`` when ``two``) through ``_chain_voxel``,
+    the colours read from ``src``. ``grads`` = (first, second, v, dhw, lo, hi)."""
+    for x in range(grads[4], grads[5]):
+        g0 = src[8 * x + 4] + nxt[8 * x + 4] if two else src[8 * x + 4]
+        g1 = src[8 * x + 5] + nxt[8 * x + 5] if two else src[8 * x + 5]
+        g2 = src[8 * x + 6] + nxt[8 * x + 6] if two else src[8 * x + 6]
+        g3 = src[8 * x + 7] + nxt[8 * x + 7] if two else src[8 * x + 7]
+        _chain_voxel(grads, x, (g0, g1, g2, g3), src, sig_density, scale)
+
+
+@njit(inline="always", **_JIT)
+def _chain_summed(row, sig_density, scale, grads):
+    """Voxels lo … hi - 1 of ``unpack_rgb_work_sum_activated`` with 3 or more tasks: ``first`` and
+    ``second``, which hold the tasks' summed gradients, through ``_chain_voxel``, the colours read
+    from the task row ``row``."""
     first, second, v, dhw, lo, hi = grads
-    colours = src if row is None else row
     for x in range(lo, hi):
-        if row is None:
-            g0 = src[8 * x + 4] + nxt[8 * x + 4] if two else src[8 * x + 4]
-            g1 = src[8 * x + 5] + nxt[8 * x + 5] if two else src[8 * x + 5]
-            g2 = src[8 * x + 6] + nxt[8 * x + 6] if two else src[8 * x + 6]
-            g3 = src[8 * x + 7] + nxt[8 * x + 7] if two else src[8 * x + 7]
-        else:
-            g0 = first[x]
-            g1 = second[2 * v * dhw + x]
-            g2 = second[2 * v * dhw + dhw + x]
-            g3 = second[2 * v * dhw + 2 * dhw + x]
-        c1 = colours[8 * x + 1]
-        c2 = colours[8 * x + 2]
-        c3 = colours[8 * x + 3]
-        first[x] = g0 * (scale * sig_density[x])
-        second[2 * v * dhw + x] = g1 * (c1 * (1.0 - c1))
-        second[2 * v * dhw + dhw + x] = g2 * (c2 * (1.0 - c2))
-        second[2 * v * dhw + 2 * dhw + x] = g3 * (c3 * (1.0 - c3))
+        g = (first[x], second[2 * v * dhw + x], second[2 * v * dhw + dhw + x], second[2 * v * dhw + 2 * dhw + x])
+        _chain_voxel(grads, x, g, row, sig_density, scale)
+
+
+@njit(**_JIT)  # LLVM inlines it; Numba's inline="always" here gave wrong gradients (5 tests failed)
+def _chain_voxel(grads, x, g, colours, sig_density, scale):
+    """Voxel x's gradients ``g`` = (∂L/∂σ, ∂L/∂c_1, ∂L/∂c_2, ∂L/∂c_3) times the activations'
+    derivatives, into ``first`` and ``second`` (``grads``): scale · sigmoid(raw density) and c (1 -
+    c), with the colours c read from the task row ``colours``."""
+    first, second, v, dhw, lo, hi = grads
+    c1 = colours[8 * x + 1]
+    c2 = colours[8 * x + 2]
+    c3 = colours[8 * x + 3]
+    first[x] = g[0] * (scale * sig_density[x])
+    second[2 * v * dhw + x] = g[1] * (c1 * (1.0 - c1))
+    second[2 * v * dhw + dhw + x] = g[2] * (c2 * (1.0 - c2))
+    second[2 * v * dhw + 2 * dhw + x] = g[3] * (c3 * (1.0 - c3))
 
 
 @njit(parallel=True, **_JIT)
