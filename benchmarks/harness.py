@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import statistics
 import time
 from dataclasses import dataclass
@@ -44,27 +46,45 @@ def paired_median_times(fn: Callable[[], object], baseline: Callable[[], object]
     """Medians of ``fn()`` and ``baseline()`` timed in alternation, so that a machine whose speed
     drifts (a shared VM) slows both alike and the ratio stays meaningful.
 
-    Each timed call follows an untimed call of the same function, as each step of a training loop
-    follows the last one: it finds the caches, the heap and the page tables as its own kind of step
-    left them, not as the other function did. A call timed right after the other function pays for
-    the other's leftovers. glibc keeps freed blocks at the top of its heap and hands them back to the
-    system at some later ``free``: after the torch baseline of the EA bench, p3dlab's step that
-    followed it released 120-260 MB there (``pgfree`` 30 000-66 000 pages) in 8-24 ms of kernel
-    time, against at most 28 pages and 0 ms after a step of its own (12 rounds each; step medians
-    73.5 against 50.5 ms). Releasing the heap between the calls instead (``malloc_trim``) makes each
-    call fault in the memory it reuses in a loop of its own: 1 500-2 600 page faults in every fit
-    step."""
+    Each timed call runs as a step of a training loop does: right after an untimed call of the same
+    function, which finds the heap emptied of the other function's leftovers
+    (``release_free_memory``, untimed too). A call timed right after the other function pays for
+    them: glibc keeps freed blocks in its heaps and hands them back to the system at some later
+    ``free``. After the torch baseline of the EA bench, p3dlab's step released 120-260 MB there
+    (``pgfree`` 30 000-66 000 pages) in 8-24 ms of kernel time (12 rounds; step medians 73.5
+    against 50.5 ms after a step of its own). One untimed call of p3dlab's fit step in between did
+    not take it all: 4-12 ms more in 4 of 15 timed fit steps, none once the heap was released first
+    (other costs than the kernels: 3 ms in every one of 15, as in a loop of fit steps alone)."""
     fn()
     baseline()
     ours: List[float] = []
     base: List[float] = []
     for _ in range(repeats):
         for f, times in ((baseline, base), (fn, ours)):
+            release_free_memory()
             f()  # untimed: the step before the timed one
             t0 = time.perf_counter()
             f()
             times.append(time.perf_counter() - t0)
     return statistics.median(ours), statistics.median(base)
+
+
+def _glibc_trim():
+    """``malloc_trim`` of the C library when it is glibc's, else None."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _glibc_trim()
+
+
+def release_free_memory():
+    """Hand the heaps' free memory back to the system now (glibc's ``malloc_trim(0)``; nothing
+    where the C library is another)."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def machine_speed(mb: int = 32, n: int = 1024, repeats: int = 15) -> Tuple[float, float]:

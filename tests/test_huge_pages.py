@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from p3dlab.ops import huge_pages
-from p3dlab.ops.volume_sampling import _empty_reusing
+from p3dlab.ops.volume_sampling import _reused_empty
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -88,5 +88,5 @@ def test_mapping_lives_while_a_view_does_and_is_released_after():
 
 
 def test_volume_buffers_are_huge_page_buffers():
-    t = _empty_reusing((2, 1 << 20), torch.float32, torch.device("cpu"))
+    t = _reused_empty((2, 1 << 20), torch.float32, torch.device("cpu"))
     assert t.data_ptr() % huge_pages.HUGE_PAGE == 0

@@ -341,24 +341,36 @@ def test_float32_fused_render_and_gradients_are_close_to_float64():
             assert torch.allclose(x.float(), y, atol=2e-5, rtol=1e-4), (x.float() - y).abs().max()
 
 
-def test_spare_tensors_stay_within_a_quarter_of_the_budget(monkeypatch):
-    """``_keep_spare`` keeps one tensor per shape, drops the oldest beyond budget / 4 and never
-    keeps one larger than that; ``_empty_reusing`` hands a kept tensor out once."""
+def test_buffers_serve_the_next_step_and_unused_ones_stay_within_a_quarter_of_the_budget(monkeypatch):
+    """The packed grid, the task buffers, the kept samples and the gradients of a training step
+    (``recycled``, through ``_reused_empty``) serve the next step: after the first, the pool neither
+    grows nor changes, and the gradients are the same. With a budget of 0 nothing unused is kept."""
+    import p3dlab.ops.recycled as rc
     import p3dlab.ops.volume_sampling as vs
 
-    monkeypatch.setattr(vs, "_SPARE", {})
-    monkeypatch.setattr(vs, "_BUFFER_BYTES", 4 * 1000 * 8)  # a quarter: 1000 float64
-    cpu = torch.device("cpu")
-    a, b, big = torch.empty(600, dtype=D), torch.empty(300, dtype=D), torch.empty(1001, dtype=D)
-    vs._keep_spare(a)
-    vs._keep_spare(b)
-    vs._keep_spare(big)
-    assert list(vs._SPARE) == [((600,), D), ((300,), D)]
-    c = torch.empty(500, dtype=D)
-    vs._keep_spare(c)  # 600 + 300 + 500 > 1000: the oldest (a) goes
-    assert list(vs._SPARE) == [((300,), D), ((500,), D)]
-    assert vs._empty_reusing((500,), D, cpu) is c and vs._empty_reusing((500,), D, cpu) is not c
-    assert vs._empty_reusing((300,), torch.float32, cpu) is not b  # another dtype is another shape
+    monkeypatch.setattr(rc, "_POOL", [])
+    vol, bundle = _scene(n=1, ray_grad=False)
+    dens, feats = vol.densities(), vol.features()
+
+    def step():
+        dens.grad = feats.grad = None
+        f, o, _, _ = march_volumes(vol, bundle, "ea", keep_samples=True)
+        (f.sum() + o.sum()).backward()
+        return dens.grad.clone(), feats.grad.clone()
+
+    first = step()
+    pooled, nbytes = {id(a) for a in rc._POOL}, rc.pooled_bytes()
+    assert len(pooled) == 5  # the packed grid, the task buffers, the kept samples, 2 gradients
+    for _ in range(2):
+        again = step()
+        assert {id(a) for a in rc._POOL} == pooled and rc.pooled_bytes() == nbytes
+        assert all(torch.equal(x, y) for x, y in zip(first, again))
+
+    monkeypatch.setattr(vs, "_BUFFER_BYTES", 0)
+    again = step()  # one task buffer: the sums in another order
+    assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(first, again))
+    probe = rc.empty((1,), D, 0)  # drops everything unused: only the gradients and the probe are left
+    assert rc.pooled_bytes() == (dens.numel() + feats.numel()) * 8 + probe.numel() * 8
 
 
 @pytest.mark.parametrize("mode", ["ea", "quadrature"])
@@ -441,15 +453,23 @@ def test_reused_backward_buffers_start_from_zero(ray_grad, keep):
 @pytest.mark.parametrize("mode", ["ea", "quadrature"])
 @pytest.mark.parametrize("keep", [True, False])
 def test_buffers_handed_to_the_next_forward_do_not_change_a_retained_graph(monkeypatch, mode, keep):
-    """After a backward, the packed grid and the kept samples go to the next forward (no fresh pages
+    """After a backward, the packed grid and the kept samples serve the next forward (no fresh pages
     to fault in). A retained graph that is differentiated again afterwards must not read them: it
     packs and samples the grid again."""
     import p3dlab.ops.volume_sampling as vs
 
-    kept, packed = [], []
-    real_kept, real_pack = vs._kept_samples, vs._pack_grid
-    monkeypatch.setattr(vs, "_kept_samples", lambda *a: kept.append(real_kept(*a)) or kept[-1])
-    monkeypatch.setattr(vs, "_pack_grid", lambda *a: packed.append(real_pack(*a)) or packed[-1])
+    kept, packed = [], []  # (numel, data_ptr): holding the tensors would keep their memory from reuse
+
+    def recorded(real, log):
+        def call(*a):
+            t = real(*a)
+            log.append((t.numel(), t.data_ptr()))
+            return t
+
+        return call
+
+    monkeypatch.setattr(vs, "_kept_samples", recorded(vs._kept_samples, kept))
+    monkeypatch.setattr(vs, "_pack_grid", recorded(vs._pack_grid, packed))
     vol, bundle = _scene(n=1, ray_grad=False)
     other, _ = _scene(n=1, ray_grad=False, seed=7)
     inputs = [vol.densities(), vol.features()]
@@ -458,9 +478,9 @@ def test_buffers_handed_to_the_next_forward_do_not_change_a_retained_graph(monke
     first = torch.autograd.grad(loss, inputs, retain_graph=True)
     f2, o2, _, _ = march_volumes(other, bundle, mode, keep_samples=keep)  # takes the buffers over
     torch.autograd.grad(f2.sum() + o2.sum(), [other.densities(), other.features()])
-    assert len(packed) == 2 and packed[1].data_ptr() == packed[0].data_ptr()
+    assert len(packed) == 2 and packed[1] == packed[0]
     if keep:
-        assert len(kept) == 2 and kept[0].numel() and kept[1].data_ptr() == kept[0].data_ptr()
+        assert len(kept) == 2 and kept[0][0] and kept[1] == kept[0]
     again = torch.autograd.grad(loss, inputs)
     assert len(packed) == 3  # the second backward packed the grid again
     for a, b in zip(first, again):
@@ -468,7 +488,7 @@ def test_buffers_handed_to_the_next_forward_do_not_change_a_retained_graph(monke
     with torch.no_grad():  # no backward will come: the grid is handed on at once
         f3, _, _, _ = march_volumes(vol, bundle, mode)
         f4, _, _, _ = march_volumes(vol, bundle, mode)
-    assert packed[4].data_ptr() == packed[3].data_ptr()
+    assert packed[4] == packed[3]
     assert torch.equal(f3, f4) and torch.allclose(f3, f.detach(), atol=1e-13)
 
 

@@ -1,5 +1,6 @@
-"""CPU tensors handed to the caller (gradients of volumes) whose memory is used again once the caller
-has let go of them.
+"""Large CPU tensors whose memory serves again once nothing refers to them: the volume kernels'
+packed grids, per-task buffers and kept samples once their call is done, and the gradients they
+hand to autograd once the caller has let go of them.
 
 A training step that sets the gradients to None (``optimizer.zero_grad()``, PyTorch's default)
 frees last step's gradients, and the backward allocates new ones of the same shapes. For a 128³
@@ -9,12 +10,12 @@ from the system with fresh pages, each faulted in and zeroed by the kernel (6 14
 top back to the system first (``pgfree``: 60-160 MB in one step, seen in the EA bench). Either
 costs milliseconds of kernel time in some steps and not in others.
 
-``empty(shape, dtype)`` keeps, for each tensor it returned, the NumPy array under it. A later call
-for the same shape and dtype gets the memory back (the most recently handed out first) when
-nothing uses that array any more: no tensor,
-view or NumPy array refers to it (its reference count is the pool's own, measured on this
-interpreter in ``_unused_count``). Arrays on which nothing depends are kept up to ``budget`` bytes
-in all, the least recently handed out dropped first. Buffers of 2 MB or more are on huge pages
+``empty(shape, dtype, budget)`` keeps, for each tensor it returned, the NumPy array under it. A
+later call for the same shape and dtype gets the memory back (the most recently handed out first)
+when nothing uses that array any more: no tensor, view or NumPy array refers to it (its reference
+count is the pool's own, measured on this interpreter in ``_unused_count``), so no caller has to
+say when it is done with a buffer. Unused arrays are kept up to ``budget`` bytes in all, the least
+recently handed out dropped first. Buffers of 2 MB or more are on huge pages
 (``huge_pages.empty_array``).
 """
 

@@ -30,7 +30,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
-from p3dlab.ops import huge_pages, recycled
+from p3dlab.ops import recycled
 
 EA, QUADRATURE = 0, 1
 _BUFFER_BYTES = int(float(os.environ.get("P3DLAB_VOLUME_BUFFER_MB", "1024")) * 2**20)
@@ -82,17 +82,10 @@ def _channels_last(grids, empty=None) -> torch.Tensor:
 
 def _pack_grid(dens: torch.Tensor, feats) -> torch.Tensor:
     """The fused kernels' channels-last grid of densities (V, 1, D, H, W) and features (V, C, D, H,
-    W) or None, on CPU in a tensor a finished call handed on (``_hand_on_grid``): a fresh 34 MB grid
-    (128³, RGB) costs 4-8 ms of page faults."""
+    W) or None, on CPU in the memory of a grid a finished call let go of (``_reused_empty``): a fresh
+    34 MB grid (128³, RGB) costs 4-8 ms of page faults."""
     grids = [dens] if feats is None else [dens, feats.to(dens.dtype)]
-    return _channels_last(grids, _empty_reusing)
-
-
-def _hand_on_grid(grid: torch.Tensor, dens: torch.Tensor):
-    """Give a packed grid nobody will read again to the next ``_pack_grid`` (not a view of ``dens``
-    itself, which ``_channels_last`` uses in place when it is channels-last already)."""
-    if grid.untyped_storage().data_ptr() != dens.untyped_storage().data_ptr():
-        _keep_spare(grid)
+    return _channels_last(grids, _reused_empty)
 
 
 def _channels_last_torch(grids) -> torch.Tensor:
@@ -104,36 +97,16 @@ def _empty(shape, dtype, device) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-_SPARE: dict = {}  # (shape, dtype) -> a CPU tensor of the last call, kept for the next one
-
-
-def _empty_reusing(shape, dtype, device) -> torch.Tensor:
-    """``torch.empty(shape)``, reusing a CPU tensor ``_keep_spare`` kept: fresh pages cost more to
-    fault in than to overwrite (15-20 ms for 64 MB). New CPU buffers of 2 MB or more go on huge
-    pages (``huge_pages.empty``: fewer TLB misses in the kernels' scattered reads and writes)."""
+def _reused_empty(shape, dtype, device) -> torch.Tensor:
+    """``torch.empty(shape)``; on the CPU, in the memory of an earlier tensor of this shape that
+    nothing refers to any more (``recycled``): packed grids, task buffers and kept samples once
+    their call is done, gradients once the caller has let go of them (``zero_grad()``). Fresh pages
+    cost more to fault in than to overwrite (15-20 ms for 64 MB), and glibc hands freed blocks back
+    to the system at unforeseen ``free`` calls (8-24 ms of kernel time). Unused memory is kept up to
+    a quarter of the buffer budget; new buffers of 2 MB or more go on huge pages (fewer TLB misses
+    in the kernels' scattered reads and writes)."""
     if device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device)
-    spare = _SPARE.pop((tuple(shape), dtype), None)
-    return spare if spare is not None else huge_pages.empty(shape, dtype)
-
-
-def _keep_spare(t: torch.Tensor):
-    """Keep the CPU tensor ``t``, which its user is done with, for the next ``_empty_reusing`` of its
-    shape: one per shape, at most a quarter of the buffer budget in all (the oldest go first)."""
-    cap = _BUFFER_BYTES // 4
-    if t.device.type != "cpu" or t.numel() * t.element_size() > cap:
-        return
-    key = (tuple(t.shape), t.dtype)
-    _SPARE.pop(key, None)
-    _SPARE[key] = t
-    while sum(v.numel() * v.element_size() for v in _SPARE.values()) > cap:
-        _SPARE.pop(next(iter(_SPARE)))
-
-
-def _gradient_empty(*shape, dtype: torch.dtype) -> torch.Tensor:
-    """A CPU tensor for a gradient handed back to autograd: on the memory of an earlier one the
-    caller has let go of (``recycled``: no page faults, no heap trimmed in the step), within a
-    quarter of the buffer budget."""
     return recycled.empty(shape, dtype, _BUFFER_BYTES // 4)
 
 
@@ -143,7 +116,7 @@ def _task_buffers(grid: torch.Tensor) -> torch.Tensor:
     n_tasks = _n_tasks(grid.numel() * grid.element_size(), grid.device)
     if grid.device.type == "cuda":
         return torch.zeros((n_tasks, grid.numel()), dtype=grid.dtype, device=grid.device)
-    return _empty_reusing((n_tasks, grid.numel()), grid.dtype, grid.device)
+    return _reused_empty((n_tasks, grid.numel()), grid.dtype, grid.device)
 
 
 def _unpack_sum(buffers: torch.Tensor, grid_shape, split: int):
@@ -154,8 +127,8 @@ def _unpack_sum(buffers: torch.Tensor, grid_shape, split: int):
         return _unpack_sum_torch(buffers, grid_shape, split)
     from p3dlab.kernels.volume_cpu import unpack_channels_sum, unpack_rgb_sum
 
-    first = _gradient_empty(V, split, D, H, W, dtype=buffers.dtype)
-    second = _gradient_empty(V, K - split, D, H, W, dtype=buffers.dtype)
+    first = _reused_empty((V, split, D, H, W), buffers.dtype, buffers.device)
+    second = _reused_empty((V, K - split, D, H, W), buffers.dtype, buffers.device)
     if K == 4 and split == 1:  # density + RGB
         unpack_rgb_sum(_np(buffers), _np(first).reshape(-1), _np(second).reshape(-1), V)
     else:
@@ -245,7 +218,6 @@ class _SampleGrid(torch.autograd.Function):
 
             sample_volume_backward_cpu(*_kernel_args((flat, layout, pts, ctx.align, g, buffers, grad_pts)))
         grad, _ = _unpack_sum(buffers, ctx.packed_shape, C)
-        _keep_spare(buffers)
         return grad, grad_pts, None
 
 
@@ -275,7 +247,7 @@ def _kept_samples(ctx, R: int, P: int, K: int, dtype, device) -> torch.Tensor:
     needed = ctx.keep_samples and any(ctx.needs_input_grad[:2]) and not ctx.needs_input_grad[2]
     fits = R * P * K * torch.empty((), dtype=dtype).element_size() <= _BUFFER_BYTES // 2
     if needed and fits:
-        return _empty_reusing((R, P, K), dtype, device)
+        return _reused_empty((R, P, K), dtype, device)
     return torch.empty((0, 1, K), dtype=dtype, device=device)
 
 
@@ -314,12 +286,11 @@ class _MarchVolumes(torch.autograd.Function):
 
                 march_volume_cpu(*_kernel_args(args), numba.get_num_threads())
         ctx.save_for_backward(dens, feats, layout, ray_vol, rays_c, len_c, out_f, out_o, out_z, n_used)
-        # not saved tensors: the backward hands them on to the next forward (``_keep_spare``); a
-        # second backward through a retained graph packs the grid again and samples it again
-        ctx.grid = grid
-        if not (grad_on and any(ctx.needs_input_grad[:3])):  # no backward will come
-            _hand_on_grid(grid, dens)
-            ctx.grid = None
+        # not saved tensors: the backward lets go of them, for the next forward to reuse their memory
+        # (``_reused_empty``); a second backward through a retained graph packs the grid again and
+        # samples it again
+        no_backward = not (grad_on and any(ctx.needs_input_grad[:3]))
+        ctx.grid = None if no_backward else grid
         ctx.samples = samples
         ctx.order = order
         ctx.settings = (mode, eps, align, last_inf)
@@ -332,7 +303,7 @@ class _MarchVolumes(torch.autograd.Function):
     def backward(ctx, g_f, g_o, g_z, _g_used):
         dens, feats, layout, ray_vol, rays, lengths, out_f, out_o, out_z, n_used = ctx.saved_tensors
         # a second backward through a retained graph packs and samples the grid again: the first one
-        # gave the packed grid and the kept samples away to the next forward
+        # let go of the packed grid and the kept samples, for the next forward
         grid, ctx.grid = ctx.grid, None
         if grid is None:
             grid = _pack_grid(dens, feats)
@@ -365,10 +336,6 @@ class _MarchVolumes(torch.autograd.Function):
 
             march_volume_backward_cpu(*_kernel_args(args), _prefetch_ahead(buffers[0]))
         grad_dens, grad_feats = _unpack_sum(buffers, ctx.packed_shape, 1)
-        _keep_spare(buffers)
-        _hand_on_grid(grid, dens)
-        if samples.numel():
-            _keep_spare(samples)
         return grad_dens, grad_feats, grad_rays, None, None, None, None, None, None, None, None, None, None
 
 
@@ -553,11 +520,11 @@ class _MarchVolumesMSE(torch.autograd.Function):
         V, _, D, H, W = dens.shape
         # a copy of the grid per task, each voxel's values next to its gradient accumulators
         n_tasks = _n_tasks(dens.numel() * 8 * dens.element_size(), dens.device)
-        work = _empty_reusing((n_tasks, V * D * H * W * 8), dt, dens.device)
+        work = _reused_empty((n_tasks, V * D * H * W * 8), dt, dens.device)
         flat_dens = _np(dens.contiguous()).reshape(-1)
         flat_feats = _np(feats.to(dt).contiguous()).reshape(-1)
         if raw_scale:  # float32 grids
-            sig_dens = _empty_reusing((V * D * H * W,), dt, dens.device)
+            sig_dens = _reused_empty((V * D * H * W,), dt, dens.device)
             vc.pack_rgb_work_activated(flat_dens, flat_feats, raw_scale, _np(work), _np(sig_dens), V)
         else:
             vc.pack_rgb_work(flat_dens, flat_feats, _np(work), V)
@@ -572,15 +539,13 @@ class _MarchVolumesMSE(torch.autograd.Function):
         targets = (target_f.detach().to(torch.float64).contiguous(), target_o.detach().to(torch.float64).contiguous())
         args = (*args, eps, align, last_inf, *targets, 2.0 / (3 * R), 2.0 / R, out_f, out_o, out_z, n_used, err, order)
         vc.march_volume_mse_cpu(*_kernel_args(args), _prefetch_ahead(work[0]))
-        grad_dens = _gradient_empty(V, 1, D, H, W, dtype=dt)
-        grad_feats = _gradient_empty(V, 3, D, H, W, dtype=dt)
+        grad_dens = _reused_empty((V, 1, D, H, W), dt, dens.device)
+        grad_feats = _reused_empty((V, 3, D, H, W), dt, dens.device)
         flat_grads = (_np(grad_dens).reshape(-1), _np(grad_feats).reshape(-1))
         if raw_scale:
             vc.unpack_rgb_work_sum_activated(_np(work), _np(sig_dens), raw_scale, *flat_grads, V)
-            _keep_spare(sig_dens)
         else:
             vc.unpack_rgb_work_sum(_np(work), *flat_grads, V)
-        _keep_spare(work)
         # saved, not an attribute of ctx: autograd frees saved tensors once the backward has run (unless
         # the graph is retained), so a leaf's ``.grad`` takes these tensors instead of a copy
         ctx.save_for_backward(grad_dens, grad_feats)
