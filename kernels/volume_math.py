@@ -725,7 +725,14 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         exponential, is faster without phases (``march_rgb_sampled``). ``whole``: keep the cells of
         every chunk in its slot (``sample_ray_rgb``), for a backward that follows. Only the samples
         in ``span`` (``span_of``) are read: the others have value 0, which leaves T, F and Z as
-        they are (e^0 = 1 exactly); ``vals`` gets zeros for them."""
+        they are (e^0 = 1 exactly); ``vals`` gets zeros for them.
+
+        The fused loss kernel (``march_ray_mse``) takes a copy inlined by Numba
+        (``march_rgb_phased_inlined``): one call per ray with a dozen arrays to pass (Numba passes
+        each field of each array: hundreds of moves) cost the fit bench's kernel 8-18 %: 8.9-9.0
+        against 9.7-10.8 ms at 8³, 10.9-12.3 against 11.8-14.4 ms at 64³ (25 alternating calls,
+        either order first), the same bits. ``march_rgb_cpu`` keeps the call: inlined there, Numba
+        wrote zeros for kept samples (``samples[r] if ... else vals``; a test caught it)."""
         _, eps, t_min, last_inf, dnorm = settings
         P = lengths.shape[1]
         c0, i_end = span
@@ -757,6 +764,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
                 break
         finish_ray(outs, r, QUADRATURE, T, 1.0, depth, used, (F_0, F_1, F_2), True)
 
+    march_rgb_phased_inlined = jit_inline(march_rgb_phased)
     march_rgb_phased = jit(march_rgb_phased)
 
     def march_rgb_sampled(grid, layout, p, ray, lengths, r, settings, outs, cell_base, cell_w):
@@ -1266,7 +1274,9 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         settings = (QUADRATURE, eps, 0.0, last_inf, dnorm)
         outs = (out_f, out_o, out_z, n_used, vals)
         span = span_of(ray, lengths, r, layout)
-        march_rgb_phased(grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w, True, span)
+        march_rgb_phased_inlined(
+            grid, layout, p, ray, lengths, r, settings, outs, vals, att, cell_base, cell_w, True, span
+        )
         d0 = float(out_f[r, 0]) - target_f[r, 0]
         d1 = float(out_f[r, 1]) - target_f[r, 1]
         d2 = float(out_f[r, 2]) - target_f[r, 2]
