@@ -1291,7 +1291,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
             att, grid, cell_base, cell_w, True, True, span,
         )  # fmt: skip
 
-    march_ray_mse = jit(march_ray_mse)
+    march_ray_mse = jit_inline(march_ray_mse)  # into volume_cpu's _march_task_mse, outside any prange
 
     def prefetch_ray(grid, layout_array, b, rays, lengths, r, align):
         """Prefetch (``prefetch_w``) the lines of ``grid`` (a grid, or a gradient buffer of the
