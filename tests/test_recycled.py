@@ -1,6 +1,8 @@
 """``p3dlab.ops.recycled``: gradients handed to autograd reuse the memory of earlier ones only once
 nothing refers to those any more."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +73,25 @@ def test_unused_arrays_beyond_the_budget_are_dropped_least_recent_first():
     other = recycled.empty((20,), torch.float64, 0)  # both alive; everything unused goes
     assert recycled.pooled_bytes() == 80 + 160
     del kept, other
+
+
+def test_threads_never_get_the_same_memory_at_once():
+    errors = []
+
+    def work(tid):
+        for _ in range(300):
+            t = recycled.empty((64,), torch.float64, BUDGET)
+            t.fill_(tid)
+            if not bool((t == tid).all()):
+                errors.append(tid)
+
+    threads = [threading.Thread(target=work, args=(tid,)) for tid in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    # each thread holds at most 2 at a time (the last one until the new one is assigned): reused
+    assert not errors and recycled.pooled_bytes() <= 2 * 6 * 64 * 8
 
 
 def _ea_scene(size=24):

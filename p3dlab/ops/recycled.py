@@ -22,6 +22,7 @@ recently handed out dropped first. Buffers of 2 MB or more are on huge pages
 from __future__ import annotations
 
 import sys
+import threading
 from typing import List
 
 import numpy as np
@@ -31,6 +32,7 @@ from p3dlab.ops import huge_pages
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 _POOL: List[np.ndarray] = []  # arrays under tensors this module handed out, least recent first
+_LOCK = threading.Lock()  # one thread at a time looks for an unused array and takes it
 
 
 def _refs(pool: list, i: int) -> int:
@@ -60,15 +62,16 @@ def empty(shape, dtype: torch.dtype, budget: int) -> torch.Tensor:
     if dtype not in _NUMPY:
         return torch.empty(shape, dtype=dtype)
     kind = np.dtype(_NUMPY[dtype])
-    for i in reversed(range(len(_POOL))):  # the most recent first: its lines may still be cached
-        if _POOL[i].shape == shape and _POOL[i].dtype == kind and not in_use(i):
-            array = _POOL.pop(i)
-            break
-    else:
-        array = huge_pages.empty_array(shape, kind)
-    _POOL.append(array)  # most recent last
-    _drop_unused(budget)
-    return torch.from_numpy(array)
+    with _LOCK:
+        for i in reversed(range(len(_POOL))):  # the most recent first: its lines may still be cached
+            if _POOL[i].shape == shape and _POOL[i].dtype == kind and not in_use(i):
+                array = _POOL.pop(i)
+                break
+        else:
+            array = huge_pages.empty_array(shape, kind)
+        _POOL.append(array)  # most recent last
+        _drop_unused(budget)
+        return torch.from_numpy(array)
 
 
 def _drop_unused(budget: int):
