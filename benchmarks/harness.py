@@ -53,8 +53,9 @@ def paired_median_times(fn: Callable[[], object], baseline: Callable[[], object]
     ``free``. After the torch baseline of the EA bench, p3dlab's step released 120-260 MB there
     (``pgfree`` 30 000-66 000 pages) in 8-24 ms of kernel time (12 rounds; step medians 73.5
     against 50.5 ms after a step of its own). One untimed call of p3dlab's fit step in between did
-    not take it all: 4-12 ms more in 4 of 15 timed fit steps, none once the heap was released first
-    (other costs than the kernels: 3 ms in every one of 15, as in a loop of fit steps alone)."""
+    not take it all: 4-15 ms more in 8 and in 3 of 15 timed fit steps (two runs), none once the
+    heap was released first (other costs than the kernels: 3 ms in every one of 15, as in a loop
+    of fit steps alone)."""
     fn()
     baseline()
     ours: List[float] = []
