@@ -403,6 +403,63 @@ def test_gradient_buffers_and_kept_samples_respect_the_memory_budget(monkeypatch
         VoxelRadianceField(grid_size=512)  # 512³ x 4 channels x Adam state would need ~6 GB
 
 
+def test_grids_beyond_the_memory_available_raise_before_anything_is_allocated(monkeypatch):
+    """A grid whose scratch (its channels-last copy, and a gradient buffer when it needs gradients)
+    exceeds the memory available raises a clear error before the kernels allocate it; the same grid
+    renders when it fits. Three values expanded to a 2048³ grid (128 GB of scratch) raise at once,
+    on any machine, instead of the process being killed."""
+    import p3dlab.ops.volume_sampling as vs
+    from p3dlab.ops import memory_limit
+
+    vol, bundle = _scene(n=1, ray_grad=False)
+    grid_bytes = vol.densities().numel() * 4 * 8  # density + RGB, float64
+    monkeypatch.setattr(vs, "_FITS_ANYWHERE", 0)
+    monkeypatch.setattr(memory_limit, "available_bytes", lambda: grid_bytes + 1)
+    for mode in ("ea", "quadrature"):
+        with pytest.raises(P3DLabValueError, match="march_volumes: the grid needs .* and a gradient buffer"):
+            march_volumes(vol, bundle, mode)
+    with pytest.raises(P3DLabValueError, match="march_volumes_mse: the grid needs"):
+        vs.march_volumes_mse(vol, bundle, torch.zeros(*bundle.lengths.shape[:-1], 3, dtype=D),
+                             torch.zeros(bundle.lengths.shape[:-1], dtype=D))  # fmt: skip
+    with torch.no_grad():  # no gradient buffer: the copy alone fits
+        f, o, _, _ = march_volumes(vol, bundle, "ea")
+    assert o.max() > 0
+    points = torch.rand(1, 5, 3, dtype=D) * 2 - 1
+    grid = torch.rand(1, 4, 6, 7, 8, dtype=D, requires_grad=True)
+    monkeypatch.setattr(memory_limit, "available_bytes", lambda: grid.numel() * 8 + 1)
+    with pytest.raises(P3DLabValueError, match="sample_grid: the grid needs"):
+        sample_grid(grid, points)
+    expected = F.grid_sample(grid.detach(), points.reshape(1, 1, 1, 5, 3), align_corners=True).reshape(4, 5).T
+    assert torch.allclose(sample_grid(grid.detach(), points)[0], expected)  # fits without a gradient buffer
+
+    monkeypatch.undo()  # the real bound
+    n = 2048
+    expanded = Volumes(
+        torch.zeros(1, 1, 1, 1, 1).expand(1, 1, n, n, n), torch.zeros(1, 3, 1, 1, 1).expand(1, 3, n, n, n)
+    )
+    with pytest.raises(P3DLabValueError, match="131072.0 MB of scratch"):
+        march_volumes(expanded, bundle, "ea")
+
+
+def test_memory_available_is_the_smallest_of_meminfo_and_the_cgroup_limit(tmp_path):
+    from p3dlab.ops.memory_limit import available_bytes
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:    8000000 kB\n")
+    v2, v1 = tmp_path / "v2", tmp_path / "v1"
+    v2.mkdir()
+    (v1 / "memory").mkdir(parents=True)
+    (v2 / "memory.max").write_text("2147483648\n")  # a free Binder instance: 2 GB
+    (v2 / "memory.current").write_text("536870912\n")
+    assert available_bytes(v2, meminfo) == 2147483648 - 536870912
+    (v2 / "memory.max").write_text("max\n")  # no limit: the system's memory
+    assert available_bytes(v2, meminfo) == 8000000 * 1024
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("1073741824\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("2147483648\n")  # over its limit
+    assert available_bytes(v1, meminfo) == 0
+    assert available_bytes(tmp_path / "none", tmp_path / "no-meminfo") is None
+
+
 def test_channels_last_grids_are_read_in_place_and_agree():
     """A grid already channels-last in memory is not packed again; results and gradients do not
     depend on the memory format of the inputs."""

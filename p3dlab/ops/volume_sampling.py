@@ -30,7 +30,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
-from p3dlab.ops import recycled
+from p3dlab.ops import memory_limit, recycled
 
 EA, QUADRATURE = 0, 1
 _BUFFER_BYTES = int(float(os.environ.get("P3DLAB_VOLUME_BUFFER_MB", "1024")) * 2**20)
@@ -53,6 +53,28 @@ def _check_grid(grid: torch.Tensor, name: str):
         raise P3DLabValueError(f"{name} must be a floating (N, C, D, H, W) tensor, got {getattr(grid, 'shape', grid)}")
     if min(grid.shape[2:]) < 1 or grid.shape[1] < 1:
         raise P3DLabValueError(f"{name} has an empty axis: {tuple(grid.shape)}")
+
+
+_FITS_ANYWHERE = 64 * 2**20  # scratch that needs no check: a 128³ RGB grid and its gradient buffer
+
+
+def _check_scratch(name: str, grid_bytes: int, needs_grad: bool):
+    """Refuse, before anything of that size is allocated, a grid of ``grid_bytes`` (its densities
+    and features) whose kernels' scratch would not fit in the memory this process can still take
+    (``memory_limit.available_bytes``): at least its channels-last copy and, when it needs
+    gradients, one gradient buffer of the same size (more buffers only within the budget,
+    ``_n_tasks``). A few values expanded to a huge grid (stride 0) are caught here too, not by the
+    operating system killing the process."""
+    need = grid_bytes * (2 if needs_grad else 1)
+    if need <= _FITS_ANYWHERE:  # no files to read in a training step's hot path
+        return
+    available = memory_limit.available_bytes()
+    if available is not None and need > available:
+        what = "a channels-last copy and a gradient buffer" if needs_grad else "a channels-last copy"
+        raise P3DLabValueError(
+            f"{name}: the grid needs {need / 2**20:.1f} MB of scratch ({what}), more than the "
+            f"{available / 2**20:.1f} MB of memory available; use a smaller grid"
+        )
 
 
 def _channels_last(grids, empty=None) -> torch.Tensor:
@@ -232,6 +254,7 @@ def sample_grid(grid: torch.Tensor, points: torch.Tensor, align_corners: bool = 
         raise P3DLabValueError(f"sample_grid: {grid.shape[0]} grids for {points.shape[0]} point sets")
     if points.device != grid.device:
         raise P3DLabValueError("sample_grid: grid and points on different devices")
+    _check_scratch("sample_grid", grid.numel() * grid.element_size(), grid.requires_grad and torch.is_grad_enabled())
     return _SampleGrid.apply(grid, points, bool(align_corners))
 
 
@@ -404,6 +427,8 @@ def _volume_rays(volumes, ray_bundle, name: str):
     dens = volumes.densities()
     feats = volumes.features()
     _check_grid(dens, f"{name}: densities")
+    needs_grad = dens.requires_grad or (feats is not None and feats.requires_grad)
+    _check_scratch(name, _grid_bytes(dens, feats), needs_grad and torch.is_grad_enabled())
     o, d, t = ray_bundle.origins, ray_bundle.directions, ray_bundle.lengths
     n = o.shape[0]
     if d.shape != o.shape or t.shape[:-1] != o.shape[:-1] or o.shape[-1] != 3:
@@ -471,7 +496,9 @@ def march_volumes(
 
     Returns ``(features (N, ..., C), opacity (N, ..., 1), depth (N, ..., 1), n_used (N, ...))``:
     features without background, expected depth ``Σ w_i t_i`` and the samples marched per ray.
-    Volumes without features use their densities as the single feature channel.
+    Volumes without features use their densities as the single feature channel. A grid whose
+    channels-last copy (and gradient buffer) would not fit in the memory available raises
+    ``P3DLabValueError`` before anything is allocated (``_check_scratch``).
     """
     if mode not in ("ea", "quadrature"):
         raise P3DLabValueError(f"march_volumes: mode must be 'ea' or 'quadrature', got {mode!r}")
