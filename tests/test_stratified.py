@@ -109,3 +109,18 @@ def test_bad_lengths_are_refused():
         stratified_jitter(torch.zeros(3, 1))
     with pytest.raises(P3DLabValueError, match="floating"):
         stratified_jitter(torch.zeros(3, 4, dtype=torch.int64))
+
+
+def test_outputs_reuse_the_memory_of_released_ones_and_never_of_kept_ones():
+    lengths = _even(4096, 64, torch.float32)  # 1 MB outputs
+    kept = stratified_jitter(lengths, torch.Generator().manual_seed(1))
+    snapshot = kept.clone()
+    second = stratified_jitter(lengths, torch.Generator().manual_seed(2))
+    assert second.data_ptr() != kept.data_ptr()
+    assert torch.equal(kept, snapshot)  # a kept output is not written over
+    released = second.data_ptr()
+    del second
+    third = stratified_jitter(lengths, torch.Generator().manual_seed(3))
+    assert third.data_ptr() == released  # a training loop's last step's lengths serve again
+    assert torch.equal(kept, snapshot) and not torch.equal(third, kept)
+    assert torch.equal(third, stratified_jitter(lengths, torch.Generator().manual_seed(3)))

@@ -1,13 +1,20 @@
 """Stratified jitter of ray sample lengths in one parallel pass (``p3dlab.kernels.stratified``):
 each sample moves uniformly within ±half its ray's sample spacing, drawn from a counter-based hash
 of one seed, so no (rays × samples) tensor of random numbers is built (3 ms for 10^6 samples with
-``torch.rand``, 0.15 ms with the hash on 2 cores)."""
+``torch.rand``, 0.15 ms with the hash on 2 cores).
+
+On the CPU the output reuses the memory of an earlier output of the same shape that nothing refers
+to any more (``recycled``): a training loop that jitters its rays every step faults in no fresh
+pages. In the fit bench's step, a fresh 4 MB output took 930 page faults and 1.3 ms (median)
+instead of 0.43 ms."""
 
 from __future__ import annotations
 
 import torch
 
+from p3dlab.config import volume_buffer_bytes
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops import recycled
 
 
 def stratified_jitter(lengths: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -23,7 +30,10 @@ def stratified_jitter(lengths: torch.Tensor, generator: torch.Generator | None =
         raise P3DLabValueError("stratified_jitter: rays need at least 2 samples to have a spacing")
     seed = int(torch.randint(0, 2**32, (1,), generator=generator))
     flat = lengths.detach().reshape(-1, P).contiguous()
-    out = torch.empty_like(flat)
+    if flat.device.type == "cpu":
+        out = recycled.empty(flat.shape, flat.dtype, volume_buffer_bytes() // 4)
+    else:
+        out = torch.empty_like(flat)
     if flat.shape[0]:
         if flat.device.type == "cuda":
             from p3dlab.kernels.cuda_adapter import stratified_jitter_cuda

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import warnings
 from typing import Optional
 
@@ -29,11 +28,12 @@ import numba
 import torch
 from torch.autograd.function import once_differentiable
 
+from p3dlab.config import volume_buffer_bytes
 from p3dlab.errors import P3DLabValueError
 from p3dlab.ops import memory_limit, recycled
 
 EA, QUADRATURE = 0, 1
-_BUFFER_BYTES = int(float(os.environ.get("P3DLAB_VOLUME_BUFFER_MB", "1024")) * 2**20)
+_BUFFER_BYTES = volume_buffer_bytes()
 
 
 def _n_tasks(grid_bytes: int, device) -> int:
