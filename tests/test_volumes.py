@@ -1,16 +1,20 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from p3dlab.errors import P3DLabValueError
 from p3dlab.ops.rasterize_reference import pixel_centres
 from p3dlab.renderer import (
     AbsorptionOnlyRaymarcher,
     EmissionAbsorptionRaymarcher,
     FoVOrthographicCameras,
     FoVPerspectiveCameras,
+    GridRaysampler,
     ImplicitRenderer,
     MonteCarloRaysampler,
+    MultinomialRaysampler,
     NDCMultinomialRaysampler,
     QuadratureRaymarcher,
     VolumeRenderer,
@@ -91,6 +95,57 @@ def test_grid_rays_go_through_the_pixel_centres():
     assert mc.xys.shape == (1, 7, 2) and (mc.xys[..., 1].abs() <= 0.5).all()
     near, far = near_far_from_sphere(cam, radius=1.0)
     assert near == pytest.approx(2.0) and far == pytest.approx(4.0)
+
+
+def test_a_multinomial_grid_of_ndc_points_gives_rays_through_them():
+    R, T = look_at_view_transform(3.0, 20.0, 30.0)
+    cam = FoVPerspectiveCameras(R=R.double(), T=T.double())
+    # PyTorch3D's argument names and order; the NDC sampler's ranges give its rays (5 x 3 image, not square)
+    grid = MultinomialRaysampler(
+        min_x=4 / 3, max_x=-4 / 3, min_y=2 / 3, max_y=-2 / 3, image_width=5, image_height=3, n_pts_per_ray=6,
+        min_depth=1.0, max_depth=4.0,
+    )(cam)  # fmt: skip
+    ndc = NDCMultinomialRaysampler(5, 3, 6, 1.0, 4.0)(cam)
+    for a, b in zip(
+        (grid.origins, grid.directions, grid.lengths, grid.xys), (ndc.origins, ndc.directions, ndc.lengths, ndc.xys)
+    ):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=0, atol=1e-12)
+    # a sub-window: column j at linspace(min_x, max_x, W)[j], row i at linspace(min_y, max_y, H)[i]
+    sub = GridRaysampler(0.5, -0.5, 0.25, -0.25, 3, 2, 4, 1.0, 4.0)(cam)
+    assert GridRaysampler is MultinomialRaysampler
+    assert sub.xys[0, 0, :, 0].tolist() == [0.5, 0.0, -0.5] and sub.xys[0, :, 0, 1].tolist() == [0.25, -0.25]
+    proj = cam.transform_points(ray_bundle_to_ray_points(sub).reshape(-1, 3)).reshape(2, 3, 4, 3)
+    assert torch.allclose(proj[..., :2], sub.xys[0][:, :, None].expand(2, 3, 4, 2), atol=1e-12)
+    # n_rays_per_image: distinct grid points per camera, decided by the generator
+    cams = FoVPerspectiveCameras(R=R.double().expand(2, 3, 3), T=T.double().expand(2, 3))
+    pick = MultinomialRaysampler(1.0, -1.0, 1.0, -1.0, 4, 4, 3, 1.0, 2.0, n_rays_per_image=16)
+    a = pick(cams, generator=torch.Generator().manual_seed(3))
+    b = pick(cams, generator=torch.Generator().manual_seed(3))
+    assert a.xys.shape == (2, 16, 2) and torch.equal(a.xys, b.xys)
+    full = MultinomialRaysampler(1.0, -1.0, 1.0, -1.0, 4, 4, 3, 1.0, 2.0)(cams).xys.reshape(2, 16, 2)
+    for k in range(2):  # every grid point exactly once
+        assert sorted(map(tuple, a.xys[k].tolist())) == sorted(map(tuple, full[k].tolist()))
+    assert MultinomialRaysampler(1, -1, 1, -1, np.int64(2), torch.tensor(2), 3, 1, 2)(cam).xys.shape == (1, 2, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: MultinomialRaysampler(1, -1, 1, -1, 0, 4, 8, 1.0, 2.0), "image_width must be an integer >= 1"),
+        (lambda: MultinomialRaysampler(1, -1, 1, -1, 4, 4, 2.5, 1.0, 2.0), "n_pts_per_ray must be an integer"),
+        (lambda: MultinomialRaysampler(float("nan"), -1, 1, -1, 4, 4, 8, 1.0, 2.0), "finite"),
+        (lambda: MultinomialRaysampler(1, -1, 1, -1, 4, 4, 8, 3.0, 2.0), "min_depth <= max_depth"),
+        (lambda: MultinomialRaysampler(1, -1, 1, -1, 4, 4, 8, 1.0, 2.0, n_rays_per_image=17), r"in \[1, 16\]"),
+        (lambda: NDCMultinomialRaysampler(4, -2, 8, 1.0, 2.0), "NDCMultinomialRaysampler: image_height"),
+        (lambda: NDCMultinomialRaysampler(4, 4, 0, 1.0, 2.0), "n_pts_per_ray"),
+        (lambda: MonteCarloRaysampler(-1, 1, -1, 1, 0, 8, 1.0, 2.0), "MonteCarloRaysampler: n_rays_per_image"),
+        (lambda: MonteCarloRaysampler(-1, 1, -1, "a", 5, 8, 1.0, 2.0), "finite"),
+        (lambda: MonteCarloRaysampler(-1, 1, -1, 1, 5, 8, -1.0, 2.0), "min_depth"),
+    ],
+)
+def test_raysamplers_refuse_settings_that_cannot_give_rays_when_built(make, message):
+    with pytest.raises(P3DLabValueError, match=message):
+        make()
 
 
 def test_orthographic_rays_are_parallel():

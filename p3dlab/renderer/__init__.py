@@ -41,7 +41,9 @@ from p3dlab.renderer.points import (
 )
 from p3dlab.renderer.raymarching import AbsorptionOnlyRaymarcher, EmissionAbsorptionRaymarcher, QuadratureRaymarcher
 from p3dlab.renderer.raysampling import (
+    GridRaysampler,
     MonteCarloRaysampler,
+    MultinomialRaysampler,
     NDCGridRaysampler,
     NDCMultinomialRaysampler,
     RayBundle,

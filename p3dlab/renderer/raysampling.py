@@ -8,6 +8,8 @@ component, so t is view depth), the pixel's point on the Z = 0 plane for orthogr
 
 from __future__ import annotations
 
+import math
+import operator
 from dataclasses import dataclass
 from typing import Optional
 
@@ -82,12 +84,50 @@ def _unproject_ndc(cameras, xy_depth, **kwargs):
     return cameras.unproject_points(xy_depth, world_coordinates=True, **kwargs)
 
 
-class NDCMultinomialRaysampler(torch.nn.Module):
-    """One ray per pixel centre (``x = (W - 2j - 1)/min(H, W)``, row 0 at the top), or
-    ``n_rays_per_image`` random pixels. Width comes before height, as in PyTorch3D."""
+def _count(name: str, what: str, value, low: int = 1, high: Optional[int] = None) -> int:
+    """``value`` as an int (any integral type: Python, NumPy or a 0-d integer tensor) within [low,
+    high], else a ``P3DLabValueError``."""
+    try:
+        n = operator.index(value)
+    except TypeError:
+        n = None
+    if n is None or n < low or (high is not None and n > high):
+        where = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise P3DLabValueError(f"{name}: {what} must be an integer {where}, got {value!r}")
+    return n
+
+
+def _ranges(name: str, min_depth, max_depth, box):
+    """``(min_depth, max_depth, box)`` as floats, after refusing values that cannot give rays, when
+    a raysampler is built."""
+    values = (min_depth, max_depth, *box)
+    try:
+        floats = tuple(float(v) for v in values)
+    except (TypeError, ValueError, RuntimeError):
+        floats = (math.nan,)
+    if not all(math.isfinite(v) for v in floats):
+        raise P3DLabValueError(f"{name}: the depths and NDC ranges must be finite numbers, got {values}")
+    if not 0 <= floats[0] <= floats[1]:
+        raise P3DLabValueError(f"{name}: need 0 <= min_depth <= max_depth, got {min_depth}, {max_depth}")
+    return floats[0], floats[1], floats[2:]
+
+
+class MultinomialRaysampler(torch.nn.Module):
+    """One ray per point of a regular ``image_width`` × ``image_height`` grid of NDC points, or
+    ``n_rays_per_image`` distinct points of it per camera, chosen at random (``generator``).
+    Column j has ``x_j = linspace(min_x, max_x, W)[j]``, row i ``y_i = linspace(min_y, max_y,
+    H)[i]``: with min > max on both axes the first row and column are the image's top and left, as
+    +X points left and +Y up. PyTorch3D's ``MultinomialRaysampler`` (``GridRaysampler`` is its
+    deprecated alias, kept here too), the same arguments in the same order; keyword arguments work
+    in either library. ``NDCMultinomialRaysampler`` chooses the ranges that put the rays through
+    the pixel centres."""
 
     def __init__(
         self,
+        min_x: float,
+        max_x: float,
+        min_y: float,
+        max_y: float,
         image_width: int,
         image_height: int,
         n_pts_per_ray: int,
@@ -98,24 +138,32 @@ class NDCMultinomialRaysampler(torch.nn.Module):
         stratified_sampling: bool = False,
     ):
         super().__init__()
-        if image_width < 1 or image_height < 1:
-            raise P3DLabValueError("NDCMultinomialRaysampler: image sizes must be >= 1")
-        self.W, self.H = int(image_width), int(image_height)
-        self.n_pts, self.min_depth, self.max_depth = n_pts_per_ray, min_depth, max_depth
+        name = type(self).__name__
+        self.W = _count(name, "image_width", image_width)
+        self.H = _count(name, "image_height", image_height)
+        self.n_pts = _count(name, "n_pts_per_ray", n_pts_per_ray)
+        if n_rays_per_image is not None:
+            n_rays_per_image = _count(name, "n_rays_per_image", n_rays_per_image, 1, self.W * self.H)
+        self.min_depth, self.max_depth, self.box = _ranges(name, min_depth, max_depth, (min_x, max_x, min_y, max_y))
         self.n_rays_per_image, self.unit_directions, self.stratified = (
             n_rays_per_image,
             unit_directions,
             stratified_sampling,
         )
 
+    def _grid(self, dtype, device):
+        """The (H, W) NDC x and y of the grid's points."""
+        min_x, max_x, min_y, max_y = self.box
+        x = torch.linspace(min_x, max_x, self.W, dtype=dtype, device=device)
+        y = torch.linspace(min_y, max_y, self.H, dtype=dtype, device=device)
+        return x[None, :].expand(self.H, self.W), y[:, None].expand(self.H, self.W)
+
     def forward(self, cameras, generator=None, **kwargs) -> RayBundle:
         n = len(cameras)
-        x, y = pixel_centres(self.H, self.W, cameras.R.dtype, cameras.device)
+        x, y = self._grid(cameras.R.dtype, cameras.device)
         xy = torch.stack([x, y], -1)[None].expand(n, self.H, self.W, 2)
         if self.n_rays_per_image is not None:
-            k = int(self.n_rays_per_image)
-            if not 1 <= k <= self.H * self.W:
-                raise P3DLabValueError(f"n_rays_per_image must be in [1, {self.H * self.W}]")
+            k = self.n_rays_per_image
             idx = torch.stack([torch.randperm(self.H * self.W, generator=generator)[:k] for _ in range(n)]).to(
                 cameras.device
             )
@@ -131,6 +179,39 @@ class NDCMultinomialRaysampler(torch.nn.Module):
             generator,
             **kwargs,
         )
+
+
+GridRaysampler = MultinomialRaysampler
+
+
+class NDCMultinomialRaysampler(MultinomialRaysampler):
+    """One ray per pixel centre (``x = (W - 2j - 1)/min(H, W)``, row 0 at the top), or
+    ``n_rays_per_image`` random pixels: ``MultinomialRaysampler`` with ``min_x = (W - 1)/s``,
+    ``max_x = -min_x``, ``min_y = (H - 1)/s``, ``max_y = -min_y``, s = min(H, W), the centres
+    computed as the rasterizer computes them (``pixel_centres``), bit for bit. Width comes before
+    height, as in PyTorch3D."""
+
+    def __init__(
+        self,
+        image_width: int,
+        image_height: int,
+        n_pts_per_ray: int,
+        min_depth: float,
+        max_depth: float,
+        n_rays_per_image: Optional[int] = None,
+        unit_directions: bool = False,
+        stratified_sampling: bool = False,
+    ):
+        W = _count(type(self).__name__, "image_width", image_width)
+        H = _count(type(self).__name__, "image_height", image_height)
+        rx, ry = (W - 1) / min(H, W), (H - 1) / min(H, W)
+        super().__init__(
+            rx, -rx, ry, -ry, W, H, n_pts_per_ray, min_depth, max_depth, n_rays_per_image, unit_directions,
+            stratified_sampling,
+        )  # fmt: skip
+
+    def _grid(self, dtype, device):
+        return pixel_centres(self.H, self.W, dtype, device)
 
 
 NDCGridRaysampler = NDCMultinomialRaysampler
@@ -153,8 +234,10 @@ class MonteCarloRaysampler(torch.nn.Module):
         stratified_sampling: bool = False,
     ):
         super().__init__()
-        self.box = (min_x, max_x, min_y, max_y)
-        self.n_rays, self.n_pts, self.min_depth, self.max_depth = n_rays_per_image, n_pts_per_ray, min_depth, max_depth
+        box = (min_x, max_x, min_y, max_y)
+        self.min_depth, self.max_depth, self.box = _ranges("MonteCarloRaysampler", min_depth, max_depth, box)
+        self.n_rays = _count("MonteCarloRaysampler", "n_rays_per_image", n_rays_per_image)
+        self.n_pts = _count("MonteCarloRaysampler", "n_pts_per_ray", n_pts_per_ray)
         self.unit_directions, self.stratified = unit_directions, stratified_sampling
 
     def forward(self, cameras, generator=None, **kwargs) -> RayBundle:
