@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from p3dlab.data import signed_volume
+from p3dlab.errors import P3DLabValueError
 from p3dlab.ops import marching_cubes
 from p3dlab.structures import Meshes, Volumes
+from p3dlab.volumes import isosurface
 
 
 def _ball(S, r=0.6, centre=(0.0, 0.0, 0.0)):
@@ -55,3 +57,45 @@ def test_empty_and_full_grids_and_bad_input():
     assert v[0].shape == (0, 3) and f[1].shape == (0, 3)
     with pytest.raises(ValueError):
         marching_cubes(torch.zeros(4, 4, 4))
+
+
+def _coloured_ball(S=20, translation=(0.5, 0.0, -0.25)):
+    """A ball of density (inside: > 0) with colours linear in the local coordinates, which trilinear
+    sampling reproduces exactly: (r, g, b) = (0.5 + 0.4 x, 0.5 + 0.4 y, 0.5 + 0.4 z)."""
+    g = torch.linspace(-1, 1, S, dtype=torch.float64)
+    Z, Y, X = torch.meshgrid(g, g, g, indexing="ij")
+    colours = torch.stack([0.5 + 0.4 * X, 0.5 + 0.4 * Y, 0.5 + 0.4 * Z])[None]
+    return Volumes(_ball(S, 0.6)[None, None], colours, voxel_size=0.1, volume_translation=translation)
+
+
+def test_isosurface_gives_the_marching_cubes_mesh_with_the_features_sampled_at_its_vertices():
+    vol = _coloured_ball()
+    mesh = isosurface(vol, 0.0)
+    verts, faces = marching_cubes(vol, 0.0)
+    assert torch.equal(mesh.verts_list()[0], verts[0]) and torch.equal(mesh.faces_list()[0], faces[0])
+    assert _closed(mesh) and signed_volume(mesh.verts_packed(), mesh.faces_packed()).item() > 0
+    local = vol.world_to_local_coords(verts[0][None])[0]
+    colours = mesh.textures.verts_features_list()[0]
+    assert colours.shape == (len(verts[0]), 3)
+    assert torch.allclose(colours, 0.5 + 0.4 * local, rtol=0, atol=1e-12)  # linear colours: exact
+    # gradients reach the features (each vertex's colour is a convex combination of 8 voxels')
+    feats = vol.features().clone().requires_grad_()
+    isosurface(Volumes(vol.densities(), feats, voxel_size=0.1), 0.0).textures.verts_features_packed().sum().backward()
+    assert feats.grad.sum().item() == pytest.approx(3 * len(verts[0]), rel=1e-9)
+
+
+def test_isosurface_batches_an_empty_volume_and_refuses_colours_it_cannot_give():
+    ball = _coloured_ball(12, (0.0, 0.0, 0.0))
+    empty = torch.full_like(ball.densities(), -1.0)  # no surface at level 0
+    both = Volumes(torch.cat([ball.densities(), empty]), torch.cat([ball.features()] * 2), voxel_size=0.1)
+    mesh = isosurface(both, 0.0)
+    assert mesh.num_verts_per_mesh().tolist()[1] == 0 and mesh.num_verts_per_mesh().tolist()[0] > 0
+    assert mesh.textures.verts_features_list()[1].shape == (0, 3)
+    plain = Volumes(ball.densities(), voxel_size=0.1)
+    assert isosurface(plain, 0.0).textures is None  # no features: no colours by default
+    with pytest.raises(P3DLabValueError, match="3 feature channels, got none"):
+        isosurface(plain, 0.0, colours=True)
+    with pytest.raises(P3DLabValueError, match="got 2 channels"):
+        isosurface(Volumes(ball.densities(), ball.features()[:, :2], voxel_size=0.1), 0.0, colours=True)
+    with pytest.raises(P3DLabValueError, match="expected a Volumes"):
+        isosurface(ball.densities()[:, 0], 0.0)

@@ -1,5 +1,7 @@
-"""Volumetric reconstruction: a density + colour voxel grid fitted to multi-view images."""
+"""Volumetric reconstruction: a density + colour voxel grid fitted to multi-view images, and the
+surfaces of volumes as coloured meshes."""
 
 from p3dlab.volumes.reconstruction import FitHistory, VoxelRadianceField, evaluate, fit_volume
+from p3dlab.volumes.surface import isosurface
 
-__all__ = ["FitHistory", "VoxelRadianceField", "evaluate", "fit_volume"]
+__all__ = ["FitHistory", "VoxelRadianceField", "evaluate", "fit_volume", "isosurface"]

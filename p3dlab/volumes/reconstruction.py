@@ -108,21 +108,14 @@ class VoxelRadianceField(torch.nn.Module):
     def to_mesh(self, opacity_per_voxel: float = 0.2):
         """The fitted surface as a ``Meshes`` with vertex colours: marching cubes on σ at the level
         where one voxel of matter absorbs ``opacity_per_voxel`` (σ δ = −ln(1 − α)), colours sampled
-        from the colour grid at the vertices."""
-        from p3dlab.ops.marching_cubes import marching_cubes
-        from p3dlab.ops.volume_sampling import sample_grid
-        from p3dlab.structures import Meshes
-        from p3dlab.structures.textures import TexturesVertex
+        from the colour grid at the vertices (``isosurface``)."""
+        from p3dlab.volumes.surface import isosurface
 
         if not 0 < opacity_per_voxel < 1:
             raise P3DLabValueError("to_mesh: opacity_per_voxel must be in (0, 1)")
         level = -math.log(1.0 - opacity_per_voxel) / self.voxel_size
         with torch.no_grad():
-            vol = self.volumes()
-            verts, faces = marching_cubes(vol, isolevel=level)
-            local = vol.world_to_local_coords(verts[0][None])
-            colours = sample_grid(vol.features(), local.to(vol.features().dtype))[0]
-        return Meshes([verts[0]], [faces[0]], textures=TexturesVertex([colours.clamp(0, 1)]))
+            return isosurface(self.volumes(), level, colours=True)
 
 
 def select_views(bundle: RayBundle, views) -> RayBundle:
