@@ -38,9 +38,11 @@ def isosurface(volumes: Volumes, isolevel: Optional[float] = None, colours: Opti
     verts, vert_colours = [], []
     for n, points in enumerate(local):
         points = points.to(volumes.densities().dtype)
-        verts.append(volumes[n].local_to_world_coords(points[None])[0] if len(points) else points)
+        if not len(points):  # no surface: an empty mesh
+            verts.append(points)
+            vert_colours.append(feats.new_zeros(0, 3) if colours else None)
+            continue
+        verts.append(volumes[n].local_to_world_coords(points[None])[0])
         if colours:
-            grid = feats[n : n + 1]
-            sampled = sample_grid(grid, points[None].to(grid.dtype), align_corners=True)[0] if len(points) else None
-            vert_colours.append(sampled if sampled is not None else grid.new_zeros(0, 3))
+            vert_colours.append(sample_grid(feats[n : n + 1], points[None].to(feats.dtype), align_corners=True)[0])
     return Meshes(verts, faces, textures=TexturesVertex(vert_colours) if colours else None)
