@@ -17,7 +17,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # itself (README): GNU OpenMP terminates such children.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup lab test lint unit cudasim lessons browser binder book bench fuzz clean
+.PHONY: setup lab test lint unit cudasim lessons course release browser binder book bench fuzz clean
 
 setup: $(STAMP)
 
@@ -33,20 +33,29 @@ lab: setup
 
 ## Lint, unit tests, CUDA-simulator kernel tests, the lessons in fast mode, the widgets in a real
 ## Chromium (skipped when /usr/bin/chromium is missing) and the Binder install reproduced.
-test: setup lint unit cudasim lessons browser binder
+test: setup lint unit cudasim lessons course browser binder
 
 lint: setup
 	$(VENV)/bin/ruff check p3dlab kernels tests benchmarks
 	$(VENV)/bin/ruff format --check p3dlab kernels tests benchmarks
 
 unit: setup
-	$(PY) -m pytest -q -m "not cudasim and not browser and not binder" tests
+	$(PY) -m pytest -q -m "not cudasim and not browser and not binder and not course" tests
 
 cudasim: setup
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cudasim tests
 
+## The lessons with their solutions (course/source) under nbval, in fast mode.
 lessons: setup
-	P3DLAB_FAST=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax lessons
+	P3DLAB_FAST=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax course/source
+
+## nbgrader's round trip for every lesson: generate_assignment, then autograde three submissions.
+course: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m course tests/test_course.py
+
+## Regenerate the student versions in lessons/ from course/source (CI fails when they drift).
+release: setup
+	$(PY) -m p3dlab.classroom release
 
 ## JupyterLab + Playwright + Debian Chromium; screenshots and timings in test-artifacts/browser.
 browser: setup
@@ -58,7 +67,7 @@ binder: setup
 
 ## Execute every lesson at full size; HTML with outputs and a timing table in book/.
 book: setup
-	$(PY) -m p3dlab.classroom book lessons book
+	$(PY) -m p3dlab.classroom book course/source book
 
 ## Long fuzzing of the file readers (CI runs 10,000 cases; this runs 4 x P3DLAB_FUZZ_EXAMPLES).
 fuzz: setup

@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import List, Tuple
 
 
-def build_book(lessons_dir="lessons", out_dir="book", timeout: int = 1800, fast: bool = False) -> List[Tuple]:
-    """Execute and export every ``*.ipynb`` of ``lessons_dir``; returns (name, seconds, status) rows."""
+def build_book(lessons_dir="course/source", out_dir="book", timeout: int = 1800, fast: bool = False) -> List[Tuple]:
+    """Execute and export every lesson of ``lessons_dir``; returns (name, seconds, status) rows.
+
+    ``lessons_dir`` holds the notebooks (``NN_*.ipynb``) or, as ``course/source`` does, one folder per
+    lesson with the notebook inside; the book executes the versions with solutions.
+    """
     import nbformat
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import ExecutePreprocessor
 
-    lessons = sorted(Path(lessons_dir).glob("[0-9]*.ipynb"))
+    lessons = sorted(Path(lessons_dir).glob("[0-9]*.ipynb")) or sorted(Path(lessons_dir).glob("[0-9]*/[0-9]*.ipynb"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if fast:

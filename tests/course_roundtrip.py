@@ -1,0 +1,235 @@
+"""nbgrader's whole round trip for one lesson, in a temporary course folder.
+
+``generate_assignment`` from the lesson's source, then ``autograde`` of three submissions:
+
+* ``solved``    the source with its solutions (must get every autograded point);
+* ``untouched`` the release as a student receives it (0 points; each test says "write your solution");
+* ``wrong``     the release with each solution cell's plausible wrong answer (0 points; each test's
+  feedback is one line containing the exercise's ``wrong_feedback`` phrase and no expected value).
+
+Then the self-study release of ``lessons/`` (hidden tests sealed, not dropped) is executed untouched
+and with the wrong answers, as a student on Binder would run it: the same feedback must appear there.
+
+Run as a script for one lesson (``python tests/course_roundtrip.py 03``) to see the scores and
+feedback while writing exercises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+from p3dlab.classroom.course import exercises, release_notebook, source_notebooks, wrong_submission
+from p3dlab.classroom.grading import leaks
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "course" / "source"
+STUDENTS = ("solved", "untouched", "wrong")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def lesson_path(prefix: str) -> Path:
+    (path,) = [p for p in source_notebooks(SOURCE) if p.stem.startswith(prefix)]
+    return path
+
+
+def _nbgrader(args, cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    res = subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"nbgrader {' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}")
+    return res
+
+
+def _peak_rss_children_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def error_text(cell) -> str:
+    """The error a cell shows (its traceback lines, without colour codes), or '' when it has none."""
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            return _ANSI.sub("", "\n".join(out.get("traceback") or [f"{out['ename']}: {out['evalue']}"]))
+    return ""
+
+
+def _execute(nb, cwd: Path, env: dict):
+    """Run a notebook in a fresh kernel of this interpreter, errors kept as outputs (as nbgrader does)."""
+    res = subprocess.run(
+        [sys.executable, "-c", _EXECUTE],
+        input=nbformat.writes(nb),
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"executing the self-study release failed:\n{res.stderr[-3000:]}")
+    return nbformat.reads(res.stdout, as_version=4)
+
+
+_EXECUTE = """
+import sys, nbformat
+from nbclient import NotebookClient
+nb = nbformat.reads(sys.stdin.read(), as_version=4)
+NotebookClient(nb, timeout=600, allow_errors=True, kernel_name="python3").execute()
+sys.stdout.write(nbformat.writes(nb))
+"""
+
+
+def roundtrip(source: Path, workdir: Path) -> dict:
+    """Run the round trip; returns per student: scores by grade id, autograded notebook, grading log."""
+    course = workdir / "course"
+    lesson = source.stem
+    (course / "source" / lesson).mkdir(parents=True)
+    shutil.copy(ROOT / "course" / "nbgrader_config.py", course / "nbgrader_config.py")
+    shutil.copy(source, course / "source" / lesson / source.name)
+    # nbgrader runs `alembic` from PATH: the interpreter's own bin folder first
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, P3DLAB_FAST="1", PYTHONWARNINGS="ignore", PATH=path)
+    t0 = time.perf_counter()
+    _nbgrader(["generate_assignment", lesson, "--force"], course, env)
+    generate_s = time.perf_counter() - t0
+
+    src_nb = nbformat.read(str(source), as_version=4)
+    released = nbformat.read(str(course / "release" / lesson / source.name), as_version=4)
+    submissions = {"solved": src_nb, "untouched": released, "wrong": wrong_submission(src_nb)}
+    result = {"lesson": lesson, "generate_s": generate_s, "release": released, "students": {}, "self_study": {}}
+    for student, nb in submissions.items():
+        target = course / "submitted" / student / lesson
+        target.mkdir(parents=True)
+        nbformat.write(nb, str(target / source.name))
+        log = workdir / f"grading-{student}.jsonl"
+        t0 = time.perf_counter()
+        _nbgrader(["autograde", lesson, "--student", student], course, dict(env, P3DLAB_GRADING_LOG=str(log)))
+        seconds = time.perf_counter() - t0
+        graded = nbformat.read(str(course / "autograded" / student / lesson / source.name), as_version=4)
+        entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        result["students"][student] = {"seconds": seconds, "notebook": graded, "log": entries}
+    for student, nb in (
+        ("self-study untouched", release_notebook(src_nb, hidden="seal")),
+        ("self-study wrong", wrong_submission(src_nb, hidden="seal")),
+    ):
+        log = workdir / f"grading-{student.replace(' ', '-')}.jsonl"
+        t0 = time.perf_counter()
+        executed = _execute(nb, course, dict(env, P3DLAB_GRADING_LOG=str(log)))
+        entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        result["self_study"][student] = {"seconds": time.perf_counter() - t0, "notebook": executed, "log": entries}
+    result["peak_rss_mb"] = _peak_rss_children_mb()
+
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id="p3dlab") as gb:
+        for student in STUDENTS:
+            sub = gb.find_submission_notebook(lesson, lesson, student)
+            result["students"][student]["grades"] = {
+                g.name: {"auto": g.auto_score, "max": g.max_score, "manual": g.needs_manual_grade} for g in sub.grades
+            }
+            result["students"][student]["score"] = sub.score
+    return result
+
+
+def problems(result: dict, source_nb) -> list:
+    """Every way the round trip falls short of the course's rules (empty when all is well)."""
+    out = []
+    items = {e["grade_id"]: e for e in exercises(source_nb)}
+    auto = {gid: e for gid, e in items.items() if e["kind"] != "task"}
+    mine = release_notebook(source_nb, hidden="drop")
+    theirs = result["release"]
+    if [c.source for c in mine.cells] != [c.source for c in theirs.cells]:
+        out.append("lessons/ release differs from nbgrader's generate_assignment release")
+    for student in STUDENTS:
+        s = result["students"][student]
+        cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in s["notebook"].cells}
+        for gid, e in auto.items():
+            grade = s["grades"].get(gid)
+            if grade is None:
+                out.append(f"{student}: no grade recorded for {gid}")
+                continue
+            err = error_text(cells.get(gid, {}))
+            if student == "solved":
+                if grade["auto"] != grade["max"]:
+                    out.append(f"solved: {gid} scored {grade['auto']} of {grade['max']}: {err[:300]}")
+                continue
+            if grade["auto"] != 0:
+                out.append(f"{student}: {gid} scored {grade['auto']} (a wrong or missing answer must score 0)")
+            lines = [line for line in err.splitlines() if line.strip()]
+            if len(lines) != 1 or "ExerciseFailed" in err or "Traceback" in err:
+                out.append(f"{student}: {gid}'s feedback is not one line of a check: {err[:400]!r}")
+            if student == "untouched" and "write your solution" not in err:
+                out.append(f"untouched: {gid}'s feedback does not say 'write your solution': {err[:300]!r}")
+            if student == "wrong" and (e.get("wrong_feedback") or "\0") not in err:
+                out.append(f"wrong: {gid}'s feedback lacks {e.get('wrong_feedback')!r}: {err[:300]!r}")
+        for gid, e in items.items():
+            if e["kind"] == "task" and not s["grades"].get(gid, {}).get("manual", False):
+                out.append(f"{student}: task {gid} is not left for manual grading")
+        # a missing answer must not crash the lesson itself: only solution and test cells may fail
+        if student != "solved":
+            for i, c in enumerate(s["notebook"].cells):
+                m = c.metadata.get("nbgrader", {})
+                if c.cell_type == "code" and not (m.get("solution") or m.get("grade")) and error_text(c):
+                    out.append(f"{student}: cell {i} (not an exercise) fails: {error_text(c)[-300:]}")
+        for entry in s["log"]:
+            if not entry["passed"]:
+                leaked = leaks(entry["message"], entry["expected"])
+                if leaked:
+                    out.append(f"{student}: feedback for {entry['name']} shows the expected value {leaked}")
+    for kind, s in result["self_study"].items():
+        cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in s["notebook"].cells}
+        for gid, e in auto.items():
+            err = error_text(cells.get(gid, {}))
+            lines = [line for line in err.splitlines() if line.strip()]
+            if len(lines) != 1 or "Traceback" in err:
+                out.append(f"{kind}: {gid}'s check does not fail with one line: {err[:400]!r}")
+            elif kind.endswith("untouched") and "write your solution" not in err:
+                out.append(f"{kind}: {gid}'s feedback does not say 'write your solution': {err[:300]!r}")
+            elif kind.endswith("wrong") and (e.get("wrong_feedback") or "\0") not in err:
+                out.append(f"{kind}: {gid}'s feedback lacks {e.get('wrong_feedback')!r}: {err[:300]!r}")
+        for i, c in enumerate(s["notebook"].cells):
+            m = c.metadata.get("nbgrader", {})
+            if c.cell_type == "code" and not (m.get("solution") or m.get("grade")) and error_text(c):
+                out.append(f"{kind}: cell {i} (not an exercise) fails: {error_text(c)[-300:]}")
+        for entry in s["log"]:
+            if not entry["passed"] and leaks(entry["message"], entry["expected"]):
+                out.append(f"{kind}: feedback for {entry['name']} shows an expected value")
+    return out
+
+
+def main(prefix: str) -> int:
+    import tempfile
+
+    source = lesson_path(prefix)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = roundtrip(source, Path(tmp))
+    src_nb = nbformat.read(str(source), as_version=4)
+    for student in STUDENTS:
+        s = result["students"][student]
+        print(f"{student}: score {s['score']}  ({s['seconds']:.1f} s)")
+        cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in s["notebook"].cells}
+        for gid, g in s["grades"].items():
+            print(f"   {gid}: {g['auto']}/{g['max']}  {error_text(cells.get(gid, {}))[:200]}")
+    for kind, s in result["self_study"].items():
+        cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in s["notebook"].cells}
+        print(f"{kind} ({s['seconds']:.1f} s)")
+        for gid in [x["grade_id"] for x in exercises(src_nb) if x["kind"] != "task"]:
+            print(f"   {gid}: {error_text(cells.get(gid, {}))[:200]}")
+    print(f"generate_assignment {result['generate_s']:.1f} s, peak RSS of a child {result['peak_rss_mb']:.0f} MB")
+    found = problems(result, src_nb)
+    print("\n".join(["PROBLEMS:"] + found) if found else "round trip OK")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1]))
