@@ -70,7 +70,16 @@ def test_binder_files_build_an_environment_that_runs_a_lesson(tmp_path):
     _run([py, "-m", "pip", "install", "-q", "pytest", "nbval"], repo, env)
     env["P3DLAB_FAST"] = "1"
     res = _run(
-        [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "course/source/04_batches_and_transforms/04_batches_and_transforms.ipynb"],
+        [
+            py,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--nbval-lax",
+            "course/source/04_batches_and_transforms/04_batches_and_transforms.ipynb",
+        ],
         repo,
         env,
     )

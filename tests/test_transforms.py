@@ -188,7 +188,8 @@ def test_gradcheck_conversions():
     log = torch.randn(3, 6, dtype=D, generator=g).requires_grad_(True)
     assert torch.autograd.gradcheck(se3_exp_map, (log,))
     T = torch.randn(2, 3, dtype=D, generator=g)
-    M = Translate(T).compose(RotateAxisAngle(torch.tensor([30.0, 60.0], dtype=D), "Y")).get_matrix()
+    # PyTorch3D casts to the dtype argument (float32 by default), so float64 is asked for explicitly
+    M = Translate(T, dtype=D).compose(RotateAxisAngle(torch.tensor([30.0, 60.0]), "Y", dtype=D)).get_matrix()
     assert torch.autograd.gradcheck(se3_log_map, (M.requires_grad_(True),))
 
 
@@ -265,7 +266,7 @@ def test_transform_points_eps_keeps_sign():
 def test_gradients_flow_through_transform3d():
     R = random_rotations(1, dtype=D).requires_grad_(True)
     x = torch.randn(6, 3, dtype=D)
-    assert torch.autograd.gradcheck(lambda r: Rotate(r, orthogonal_tol=1e9).transform_points(x), (R,))
+    assert torch.autograd.gradcheck(lambda r: Rotate(r, dtype=D, orthogonal_tol=1e9).transform_points(x), (R,))
 
 
 def test_rotate_warns_on_non_orthonormal():

@@ -128,7 +128,7 @@ def release_notebook(nb, hidden: str = "seal"):
         if hidden == "seal" and cell.cell_type == "code" and BEGIN_HIDDEN in cell.source:
             _replace_regions(cell.source, BEGIN_HIDDEN, END_HIDDEN, None)  # the markers' structure
             cell.source = _sealed_hidden_tests(cell.source)
-        cell.source = _replace_regions(cell.source, BEGIN_HIDDEN, END_HIDDEN, None).rstrip("\n")
+        cell.source = _replace_regions(cell.source, BEGIN_HIDDEN, END_HIDDEN, None)
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         if is_solution(cell):

@@ -328,6 +328,7 @@ def check_written(value, name: str = "answer", types: tuple = (), hint: Optional
     if types and not isinstance(value, tuple(types)):
         wanted = " or ".join(t.__name__ for t in types)
         _fail(name, f"`{name}` should be a {wanted}, not {type(value).__name__}.", None, hint)
+    print(f"✓ `{name}` is set ({type(value).__name__})")
     return value
 
 

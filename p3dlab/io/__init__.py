@@ -9,4 +9,20 @@ from p3dlab.io.obj_io import Faces, Properties, load_mtl, load_obj, load_objs_as
 from p3dlab.io.pluggable import IO
 from p3dlab.io.ply_io import PlyData, load_ply, read_ply, save_ply
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "Faces",
+    "FileFormatError",
+    "IO",
+    "OBJError",
+    "PLYError",
+    "PlyData",
+    "Properties",
+    "UnsafePathError",
+    "load_mtl",
+    "load_obj",
+    "load_objs_as_meshes",
+    "load_ply",
+    "read_ply",
+    "save_obj",
+    "save_ply",
+]

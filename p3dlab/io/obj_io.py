@@ -296,15 +296,18 @@ def _check_inside(base_dir: str, ref: str, allow_outside: bool, path, line: int)
     return target
 
 
-def load_mtl(mtl_path: str, base_dir: str, load_textures: bool = True, allow_outside_paths: bool = False):
-    """Parse an MTL file: ``({name: {ambient_color, diffuse_color, specular_color, shininess,
-    dissolve, ...}}, {name: (H, W, 3) float texture in [0, 1]})``."""
+def _parse_mtl(mtl_path: str, base_dir: str, allow_outside_paths: bool):
+    """Materials of an MTL file: ``({name: {colour keys}}, {name: (texture path, line)})``, in file order.
+
+    The colour keys are PyTorch3D's: ``ambient_color`` (Ka), ``diffuse_color`` (Kd),
+    ``specular_color`` (Ks) and ``shininess`` (Ns). Texture paths are checked for safety here, but
+    the images are read only for the materials an OBJ uses.
+    """
     text, _ = _read_text(mtl_path)
     materials: Dict[str, Dict[str, torch.Tensor]] = {}
-    textures: Dict[str, torch.Tensor] = {}
+    texture_refs: Dict[str, tuple] = {}
     current = None
     keys = {"Ka": "ambient_color", "Kd": "diffuse_color", "Ks": "specular_color"}
-    scalars = {"Ns": "shininess", "d": "dissolve", "Ni": "optical_density", "illum": "illum", "Tr": "transparency"}
     for lineno, raw in enumerate(text.split("\n"), start=1):
         parts = raw.split("#", 1)[0].split()
         if not parts:
@@ -324,19 +327,62 @@ def load_mtl(mtl_path: str, base_dir: str, load_textures: bool = True, allow_out
                 if len(vals) != 3:
                     raise ValueError
                 materials[current][keys[key]] = torch.tensor(vals, dtype=torch.float32)
-            elif key in scalars:
-                materials[current][scalars[key]] = torch.tensor([float(parts[1])], dtype=torch.float32)
-            elif key == "map_Kd" and load_textures:
+            elif key == "Ns":
+                materials[current]["shininess"] = torch.tensor([float(parts[1])], dtype=torch.float32)
+            elif key == "map_Kd":
                 ref = parts[-1]
-                img_path = _check_inside(base_dir, ref, allow_outside_paths, mtl_path, lineno)
-                image = _load_image(img_path, mtl_path, lineno)
-                if image is not None:
-                    textures[current] = image
+                texture_refs[current] = (_check_inside(base_dir, ref, allow_outside_paths, mtl_path, lineno), lineno)
         except FileFormatError:
             raise
         except (ValueError, IndexError):
             raise OBJError(f"malformed {key!r} line", mtl_path, line=lineno) from None
-    return materials, textures
+    return materials, texture_refs
+
+
+def _used_materials(material_names: List[str], materials: dict, where) -> List[str]:
+    """PyTorch3D's rule for the materials an OBJ uses: those named by ``usemtl``; with no ``usemtl``,
+    the only material of the MTL file (several are an error, as in PyTorch3D)."""
+    if material_names or not materials:
+        return list(material_names)
+    if len(materials) > 1:
+        raise OBJError(f"{len(materials)} materials but no usemtl declarations in the OBJ file", where)
+    return [next(iter(materials))]
+
+
+def load_mtl(
+    f,
+    base_dir: Optional[str] = None,
+    load_textures: bool = True,
+    allow_outside_paths: bool = False,
+    *,
+    material_names: Optional[List[str]] = None,
+    data_dir: Optional[str] = None,
+    device="cpu",
+    path_manager=None,
+):
+    """Parse an MTL file: ``({name: {ambient_color, diffuse_color, specular_color, shininess}},
+    {name: (H, W, 3) float texture in [0, 1]})``.
+
+    Accepts PyTorch3D's keyword call ``load_mtl(f, material_names=..., data_dir=...)`` too:
+    ``data_dir`` is ``base_dir`` (default: the MTL file's folder). With ``material_names`` only those
+    materials are returned (with an empty list, the file's only material, as PyTorch3D does);
+    without it, every material of the file.
+    """
+    base = base_dir if base_dir is not None else data_dir
+    if base is None:
+        base = os.path.dirname(os.path.abspath(os.fspath(f)))
+    materials, refs = _parse_mtl(f, base, allow_outside_paths)
+    names = list(materials) if material_names is None else _used_materials(material_names, materials, f)
+    dev = torch.device(device)
+    colors = {n: {k: v.to(dev) for k, v in materials[n].items()} for n in names if n in materials}
+    textures: Dict[str, torch.Tensor] = {}
+    if load_textures:
+        for n in names:
+            if n in refs:
+                image = _load_image(refs[n][0], f, refs[n][1])
+                if image is not None:
+                    textures[n] = image.to(dev)
+    return colors, textures
 
 
 def _load_image(img_path: str, mtl_path, lineno: int) -> Optional[torch.Tensor]:
@@ -365,8 +411,13 @@ def load_obj(
 ):
     """Read an OBJ file: ``(verts (V, 3), Faces, Properties)`` like PyTorch3D's ``load_obj``.
 
-    ``Properties.material_colors`` maps each material to its Ka/Kd/Ks/Ns (and d, Ni, illum);
-    ``texture_images`` maps materials with ``map_Kd`` to (H, W, 3) float images in [0, 1].
+    ``Properties.material_colors`` maps each material the OBJ uses to its PyTorch3D keys
+    ``ambient_color``/``diffuse_color``/``specular_color``/``shininess`` (Ka/Kd/Ks/Ns);
+    ``texture_images`` maps those with ``map_Kd`` to (H, W, 3) float images in [0, 1]. As in
+    PyTorch3D both are dicts (possibly empty) once an MTL file is read, and None with
+    ``load_textures=False`` or without a readable ``mtllib``. ``Faces.materials_idx`` indexes the
+    materials in order of first ``usemtl``; -1 for faces before any ``usemtl``, except that an OBJ
+    without ``usemtl`` whose MTL file defines one material gets 0 for every face (PyTorch3D's rule).
     With ``create_texture_atlas``, ``Properties.texture_atlas`` is an (F, R, R, 3) atlas for
     ``TexturesAtlas`` (R = ``texture_atlas_size`` ≤ 64; ``texture_wrap`` "repeat", "clamp" or
     None for uv outside [0, 1]; see ``p3dlab.io.texture_atlas``).
@@ -416,21 +467,40 @@ def load_obj(
     which = np.searchsorted(found["usemtl"][0], f_lines) - 1
     poly_mat = np.where(which >= 0, np.array(mat_of_use + [-1], np.int64)[which], -1)
 
-    material_colors, texture_images = {}, {}
-    for line, body in zip(found["mtllib"][0].tolist(), found["mtllib"][1].split("\n")):
-        for ref in body.split():
-            mtl_path = _check_inside(base_dir, ref, allow_outside_paths, path, line)
-            if not os.path.isfile(mtl_path):
-                warnings.warn(
-                    f"{path}, line {line}: material file {ref} not found; continuing without it", stacklevel=2
-                )
-                continue
-            mats, texs = load_mtl(mtl_path, os.path.dirname(mtl_path), load_textures, allow_outside_paths)
-            material_colors.update(mats)
-            texture_images.update(texs)
-    missing = [n for n in names if n not in material_colors]
-    if missing and len(found["mtllib"][0]):
-        warnings.warn(f"{where}: materials {missing} are used but not defined", stacklevel=2)
+    # PyTorch3D: no material data unless load_textures and an MTL file is read; then only the
+    # materials the OBJ uses, and without usemtl the file's only material for every face
+    material_colors = texture_images = None
+    mtl_paths = []
+    if load_textures:
+        for line, body in zip(found["mtllib"][0].tolist(), found["mtllib"][1].split("\n")):
+            for ref in body.split():
+                mtl_path = _check_inside(base_dir, ref, allow_outside_paths, path, line)
+                if os.path.isfile(mtl_path):
+                    mtl_paths.append(mtl_path)
+                else:
+                    warnings.warn(
+                        f"{path}, line {line}: material file {ref} not found; continuing without it", stacklevel=2
+                    )
+    if mtl_paths:
+        materials, refs, ref_file = {}, {}, {}
+        for mtl_path in mtl_paths:
+            mats, texs = _parse_mtl(mtl_path, os.path.dirname(mtl_path), allow_outside_paths)
+            materials.update(mats)
+            refs.update(texs)
+            ref_file.update({n: mtl_path for n in texs})
+        if not names:
+            names = _used_materials(names, materials, where)
+            poly_mat = np.maximum(poly_mat, 0) if names else poly_mat
+        material_colors = {n: materials[n] for n in names if n in materials}
+        texture_images = {}
+        for n in names:
+            if n in refs:
+                image = _load_image(refs[n][0], ref_file[n], refs[n][1])
+                if image is not None:
+                    texture_images[n] = image
+        missing = [n for n in names if n not in materials]
+        if missing:
+            warnings.warn(f"{where}: materials {missing} are used but not defined", stacklevel=2)
 
     dev = torch.device(device)
     as_long = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(dev)
@@ -455,8 +525,8 @@ def load_obj(
     props = Properties(
         normals=torch.from_numpy(vn[:, :3].astype(np.float32)).to(dev) if len(vn) else None,
         verts_uvs=verts_uvs,
-        material_colors=material_colors or None,
-        texture_images=texture_images or None,
+        material_colors=material_colors,
+        texture_images=texture_images,
         texture_atlas=atlas,
     )
     return verts, faces, props

@@ -376,7 +376,15 @@ def read_ply(f) -> PlyData:
 
 # ----------------------------------------------------------------------------- meshes
 def _faces_from_lists(lists, n_verts: int, path) -> np.ndarray:
-    """Fan-triangulate polygons (v0, v_i, v_{i+1}); check indices against the vertex count."""
+    """Fan-triangulate polygons (v0, v_i, v_{i+1}) in PyTorch3D's order; check indices against the vertex count.
+
+    PyTorch3D's ``load_ply`` orders the triangles in two ways, and face indices follow it exactly:
+    when every polygon has the same number k of corners, fan triangle 1 of every polygon comes first,
+    then fan triangle 2 of every polygon, ... (k - 2 blocks of F triangles); when the sizes are mixed,
+    each polygon's triangles come together, polygon after polygon.
+    """
+    if not isinstance(lists, np.ndarray) and len(lists) and len({len(poly) for poly in lists}) == 1:
+        lists = np.stack([np.asarray(poly) for poly in lists])
     if isinstance(lists, np.ndarray):
         if lists.ndim != 2:
             raise PLYError("malformed face list", path)
@@ -384,7 +392,7 @@ def _faces_from_lists(lists, n_verts: int, path) -> np.ndarray:
         if lists.shape[0] and k < 3:
             raise PLYError(f"faces with {k} vertices (at least 3 needed)", path)
         fans = [lists[:, [0, i, i + 1]] for i in range(1, k - 1)]
-        tris = np.stack(fans, 1).reshape(-1, 3) if fans else np.zeros((0, 3), np.int64)
+        tris = np.concatenate(fans, 0) if fans else np.zeros((0, 3), np.int64)
     else:
         out = []
         for r, poly in enumerate(lists):
@@ -435,7 +443,8 @@ def mesh_arrays(ply: PlyData, path=None):
 
 def load_ply(f) -> Tuple[torch.Tensor, torch.Tensor]:
     """PyTorch3D's ``load_ply``: ``(verts (V, 3) float32, faces (F, 3) int64)``; faces (0, 3) for
-    a point cloud. Polygons are fan-triangulated. Colours and normals: ``IO().load_mesh``."""
+    a point cloud. Polygons are fan-triangulated in PyTorch3D's order (see ``_faces_from_lists``).
+    Colours and normals: ``IO().load_mesh``."""
     data = read_ply(f)
     verts, faces, _ = mesh_arrays(data, getattr(f, "name", f if isinstance(f, (str, os.PathLike)) else None))
     return torch.from_numpy(verts), torch.from_numpy(faces)

@@ -1,6 +1,7 @@
 """NeRF building blocks with PyTorch3D's tutorial names (conventions §14.4).
 
-``HarmonicEmbedding``: ``[sin(w_k x), cos(w_k x), x]`` with ``w_k = omega_0 2^k`` (log spacing) or
+``HarmonicEmbedding`` (defined in ``p3dlab.renderer.implicit.harmonic_embedding``, where PyTorch3D
+has it): ``[sin(w_k x), cos(w_k x), x]`` with ``w_k = omega_0 2^k`` (log spacing) or
 ``omega_0 (1 + k (2^{L-1} - 1)/(L - 1))`` (linear), output dimension ``d (2L + 1)`` with the input
 appended. The book's variant is L = 60, omega_0 = 0.1, without the input.
 
@@ -17,32 +18,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from p3dlab.errors import P3DLabValueError
 from p3dlab.loss.image_losses import huber, psnr  # noqa: F401  (re-exported by p3dlab.nerf)
-
-
-class HarmonicEmbedding(torch.nn.Module):
-    def __init__(
-        self, n_harmonic_functions: int = 6, omega_0: float = 1.0, logspace: bool = True, append_input: bool = True
-    ):
-        super().__init__()
-        if n_harmonic_functions < 0:
-            raise P3DLabValueError("n_harmonic_functions must be >= 0")
-        L = n_harmonic_functions
-        if logspace:
-            freqs = 2.0 ** torch.arange(L, dtype=torch.float32)
-        else:
-            freqs = torch.linspace(1.0, 2.0 ** max(L - 1, 0), L) if L > 1 else torch.ones(L)
-        self.register_buffer("_frequencies", omega_0 * freqs, persistent=False)
-        self.append_input = append_input
-
-    def get_output_dim(self, input_dims: int = 3) -> int:
-        return input_dims * (2 * self._frequencies.numel() + int(self.append_input))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        embed = (x[..., None] * self._frequencies.to(x)).reshape(*x.shape[:-1], -1)
-        parts = [embed.sin(), embed.cos()] + ([x] if self.append_input else [])
-        return torch.cat(parts, -1)
+from p3dlab.renderer.implicit.harmonic_embedding import HarmonicEmbedding
 
 
 class NeuralRadianceField(torch.nn.Module):

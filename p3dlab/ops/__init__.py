@@ -10,14 +10,20 @@ from p3dlab.ops.stratified import stratified_jitter
 from p3dlab.ops.volume_sampling import march_volumes, march_volumes_mse, sample_grid
 
 __all__ = [
+    "GraphConv",
     "KNN",
+    "SubdivideMeshes",
     "chamfer_distance",
+    "cubify",
     "interpolate_face_attributes",
     "knn_gather",
     "knn_points",
     "march_volumes",
     "march_volumes_mse",
+    "marching_cubes",
     "sample_grid",
     "sample_points_from_meshes",
     "stratified_jitter",
+    "subdivide_faces",
+    "vert_align",
 ]

@@ -1,8 +1,17 @@
-"""Chamfer distance between batches of point clouds (conventions §15).
+"""Chamfer distance between batches of point clouds (conventions §15), with PyTorch3D's semantics.
 
 Default: ``CD(X, Y) = mean_x min_y |x - y|^2 + mean_y min_x |x - y|^2``, then the mean over the
 batch. The nearest neighbours come from ``knn_points`` (exact; a Numba kernel on CPU, so no distance
 matrix is ever built).
+
+Every reduction and edge case follows ``pytorch3d.loss.chamfer_distance`` (0.7.8 and later):
+
+* ``point_reduction="max"`` takes each direction's largest distance and combines the two directions
+  with ``max`` (a squared Hausdorff distance for ``norm=2``), not with ``+``; it refuses normals.
+* A cloud of length 0 contributes 0: its own points are padding, and a point whose target cloud is
+  empty gets distance 0 and a zero neighbour normal (cosine 0, so a normal term of 1).
+* All-zero ``weights`` give zero for both terms (the normal term too, even without normals), still
+  connected to ``x``'s graph so ``backward`` works.
 """
 
 from __future__ import annotations
@@ -18,8 +27,6 @@ from p3dlab.errors import P3DLabValueError
 def _as_padded(x, lengths, normals, name: str):
     """Accept a (N, P, D) tensor (with optional lengths) or a Pointclouds; return padded tensors."""
     if hasattr(x, "points_padded"):
-        if x.isempty():
-            raise P3DLabValueError(f"chamfer_distance: {name} is empty")
         lengths = x.num_points_per_cloud()
         normals = x.normals_padded()
         x = x.points_padded()
@@ -35,16 +42,55 @@ def _as_padded(x, lengths, normals, name: str):
     return x, lengths.to(x.device), normals
 
 
-def _nearest(x: torch.Tensor, y: torch.Tensor, y_lengths: torch.Tensor, norm: int):
-    """For every x point the distance (squared L2 or L1) to, and the index of, its nearest y point.
+def _one_direction(a, a_len, a_nrm, b, b_len, b_nrm, weights, point_reduction, norm, abs_cosine):
+    """Distances (and normal terms) from every point of ``a`` to its nearest point of ``b``, point-reduced.
 
-    The search is ``knn_points`` (a Numba kernel on CPU, no distance matrix); the distance to the
-    winner is recomputed in torch, so gradients are those of |x - y_nn|^2.
+    ``knn_points`` marks a missing neighbour (an empty ``b`` cloud, or padding of ``a``) with index -1
+    and distance 0; ``knn_gather`` gives a zero normal there, hence a cosine of 0.
     """
-    from p3dlab.ops.knn import knn_points
+    from p3dlab.ops.knn import knn_gather, knn_points
 
-    res = knn_points(x, y, lengths2=y_lengths, norm=norm, K=1)
-    return res.dists[..., 0], res.idx[..., 0].clamp(min=0)
+    res = knn_points(a, b, lengths1=a_len, lengths2=b_len, norm=norm, K=1)
+    valid = torch.arange(a.shape[1], device=a.device)[None, :] < a_len[:, None]
+    d = res.dists[..., 0].masked_fill(~valid, 0.0)
+    nterm = None
+    if a_nrm is not None:
+        near = knn_gather(b_nrm, res.idx)[..., 0, :]
+        cos = F.cosine_similarity(a_nrm, near, dim=2, eps=1e-6)
+        nterm = (1 - (cos.abs() if abs_cosine else cos)).masked_fill(~valid, 0.0)
+    if weights is not None:
+        w = weights.to(d.dtype)[:, None]
+        d = d * w
+        nterm = nterm * w if nterm is not None else None
+    if point_reduction is None:
+        return d, nterm
+    if point_reduction == "max":
+        # an (N, 0) tensor has no maximum; its clouds are all empty, so their value is 0
+        return (d.max(1).values if d.shape[1] else d.sum(1)), None
+    d, nterm = d.sum(1), (nterm.sum(1) if nterm is not None else None)
+    if point_reduction == "mean":
+        count = a_len.clamp(min=1).to(d.dtype)
+        d, nterm = d / count, (nterm / count if nterm is not None else None)
+    return d, nterm
+
+
+def _zero_weights_result(x, y, weights, batch_reduction, point_reduction, single_directional):
+    """PyTorch3D's answer when every weight is 0: zero for both terms, connected to ``x``'s graph.
+
+    The normal term is zero too (not None) even without normals, except for ``"max"`` in both
+    directions, where PyTorch3D gives None. (PyTorch3D's unreduced zeros have shape (N, N); here they
+    have the shapes the non-zero case would have.)
+    """
+    zero = x.sum((1, 2)) * weights.to(x.dtype) * 0.0  # (N,)
+    if point_reduction is None:
+        zx = zero[:, None].expand(-1, x.shape[1])
+        zy = zero[:, None].expand(-1, y.shape[1])
+        loss = zx if single_directional else (zx, zy)
+        return loss, loss
+    if batch_reduction is not None:
+        zero = zero.sum()
+    normals = None if (point_reduction == "max" and not single_directional) else zero
+    return zero, normals
 
 
 def chamfer_distance(
@@ -64,17 +110,21 @@ def chamfer_distance(
     """Chamfer distance between point sets x (N, P, D) and y (N, Q, D) or ``Pointclouds``.
 
     Args:
-        x_lengths, y_lengths: (N,) number of valid points of each padded cloud.
+        x_lengths, y_lengths: (N,) number of valid points of each padded cloud (0 allowed).
         x_normals, y_normals: (N, P, 3) / (N, Q, 3); adds the normal term ``1 - |cos|``
             (``1 - cos`` with ``abs_cosine=False``) between each point and its nearest neighbour.
-        weights: (N,) per-cloud weights applied before the batch reduction.
+        weights: (N,) non-negative per-cloud weights; with ``batch_reduction="mean"`` the result is
+            divided by their sum instead of N.
         batch_reduction: "mean", "sum" or None.
-        point_reduction: "mean", "sum", "max" or None (then per-point tensors are returned).
+        point_reduction: "mean", "sum", "max" or None (then per-point tensors are returned). "max"
+            takes each direction's largest distance and then the larger of the two directions
+            (the squared Hausdorff distance with ``norm=2``); it cannot be combined with normals.
         norm: 2 (squared Euclidean distances) or 1 (L1 distances).
         single_directional: only the x -> y term.
     Returns:
-        ``(loss, loss_normals)``; ``loss_normals`` is None without normals. With
-        ``point_reduction=None`` each is a tensor (N, P) or a pair ((N, P), (N, Q)).
+        ``(loss, loss_normals)``; ``loss_normals`` is None without normals (but see all-zero weights
+        in the module docstring). With ``point_reduction=None`` each is a tensor (N, P) or a pair
+        ((N, P), (N, Q)).
     """
     if norm not in (1, 2):
         raise P3DLabValueError("chamfer_distance: norm must be 1 or 2")
@@ -86,53 +136,37 @@ def chamfer_distance(
         raise P3DLabValueError("chamfer_distance: point_reduction=None needs batch_reduction=None")
     x, x_lengths, x_normals = _as_padded(x, x_lengths, x_normals, "x")
     y, y_lengths, y_normals = _as_padded(y, y_lengths, y_normals, "y")
+    if point_reduction == "max" and (x_normals is not None or y_normals is not None):
+        raise P3DLabValueError('chamfer_distance: normals must be None if point_reduction is "max"')
     if x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
         raise P3DLabValueError(f"chamfer_distance: batch/dimension mismatch {tuple(x.shape)} vs {tuple(y.shape)}")
     if (x_normals is None) != (y_normals is None):
         raise P3DLabValueError("chamfer_distance: give normals for both clouds or for neither")
-    if bool((x_lengths == 0).any()) or bool((y_lengths == 0).any()):
-        raise P3DLabValueError("chamfer_distance: every cloud needs at least one point")
     n = x.shape[0]
     if weights is not None:
         if weights.shape != (n,) or bool((weights < 0).any()):
             raise P3DLabValueError("chamfer_distance: weights must be (N,) and non-negative")
+        if n and float(weights.sum()) == 0.0:
+            return _zero_weights_result(x, y, weights, batch_reduction, point_reduction, single_directional)
 
-    def one_side(a, a_len, a_nrm, b, b_len, b_nrm):
-        d, idx = _nearest(a, b, b_len, norm)
-        valid = torch.arange(a.shape[1], device=a.device)[None, :] < a_len[:, None]
-        d = d.masked_fill(~valid, 0.0)
-        nterm = None
-        if a_nrm is not None:
-            nb = torch.gather(b_nrm, 1, idx[..., None].expand(-1, -1, b_nrm.shape[-1]))
-            cos = F.cosine_similarity(a_nrm, nb, dim=2, eps=1e-6)
-            nterm = (1 - cos.abs() if abs_cosine else 1 - cos).masked_fill(~valid, 0.0)
-        return d, nterm, a_len
-
-    sides = [one_side(x, x_lengths, x_normals, y, y_lengths, y_normals)]
-    if not single_directional:
-        sides.append(one_side(y, y_lengths, y_normals, x, x_lengths, x_normals))
-
-    def reduce(values):
+    args = (weights, point_reduction, norm, abs_cosine)
+    cham_x, nrm_x = _one_direction(x, x_lengths, x_normals, y, y_lengths, y_normals, *args)
+    if single_directional:
+        loss, loss_normals = cham_x, nrm_x
+    else:
+        cham_y, nrm_y = _one_direction(y, y_lengths, y_normals, x, x_lengths, x_normals, *args)
         if point_reduction is None:
-            return values[0] if len(values) == 1 else tuple(values)
-        total = 0.0
-        for v, (_, _, lens) in zip(values, sides):
-            if point_reduction == "mean":
-                r = v.sum(1) / lens.to(v.dtype)
-            elif point_reduction == "sum":
-                r = v.sum(1)
-            else:
-                r = v.max(1).values
-            total = total + r
-        if weights is not None:
-            total = total * weights.to(total.dtype)
-        if batch_reduction == "mean":
-            denom = weights.sum().clamp(min=1e-12) if weights is not None else n
-            return total.sum() / denom if weights is not None else total.mean()
-        if batch_reduction == "sum":
-            return total.sum()
-        return total
-
-    loss = reduce([s[0] for s in sides])
-    loss_normals = reduce([s[1] for s in sides]) if x_normals is not None else None
+            loss = (cham_x, cham_y)
+            loss_normals = (nrm_x, nrm_y) if nrm_x is not None else None
+        elif point_reduction == "max":
+            loss, loss_normals = torch.maximum(cham_x, cham_y), None
+        else:
+            loss = cham_x + cham_y
+            loss_normals = nrm_x + nrm_y if nrm_x is not None else None
+    if batch_reduction is None:
+        return loss, loss_normals
+    div = weights.sum().to(loss.dtype) if weights is not None else max(n, 1)
+    loss = loss.sum() if batch_reduction == "sum" else loss.sum() / div
+    if loss_normals is not None:
+        loss_normals = loss_normals.sum() if batch_reduction == "sum" else loss_normals.sum() / div
     return loss, loss_normals

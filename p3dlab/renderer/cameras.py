@@ -56,6 +56,30 @@ def _broadcast(values: dict, device=None, dtype=torch.float32) -> dict:
     return out
 
 
+def get_world_to_view_transform(R=_R_DEFAULT, T=((0.0, 0.0, 0.0),)) -> Transform3d:
+    """The world-to-view transform ``X_view = X_world @ R + T`` of (N, 3, 3) R and (N, 3) T, as a
+    (N, 4, 4) row-layout ``Transform3d`` ``[[R, 0], [T, 1]]`` (PyTorch3D's module-level function).
+
+    R and T need the same batch size N; a single (3, 3) R or (3,) T counts as N = 1.
+    """
+    R = torch.as_tensor(R, dtype=torch.float32) if not isinstance(R, torch.Tensor) else R
+    T = torch.as_tensor(T, dtype=R.dtype, device=R.device) if not isinstance(T, torch.Tensor) else T
+    R = R[None] if R.ndim == 2 else R
+    T = T[None] if T.ndim == 1 else T
+    if R.ndim != 3 or R.shape[1:] != (3, 3):
+        raise P3DLabValueError(f"get_world_to_view_transform: R must be (N, 3, 3), got {tuple(R.shape)}")
+    if T.ndim != 2 or T.shape[1] != 3:
+        raise P3DLabValueError(f"get_world_to_view_transform: T must be (N, 3), got {tuple(T.shape)}")
+    if R.shape[0] != T.shape[0]:
+        raise P3DLabValueError(
+            f"get_world_to_view_transform: R and T need the same batch size, got {R.shape[0]} and {T.shape[0]}"
+        )
+    n = R.shape[0]
+    top = torch.cat([R, R.new_zeros(n, 3, 1)], 2)
+    bottom = torch.cat([T, T.new_ones(n, 1)], 1)[:, None]
+    return Transform3d(matrix=torch.cat([top, bottom], 1))
+
+
 class CamerasBase:
     """Shared machinery: fields, overrides, world-to-view, NDC/screen conversions, unprojection."""
 
@@ -149,11 +173,7 @@ class CamerasBase:
     def get_world_to_view_transform(self, **kwargs) -> Transform3d:
         """``X_view = X_world @ R + T`` as a (N, 4, 4) row-layout Transform3d."""
         f = self._fields(kwargs)
-        R, T = f["R"], f["T"]
-        n = R.shape[0]
-        top = torch.cat([R, R.new_zeros(n, 3, 1)], 2)
-        bottom = torch.cat([T, T.new_ones(n, 1)], 1)[:, None]
-        return Transform3d(matrix=torch.cat([top, bottom], 1))
+        return get_world_to_view_transform(f["R"], f["T"])
 
     def get_projection_transform(self, **kwargs) -> Transform3d:
         raise NotImplementedError
@@ -598,3 +618,73 @@ def look_at_view_transform(
     R = look_at_rotation(C, at, up, device=device)
     T = -(C[:, None, :] @ R)[:, 0]
     return R, T
+
+
+# ----------------------------------------------------------------------------- deprecated names
+# PyTorch3D keeps its pre-0.3 camera names as functions that warn (PendingDeprecationWarning) and
+# build the new class; tutorials and older course code still call them, so they resolve here too,
+# with PyTorch3D's parameter order and mapping.
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated: use {new} instead.", PendingDeprecationWarning, stacklevel=3)
+
+
+def OpenGLPerspectiveCameras(
+    znear=1.0,
+    zfar=100.0,
+    aspect_ratio=1.0,
+    fov=60.0,
+    degrees: bool = True,
+    R=_R_DEFAULT,
+    T=((0.0, 0.0, 0.0),),
+    device=None,
+) -> FoVPerspectiveCameras:
+    """Deprecated name of ``FoVPerspectiveCameras`` (same parameters, without ``K``)."""
+    _deprecated("OpenGLPerspectiveCameras", "FoVPerspectiveCameras")
+    return FoVPerspectiveCameras(
+        znear=znear, zfar=zfar, aspect_ratio=aspect_ratio, fov=fov, degrees=degrees, R=R, T=T, device=device
+    )
+
+
+def OpenGLOrthographicCameras(
+    znear=1.0,
+    zfar=100.0,
+    top=1.0,
+    bottom=-1.0,
+    left=-1.0,
+    right=1.0,
+    scale_xyz=((1.0, 1.0, 1.0),),
+    R=_R_DEFAULT,
+    T=((0.0, 0.0, 0.0),),
+    device=None,
+) -> FoVOrthographicCameras:
+    """Deprecated name of ``FoVOrthographicCameras``: ``top``/``bottom``/``left``/``right`` become
+    ``max_y``/``min_y``/``min_x``/``max_x``."""
+    _deprecated("OpenGLOrthographicCameras", "FoVOrthographicCameras")
+    return FoVOrthographicCameras(
+        znear=znear,
+        zfar=zfar,
+        max_y=top,
+        min_y=bottom,
+        max_x=right,
+        min_x=left,
+        scale_xyz=scale_xyz,
+        R=R,
+        T=T,
+        device=device,
+    )
+
+
+def SfMPerspectiveCameras(
+    focal_length=1.0, principal_point=((0.0, 0.0),), R=_R_DEFAULT, T=((0.0, 0.0, 0.0),), device=None
+) -> PerspectiveCameras:
+    """Deprecated name of ``PerspectiveCameras`` in NDC (no ``K``, ``in_ndc`` or ``image_size``)."""
+    _deprecated("SfMPerspectiveCameras", "PerspectiveCameras")
+    return PerspectiveCameras(focal_length=focal_length, principal_point=principal_point, R=R, T=T, device=device)
+
+
+def SfMOrthographicCameras(
+    focal_length=1.0, principal_point=((0.0, 0.0),), R=_R_DEFAULT, T=((0.0, 0.0, 0.0),), device=None
+) -> OrthographicCameras:
+    """Deprecated name of ``OrthographicCameras`` in NDC (no ``K``, ``in_ndc`` or ``image_size``)."""
+    _deprecated("SfMOrthographicCameras", "OrthographicCameras")
+    return OrthographicCameras(focal_length=focal_length, principal_point=principal_point, R=R, T=T, device=device)

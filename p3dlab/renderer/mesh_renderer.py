@@ -1,4 +1,5 @@
-"""``MeshRenderer``: a rasterizer and a shader called with the same cameras, always."""
+"""``MeshRenderer`` (and ``MeshRendererWithFragments``): a rasterizer and a shader called with the same
+cameras, always."""
 
 from __future__ import annotations
 
@@ -24,8 +25,19 @@ class MeshRenderer(torch.nn.Module):
         self.shader.to(device)
         return self
 
-    def forward(self, meshes_world, **kwargs) -> torch.Tensor:
+    def _render(self, meshes_world, **kwargs):
         if "cameras" not in kwargs and self.rasterizer.cameras is not None:
             kwargs["cameras"] = self.rasterizer.cameras
         fragments = self.rasterizer(meshes_world, **kwargs)
-        return self.shader(fragments, meshes_world, **kwargs)
+        return self.shader(fragments, meshes_world, **kwargs), fragments
+
+    def forward(self, meshes_world, **kwargs) -> torch.Tensor:
+        return self._render(meshes_world, **kwargs)[0]
+
+
+class MeshRendererWithFragments(MeshRenderer):
+    """``MeshRenderer`` that also returns the rasterizer's ``Fragments``: ``images, fragments =
+    renderer(meshes)`` (PyTorch3D's class, for depth maps and face ids next to the image)."""
+
+    def forward(self, meshes_world, **kwargs):
+        return self._render(meshes_world, **kwargs)

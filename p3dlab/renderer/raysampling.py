@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,18 +19,25 @@ from p3dlab.errors import P3DLabValueError
 from p3dlab.ops.rasterize_reference import pixel_centres
 
 
-@dataclass
-class RayBundle:
+class RayBundle(NamedTuple):
+    """Rays and their samples, as PyTorch3D's named tuple (fields in its order).
+
+    Being a ``NamedTuple`` it unpacks (``origins, directions, lengths, xys = bundle``), indexes
+    (``bundle[2]`` is ``lengths``) and copies with changes (``bundle._replace(lengths=t)``).
+    """
+
     origins: torch.Tensor  # (N, ..., 3)
     directions: torch.Tensor  # (N, ..., 3)
     lengths: torch.Tensor  # (N, ..., P)
     xys: torch.Tensor  # (N, ..., 2)
 
 
-def ray_bundle_to_ray_points(bundle: RayBundle) -> torch.Tensor:
+def ray_bundle_to_ray_points(ray_bundle: RayBundle) -> torch.Tensor:
     """(N, ..., P, 3) points ``o + t_i d`` (one fused multiply-add: 6x faster than the two
-    broadcasting operations for 128² rays × 150 samples)."""
-    return torch.addcmul(bundle.origins[..., None, :], bundle.lengths[..., :, None], bundle.directions[..., None, :])
+    broadcasting operations for 128² rays × 150 samples). The parameter is named ``ray_bundle`` as
+    in PyTorch3D."""
+    b = ray_bundle
+    return torch.addcmul(b.origins[..., None, :], b.lengths[..., :, None], b.directions[..., None, :])
 
 
 def _lengths(

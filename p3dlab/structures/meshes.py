@@ -181,6 +181,75 @@ class Meshes:
     def faces_list(self) -> List[torch.Tensor]:
         return self._faces_list
 
+    def get_mesh_verts_faces(self, index: int):
+        """``(verts (V, 3), faces (F, 3))`` of mesh ``index`` in the list view (PyTorch3D's method).
+
+        As in PyTorch3D the index must be a Python int in [0, N); anything else is a ValueError.
+        """
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise P3DLabValueError(f"Meshes.get_mesh_verts_faces: the index must be an int, got {type(index).__name__}")
+        if not 0 <= index < self._N:
+            raise P3DLabValueError(f"Meshes.get_mesh_verts_faces: index {index} is outside [0, {self._N})")
+        return self._verts_list[index], self._faces_list[index]
+
+    def has_verts_normals(self) -> bool:
+        """True when vertex normals are already there: given to the constructor, or computed and cached.
+
+        PyTorch3D answers True once ``verts_normals_packed()`` (or a view of it) has run. Here a view
+        computed from vertices that require grad is not cached, so it does not count.
+        """
+        return self._verts_normals_list is not None or "vn" in self._cache
+
+    def submeshes(self, face_indices) -> "Meshes":
+        """A batch of submeshes: each kept face subset of each mesh, with only the vertices it uses.
+
+        ``face_indices`` has one entry per mesh (PyTorch3D's three forms): a list of index tensors,
+        a (S_n, F') tensor, or one (N, S, F') tensor for the whole batch. Every index tensor selects
+        faces of its mesh; an empty list gives no submesh of that mesh. The kept vertices keep their
+        order (sorted by their old index) and the faces are renumbered accordingly; the result has
+        ``sum(len(face_indices[n]))`` meshes, in order. ``TexturesVertex`` and ``TexturesAtlas``
+        (and here also ``TexturesUV``) follow the selection. Vertex normals are recomputed from the
+        kept faces, as in PyTorch3D.
+        """
+        if len(face_indices) != self._N:
+            raise P3DLabValueError(
+                f"Meshes.submeshes: give exactly one set of submeshes per mesh ({self._N}), got {len(face_indices)}"
+            )
+        verts, faces, sources, vert_ids, face_ids = [], [], [], [], []
+        for n, selections in enumerate(face_indices):
+            mesh_faces = self._faces_list[n]
+            for k, sel in enumerate(selections):
+                sel = torch.as_tensor(sel, device=mesh_faces.device)
+                if sel.numel() == 0:  # torch.tensor([]) is float: an empty selection of any dtype
+                    sel = sel.reshape(0).long()
+                if sel.dtype == torch.bool:
+                    if sel.shape != (mesh_faces.shape[0],):
+                        raise P3DLabValueError(
+                            f"Meshes.submeshes: mesh {n}, submesh {k}: a boolean selection needs shape "
+                            f"({mesh_faces.shape[0]},), got {tuple(sel.shape)}"
+                        )
+                    sel = sel.nonzero()[:, 0]
+                if sel.is_floating_point() or sel.ndim != 1:
+                    raise P3DLabValueError(
+                        f"Meshes.submeshes: mesh {n}, submesh {k}: face indices must be a 1-D integer tensor"
+                    )
+                nf = mesh_faces.shape[0]
+                if sel.numel() and (int(sel.min()) < -nf or int(sel.max()) >= nf):
+                    raise P3DLabValueError(
+                        f"Meshes.submeshes: mesh {n}, submesh {k}: face indices outside [-{nf}, {nf}) for {nf} faces"
+                    )
+                kept = mesh_faces[sel.long()]
+                used, renumbered = torch.unique(kept, sorted=True, return_inverse=True)
+                verts.append(self._verts_list[n][used])
+                faces.append(renumbered.reshape(-1, 3))
+                sources.append(n)
+                vert_ids.append(used)
+                face_ids.append(sel.long())
+        textures = None
+        if self.textures is not None:
+            textures = _sub_textures(self.textures, sources, vert_ids, face_ids)
+        return Meshes(verts, faces, textures, _validate=False)
+
     def num_verts_per_mesh(self) -> torch.Tensor:
         return self._cached(
             "nv", lambda: torch.tensor([v.shape[0] for v in self._verts_list], dtype=torch.int64, device=self.device)
@@ -485,6 +554,24 @@ class Meshes:
                 "Meshes has no textures; e.g. pass textures=TexturesVertex(torch.ones_like(verts)[None])"
             )
         return self.textures.sample_textures(fragments, faces_packed=self.faces_packed())
+
+
+def _sub_textures(textures, sources: List[int], vert_ids: List[torch.Tensor], face_ids: List[torch.Tensor]):
+    """The textures of ``Meshes.submeshes``: submesh k comes from mesh ``sources[k]`` and keeps its
+    vertices ``vert_ids[k]`` and faces ``face_ids[k]``."""
+    from p3dlab.structures.textures import TexturesAtlas, TexturesUV, TexturesVertex
+
+    if isinstance(textures, TexturesVertex):
+        feats = textures.verts_features_list()
+        return textures._new([feats[n][v] for n, v in zip(sources, vert_ids)])
+    if isinstance(textures, TexturesAtlas):
+        atlas = textures.atlas_list()
+        return textures._new([atlas[n][f] for n, f in zip(sources, face_ids)])
+    if isinstance(textures, TexturesUV):
+        maps, fuv, vuv = textures.maps_list(), textures.faces_uvs_list(), textures.verts_uvs_list()
+        return textures._new([maps[n] for n in sources], [fuv[n][f] for n, f in zip(sources, face_ids)],
+                             [vuv[n] for n in sources])  # fmt: skip
+    raise NotImplementedError(f"Meshes.submeshes: {type(textures).__name__} does not support submeshes")
 
 
 def _normalize_index(index, n: int) -> List[int]:

@@ -9,6 +9,12 @@ first, then b, and its matrix is ``M_a @ M_b``.
 convention) must be transposed first (``to_row_convention``), otherwise it rotates by -theta.
 For column-vector 4x4 matrices (OpenCV, OpenGL) use :func:`from_column_matrix` /
 ``Transform3d.to_column_matrix``.
+
+Dtypes follow PyTorch3D: ``Translate``/``Scale``/``Rotate``/``RotateAxisAngle`` cast their inputs to
+their ``dtype`` argument (float32 unless given), so a float64 rotation from SciPy or NumPy gives a
+float32 transform that applies to float32 points; ``Transform3d(matrix=M)`` takes M's dtype; the
+``translate``/``scale``/``rotate`` methods build their part in the transform's own dtype. Mixing
+dtypes in a composition or between a transform and its points is an error (cast with ``.to``).
 """
 
 from __future__ import annotations
@@ -23,9 +29,14 @@ from p3dlab.errors import P3DLabValueError
 from p3dlab.transforms.rotation_conversions import _axis_rotation
 
 
-def _broadcast_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _broadcast_bmm(a: torch.Tensor, b: torch.Tensor, what: str = "Transform3d") -> torch.Tensor:
     if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
-        raise P3DLabValueError(f"Transform3d: batch sizes {a.shape[0]} and {b.shape[0]} do not broadcast")
+        raise P3DLabValueError(f"{what}: batch sizes {a.shape[0]} and {b.shape[0]} do not broadcast")
+    if a.dtype != b.dtype:
+        raise P3DLabValueError(
+            f"{what}: dtypes {a.dtype} and {b.dtype} differ; build the transforms with one dtype "
+            "(the dtype argument) or cast with .to(dtype=...)"
+        )
     return a @ b
 
 
@@ -124,6 +135,7 @@ class Transform3d:
         pts = points[None] if points.ndim == 2 else points
         if pts.shape[0] != M.shape[0] and 1 not in (pts.shape[0], M.shape[0]):
             raise P3DLabValueError(f"transform_points: {pts.shape[0]} point sets for {M.shape[0]} transforms")
+        _check_dtype(points, M, "transform_points")
         out = pts @ M[:, :3, :] + M[:, 3:, :]
         w = out[..., 3:]
         if eps is not None:
@@ -139,6 +151,7 @@ class Transform3d:
         if normals.shape[-1] != 3 or normals.ndim not in (2, 3):
             raise P3DLabValueError(f"transform_normals: expected (P, 3) or (N, P, 3), got {tuple(normals.shape)}")
         A = self.get_matrix()[:, :3, :3]
+        _check_dtype(normals, A, "transform_normals")
         out = (normals[None] if normals.ndim == 2 else normals) @ torch.linalg.inv(A).transpose(1, 2)
         if normals.ndim == 2 and A.shape[0] == 1:
             out = out[0]
@@ -156,6 +169,15 @@ class Transform3d:
 
     def cpu(self) -> "Transform3d":
         return self.to("cpu")
+
+
+def _check_dtype(x: torch.Tensor, M: torch.Tensor, what: str) -> None:
+    """PyTorch3D applies a transform only to tensors of its own dtype; say so clearly."""
+    if x.dtype != M.dtype:
+        raise P3DLabValueError(
+            f"{what}: {x.dtype} input for a {M.dtype} transform; cast one of them "
+            f"(x.to({M.dtype}) or transform.to(dtype={x.dtype}))"
+        )
 
 
 def from_column_matrix(matrix: torch.Tensor) -> Transform3d:
@@ -181,16 +203,18 @@ def _vec3(x, y, z, dtype, device, name: str) -> torch.Tensor:
     return torch.stack([p.expand(n) for p in parts], 1)
 
 
-def _dtype_of(x, default):
-    return x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else default
+def _device_of(x, device):
+    """PyTorch3D's rule: the given device, else the input tensor's, else the CPU."""
+    if device is not None:
+        return device
+    return x.device if isinstance(x, torch.Tensor) else "cpu"
 
 
 class Translate(Transform3d):
-    """``x -> x + t``. ``Translate(x, y, z)`` or ``Translate(t)`` with t (N, 3)."""
+    """``x -> x + t``. ``Translate(x, y, z)`` or ``Translate(t)`` with t (N, 3), cast to ``dtype``."""
 
     def __init__(self, x, y=None, z=None, dtype: torch.dtype = torch.float32, device=None):
-        device = device if device is not None else (x.device if isinstance(x, torch.Tensor) else "cpu")
-        t = _vec3(x, y, z, _dtype_of(x, dtype), device, "Translate")
+        t = _vec3(x, y, z, dtype, _device_of(x, device), "Translate")
         m = torch.eye(4, dtype=t.dtype, device=t.device).repeat(t.shape[0], 1, 1)
         m[:, 3, :3] = t
         super().__init__(matrix=m)
@@ -202,11 +226,11 @@ class Translate(Transform3d):
 
 
 class Scale(Transform3d):
-    """``x -> x * s`` per axis. ``Scale(s)`` (uniform), ``Scale(sx, sy, sz)`` or ``Scale(s (N, 3))``."""
+    """``x -> x * s`` per axis. ``Scale(s)`` (uniform), ``Scale(sx, sy, sz)`` or ``Scale(s (N, 3))``,
+    cast to ``dtype``."""
 
     def __init__(self, x, y=None, z=None, dtype: torch.dtype = torch.float32, device=None):
-        device = device if device is not None else (x.device if isinstance(x, torch.Tensor) else "cpu")
-        dt = _dtype_of(x, dtype)
+        device, dt = _device_of(x, device), dtype
         if y is None and z is None:
             t = torch.as_tensor(x, dtype=dt, device=device)
             if t.ndim == 0 or (t.ndim == 1 and t.shape[0] != 3):
@@ -223,14 +247,14 @@ class Scale(Transform3d):
 
 
 class Rotate(Transform3d):
-    """``x -> x @ R`` for a **row-convention** rotation R (3, 3) or (N, 3, 3).
+    """``x -> x @ R`` for a **row-convention** rotation R (3, 3) or (N, 3, 3), cast to ``dtype``.
 
     A column-convention matrix (textbook, SciPy, ``so3_exp_map``) must be transposed first.
     A warning is raised when R is not orthonormal within ``orthogonal_tol``.
     """
 
     def __init__(self, R: torch.Tensor, dtype: torch.dtype = torch.float32, device=None, orthogonal_tol: float = 1e-5):
-        R = torch.as_tensor(R, dtype=_dtype_of(R, dtype), device=device)
+        R = torch.as_tensor(R).to(dtype=dtype, device=_device_of(R, device))
         if R.ndim == 2:
             R = R[None]
         if R.ndim != 3 or R.shape[1:] != (3, 3):
@@ -258,7 +282,7 @@ class RotateAxisAngle(Rotate):
         axis = axis.upper()
         if axis not in ("X", "Y", "Z"):
             raise P3DLabValueError(f"RotateAxisAngle: axis must be X, Y or Z, got {axis!r}")
-        a = torch.as_tensor(angle, dtype=_dtype_of(angle, dtype), device=device).reshape(-1)
+        a = torch.as_tensor(angle).to(dtype=dtype, device=_device_of(angle, device)).reshape(-1)
         if degrees:
             a = a * (math.pi / 180.0)
         # The column-convention matrix transposed acts on row vectors by the same +angle.

@@ -23,7 +23,7 @@ from p3dlab.errors import P3DLabValueError
 def _flatten(objs) -> list:
     out = []
     for o in objs:
-        if isinstance(o, (list, tuple)):
+        if isinstance(o, (list, tuple)) and not hasattr(o, "_fields"):  # a RayBundle is a named tuple: keep it
             out.extend(_flatten(o))
         elif o is not None:
             out.append(o)
