@@ -51,7 +51,7 @@ lessons: setup
 
 ## nbgrader's round trip for every lesson: generate_assignment, then autograde three submissions.
 course: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m course tests/test_course.py
+	$(PY) -m pytest -q -s -p no:cacheprovider -m course tests/test_course.py
 
 ## Regenerate the student versions in lessons/ from course/source (CI fails when they drift).
 release: setup
