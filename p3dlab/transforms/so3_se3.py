@@ -47,14 +47,30 @@ def so3_log_map(R: torch.Tensor) -> torch.Tensor:
     return matrix_to_axis_angle(R)
 
 
-def so3_rotation_angle(R: torch.Tensor) -> torch.Tensor:
-    """(N,) rotation angles in [0, pi] of column- or row-convention rotations."""
+def so3_rotation_angle(
+    R: torch.Tensor, eps: float = 1e-4, cos_angle: bool = False, cos_bound: float = 1e-4
+) -> torch.Tensor:
+    """(N,) rotation angles in [0, pi] of column- or row-convention rotations.
+
+    PyTorch3D's signature: ``cos_angle=True`` returns the cosine ``(trace(R) - 1) / 2`` instead, which
+    has a finite gradient everywhere (the bundle-adjustment tutorial's loss uses it). A trace outside
+    ``[-1 - eps, 3 + eps]`` is not a rotation and raises. ``cos_bound`` is accepted for PyTorch3D's
+    calls but unused: the angle comes from ``so3_log_map``, whose gradient is already finite near 0.
+    """
+    trace = R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2]
+    if ((trace < -1.0 - eps) | (trace > 3.0 + eps)).any():
+        raise P3DLabValueError("so3_rotation_angle: a matrix's trace lies outside [-1, 3], so it is not a rotation")
+    if cos_angle:
+        return 0.5 * (trace - 1.0)
     return so3_log_map(R).norm(dim=-1)
 
 
-def so3_relative_angle(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
-    """(N,) angle of ``R1 @ R2^T``: the geodesic distance between two batches of rotations."""
-    return so3_rotation_angle(R1 @ R2.transpose(-1, -2))
+def so3_relative_angle(
+    R1: torch.Tensor, R2: torch.Tensor, cos_angle: bool = False, cos_bound: float = 1e-4, eps: float = 1e-4
+) -> torch.Tensor:
+    """(N,) angle of ``R1 @ R2^T``: the geodesic distance between two batches of rotations (its cosine
+    with ``cos_angle=True``; the other arguments as in :func:`so3_rotation_angle`)."""
+    return so3_rotation_angle(R1 @ R2.transpose(-1, -2), eps=eps, cos_angle=cos_angle, cos_bound=cos_bound)
 
 
 def _se3_V(log_rot: torch.Tensor) -> torch.Tensor:
