@@ -97,6 +97,11 @@ def test_wrong_answers_get_one_line_with_the_matching_hint():
 def test_visible_checks_of_types_and_shapes():
     assert check_written(2.5, "x", (float, int)) == 2.5
     assert "should be a float, not str" in _message(check_written, "2.5", "x", (float,))
+    assert "should be an int, not float" in _message(check_written, 2.5, "x", (int,))
+    assert "not bool" in _message(check_written, True, "x", (int,))
+    import numpy as np
+
+    assert check_written(np.int64(3), "x", (int,)) == 3 and check_written(np.float32(0.5), "x", (float,)) == 0.5
     two = lambda x: (x, x[0])
     check_output_shape(two, (torch.ones(2, 3),), [(2, 3), (3,)], "f")
     assert "output 1 of `f` has shape (2, 3)" in _message(

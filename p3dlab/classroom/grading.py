@@ -325,11 +325,28 @@ def check_written(value, name: str = "answer", types: tuple = (), hint: Optional
     """
     if _is_stub(value):
         _fail(name, f"`{name}` is not set yet: {NOT_WRITTEN}.")
-    if types and not isinstance(value, tuple(types)):
-        wanted = " or ".join(t.__name__ for t in types)
-        _fail(name, f"`{name}` should be a {wanted}, not {type(value).__name__}.", None, hint)
+    if types and not _is_instance(value, tuple(types)):
+        wanted = " or ".join(_a(t.__name__) for t in types)
+        _fail(name, f"`{name}` should be {wanted}, not {type(value).__name__}.", None, hint)
     print(f"✓ `{name}` is set ({type(value).__name__})")
     return value
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def _is_instance(value, types: tuple) -> bool:
+    """``isinstance``, with NumPy's and torch's scalar numbers counted as ``int`` / ``float``."""
+    import numbers
+
+    if isinstance(value, bool):
+        return bool in types
+    if isinstance(value, types):
+        return True
+    if int in types and isinstance(value, numbers.Integral):
+        return True
+    return float in types and isinstance(value, numbers.Real)
 
 
 def _is_shape(shape) -> bool:
