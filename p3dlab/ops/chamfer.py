@@ -1,4 +1,4 @@
-"""Chamfer distance between batches of point clouds (conventions §15), with PyTorch3D's semantics.
+"""Chamfer distance between batches of point clouds, with PyTorch3D's semantics.
 
 Default: ``CD(X, Y) = mean_x min_y |x - y|^2 + mean_y min_x |x - y|^2``, then the mean over the
 batch. The nearest neighbours come from ``knn_points`` (exact; a Numba kernel on CPU, so no distance

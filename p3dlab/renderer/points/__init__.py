@@ -1,4 +1,4 @@
-"""Point-cloud rendering (PyTorch3D's ``pytorch3d.renderer.points`` names, conventions §13):
+"""Point-cloud rendering (PyTorch3D's ``pytorch3d.renderer.points`` names):
 rasterizer, compositors and renderer, each in the submodule PyTorch3D has it in."""
 
 from p3dlab.renderer.compositing import alpha_composite, norm_weighted_sum, weighted_sum

@@ -1,5 +1,5 @@
 """Point-cloud rasterizer (PyTorch3D's ``pytorch3d.renderer.points.rasterizer``): settings, fragments
-and the module that projects a ``Pointclouds`` to NDC and rasterizes it (conventions §13)."""
+and the module that projects a ``Pointclouds`` to NDC and rasterizes it."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class PointsRasterizer(torch.nn.Module):
         self.raster_settings = raster_settings if raster_settings is not None else PointsRasterizationSettings()
 
     def transform(self, point_clouds, **kwargs):
-        """World points -> (x_ndc, y_ndc, Z_view) (conventions §3.4)."""
+        """World points -> (x_ndc, y_ndc, Z_view): NDC x and y, view-space depth."""
         cameras = kwargs.get("cameras", self.cameras)
         if cameras is None:
             raise P3DLabValueError("PointsRasterizer needs cameras")
