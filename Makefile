@@ -17,7 +17,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # itself (README): GNU OpenMP terminates such children.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup lab test lint unit cudasim lessons course release browser binder book bench fuzz clean
+.PHONY: setup lab test lint unit cudasim lessons course release browser binder book bench fuzz gpu-check clean
 
 setup: $(STAMP)
 
@@ -76,6 +76,14 @@ fuzz: setup
 ## Benchmarks: table printed and written to bench-results/.
 bench: setup
 	$(PY) -m benchmarks.run
+
+## On a machine with an NVIDIA GPU: install the CUDA extra (CUDA 13 drivers; CUDA=cuda12 for CUDA 12),
+## then every CUDA kernel against the CPU kernels on random scenes, with a timing table. A CUDA build
+## of torch must be installed (README, "On an NVIDIA GPU"). DRY=1: tiny scenes on the simulator.
+CUDA ?= cuda
+gpu-check: setup
+	$(if $(DRY),,$(PY) -m pip install -e '.[$(CUDA)]')
+	$(PY) -m benchmarks.gpu_check $(if $(DRY),--dry-run,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bench-results book test-artifacts

@@ -1,29 +1,89 @@
-"""Everything CUDA-specific in one thin layer: device arrays, kernels' thread mapping, launches.
+"""Everything CUDA-specific in one thin layer: which CUDA target compiles the kernels, device
+arrays, launches. The only module of p3dlab that imports a CUDA package (a test checks it).
 
-NVIDIA's numba CUDA target is in maintenance mode; if it has to be replaced, only this module
-changes. The per-pixel math comes from the same plain-Python sources as the CPU kernels.
+What each thread computes is plain Python in ``gpu_threads`` (compiled here with
+``cuda.jit(device=True)``, and with ``numba.njit`` by the tests), on top of the per-pixel and
+per-ray math the CPU kernels share; a kernel below only reads its thread number, allocates
+per-thread scratch and calls its body.
+
+The CUDA target, in order of preference (``choose_target``):
+- ``numba-cuda``, NVIDIA's CUDA target for Numba (``pip install 'p3dlab[cuda]'``). Installed, it
+  takes over ``numba.cuda`` (a path hook it installs), so ``from numba import cuda`` is it;
+- ``numba-cuda-mlir``, its successor, when only it is installed (it has no simulator);
+- Numba's built-in ``numba.cuda``, deprecated and broken on current drivers: used only for the
+  simulator, never on a GPU.
 
 Under the simulator (``NUMBA_ENABLE_CUDASIM=1``) kernels take NumPy arrays, so tests run the CUDA
-path on CPU tensors; ``cuda.is_available()`` is True there, which is why dispatch is on the
-tensor's device (``p3dlab.ops``), never on availability.
+kernels on CPU data; ``cuda.is_available()`` is True there, which is why dispatch is on the
+tensor's device (``p3dlab.ops.dispatch``), never on availability.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 import numba
-from numba import cuda
 
-from p3dlab.kernels import mesh_raster_math as rm
+from p3dlab.kernels import gpu_threads
+from p3dlab.kernels import volume_math as _vm
 
-_dev = rm.build(lambda fn: cuda.jit(device=True)(fn))
-rasterize_pixel = _dev.rasterize_pixel
-slot_backward = _dev.slot_backward
-pixel_ndc = _dev.pixel_ndc
-THREADS = 128
+INSTALL_HINT = (
+    "install NVIDIA's CUDA target for Numba with pip install 'p3dlab[cuda]' (CUDA 13 drivers, r580 or "
+    "newer) or 'p3dlab[cuda12]' (CUDA 12 drivers)"
+)
+
+
+class CudaUnavailable(ImportError):
+    """No CUDA target that can run p3dlab's kernels is installed."""
 
 
 def simulator_enabled() -> bool:
     return bool(numba.config.ENABLE_CUDASIM)
+
+
+def choose_target(has_numba_cuda: bool, has_numba_cuda_mlir: bool, simulator: bool) -> str:
+    """Which CUDA target to use: "numba-cuda", "numba-cuda-mlir" or "numba-builtin" (simulator
+    only). Raises ``CudaUnavailable`` when none of them can run here."""
+    if has_numba_cuda:
+        return "numba-cuda"
+    if simulator:
+        return "numba-builtin"  # numba-cuda-mlir has no simulator; numba's own still has one
+    if has_numba_cuda_mlir:
+        return "numba-cuda-mlir"
+    raise CudaUnavailable(f"p3dlab's CUDA kernels need a CUDA target for Numba: {INSTALL_HINT}")
+
+
+def _import_target():
+    name = choose_target(
+        importlib.util.find_spec("numba_cuda") is not None,
+        importlib.util.find_spec("numba_cuda_mlir") is not None,
+        simulator_enabled(),
+    )
+    if name == "numba-cuda-mlir":
+        from numba_cuda_mlir import cuda as target
+    else:
+        from numba import cuda as target  # numba-cuda when installed (its path hook), else numba's own
+    return name, target
+
+
+TARGET, cuda = _import_target()
+
+
+def require_gpu():
+    """Raise ``CudaUnavailable`` unless CUDA kernels can run on this machine now."""
+    if simulator_enabled():
+        return
+    try:
+        usable = cuda.is_available()
+    except Exception as error:  # a broken driver or toolkit raises instead of answering
+        raise CudaUnavailable(
+            f"CUDA tensors were given but CUDA does not work here ({error}); {INSTALL_HINT}"
+        ) from error
+    if not usable:
+        raise CudaUnavailable(
+            f"CUDA tensors were given but {TARGET} finds no usable GPU (driver or CUDA runtime missing); "
+            f"{INSTALL_HINT}, or move the tensors to the CPU with .cpu()"
+        )
 
 
 def as_array(x):
@@ -36,30 +96,35 @@ def as_array(x):
     return x
 
 
+THREADS = 128
+
+
 def _blocks(n: int) -> int:
     return max((n + THREADS - 1) // THREADS, 1)
 
 
+@cuda.jit(device=True)
+def _atomic_add(buffer, index, value):
+    cuda.atomic.add(buffer, index, value)
+
+
+_thread = gpu_threads.build(lambda fn: cuda.jit(device=True)(fn), _atomic_add, keep_samples=False)
+
+
+# ----------------------------------------------------------------------------- meshes
 @cuda.jit
 def _rasterize_meshes_kernel(
     fv, sibling, face_first, face_count, H, W, K, blur, persp, clip, cull, p2f, zbuf, bary, dists
 ):
-    t = cuda.grid(1)
-    N = face_first.shape[0]
-    if t >= N * H * W:
-        return
-    n = t // (H * W)
-    i = (t // W) % H
-    j = t % W
-    rasterize_pixel(
-        fv, sibling, face_first[n], face_count[n], n, i, j, H, W, K, blur, persp, clip, cull, p2f, zbuf, bary, dists
+    _thread.rasterize_meshes(
+        cuda.grid(1), fv, sibling, face_first, face_count, H, W, K, blur, persp, clip, cull, p2f, zbuf, bary, dists
     )
 
 
 def rasterize_meshes_cuda(
     fv, sibling, face_first, face_count, H, W, K, blur, persp, clip, cull, p2f, zbuf, bary, dists
 ):
-    """Launch one thread per (mesh, pixel); arguments as for ``mesh_raster_cpu.rasterize_meshes_cpu``."""
+    """One thread per (mesh, pixel); arguments as for ``mesh_raster_cpu.rasterize_meshes_cpu``."""
     args = [as_array(a) for a in (fv, sibling, face_first, face_count)]
     outs = [as_array(a) for a in (p2f, zbuf, bary, dists)]
     n = face_first.shape[0] * H * W
@@ -68,27 +133,9 @@ def rasterize_meshes_cuda(
 
 @cuda.jit
 def _rasterize_meshes_backward_kernel(fv, p2f, grad_zbuf, grad_bary, grad_dists, H, W, blur, persp, clip, grad_fv):
-    t = cuda.grid(1)
-    N, _, _, K = p2f.shape
-    if t >= N * H * W * K:
-        return
-    k = t % K
-    j = (t // K) % W
-    i = (t // (K * W)) % H
-    n = t // (K * W * H)
-    f = p2f[n, i, j, k]
-    if f < 0:
-        return
-    s = float(min(H, W))
-    gz = grad_zbuf[n, i, j, k] if grad_zbuf.size > 0 else 0.0
-    gb0 = grad_bary[n, i, j, k, 0] if grad_bary.size > 0 else 0.0
-    gb1 = grad_bary[n, i, j, k, 1] if grad_bary.size > 0 else 0.0
-    gb2 = grad_bary[n, i, j, k, 2] if grad_bary.size > 0 else 0.0
-    gd = grad_dists[n, i, j, k] if grad_dists.size > 0 else 0.0
-    g = slot_backward(fv, f, pixel_ndc(j, W, s), pixel_ndc(i, H, s), blur, persp, clip, gz, gb0, gb1, gb2, gd)
-    for v in range(3):
-        for c in range(3):
-            cuda.atomic.add(grad_fv, (f, v, c), g[3 * v + c])
+    _thread.rasterize_meshes_backward(
+        cuda.grid(1), fv, p2f, grad_zbuf, grad_bary, grad_dists, H, W, blur, persp, clip, grad_fv
+    )
 
 
 def rasterize_meshes_backward_cuda(fv, p2f, grad_zbuf, grad_bary, grad_dists, H, W, blur, persp, clip, grad_fv):
@@ -99,20 +146,9 @@ def rasterize_meshes_backward_cuda(fv, p2f, grad_zbuf, grad_bary, grad_dists, H,
 
 
 # ----------------------------------------------------------------------------- points
-from p3dlab.kernels import point_raster as _pr  # noqa: E402
-
-_pdev = _pr.build(lambda fn: cuda.jit(device=True)(fn))
-rasterize_points_pixel = _pdev.rasterize_pixel
-
-
 @cuda.jit
 def _rasterize_points_kernel(pts, radius, first_idx, counts, H, W, K, idx, zbuf, dists):
-    t = cuda.grid(1)
-    N = first_idx.shape[0]
-    if t >= N * H * W:
-        return
-    n = t // (H * W)
-    rasterize_points_pixel(pts, radius, first_idx[n], counts[n], n, (t // W) % H, t % W, H, W, K, idx, zbuf, dists)
+    _thread.rasterize_points(cuda.grid(1), pts, radius, first_idx, counts, H, W, K, idx, zbuf, dists)
 
 
 def rasterize_points_cuda(pts, radius, first_idx, counts, H, W, K, idx, zbuf, dists):
@@ -125,63 +161,20 @@ def rasterize_points_cuda(pts, radius, first_idx, counts, H, W, K, idx, zbuf, di
 
 @cuda.jit
 def _rasterize_points_backward_kernel(pts, idx, grad_zbuf, grad_dists, H, W, grad_pts):
-    t = cuda.grid(1)
-    N, _, _, K = idx.shape
-    if t >= N * H * W * K:
-        return
-    k = t % K
-    j = (t // K) % W
-    i = (t // (K * W)) % H
-    n = t // (K * W * H)
-    p = idx[n, i, j, k]
-    if p < 0:
-        return
-    s = float(min(H, W))
-    gd = grad_dists[n, i, j, k] if grad_dists.size > 0 else 0.0
-    cuda.atomic.add(grad_pts, (p, 0), 2.0 * (pts[p, 0] - pixel_ndc(j, W, s)) * gd)
-    cuda.atomic.add(grad_pts, (p, 1), 2.0 * (pts[p, 1] - pixel_ndc(i, H, s)) * gd)
-    if grad_zbuf.size > 0:
-        cuda.atomic.add(grad_pts, (p, 2), grad_zbuf[n, i, j, k])
+    _thread.rasterize_points_backward(cuda.grid(1), pts, idx, grad_zbuf, grad_dists, H, W, grad_pts)
 
 
 def rasterize_points_backward_cuda(pts, idx, grad_zbuf, grad_dists, H, W, grad_pts):
+    """One thread per fragment slot, atomically adding into ``grad_pts`` (zeroed by the caller)."""
     args = [as_array(a) for a in (pts, idx, grad_zbuf, grad_dists)]
     n = idx.shape[0] * idx.shape[1] * idx.shape[2] * idx.shape[3]
     _rasterize_points_backward_kernel[_blocks(n), THREADS](*args, H, W, as_array(grad_pts))
 
 
 # ----------------------------------------------------------------------------- volumes
-from p3dlab.kernels import volume_math as _vm  # noqa: E402
-
-
-@cuda.jit(device=True)
-def _atomic_add(buf, index, v):
-    cuda.atomic.add(buf, index, v)
-
-
-_vdev = _vm.build(lambda fn: cuda.jit(device=True)(fn), _atomic_add, keep_samples=False)
-sample_point = _vdev.sample_point
-sample_point_backward = _vdev.sample_point_backward
-march_ray = _vdev.march_ray
-march_ray_backward = _vdev.march_ray_backward
-
-
-@cuda.jit(device=True)
-def _volume_of(n, flat, shape):
-    return 0 if flat.size == shape[0] * shape[1] * shape[2] * shape[3] else n
-
-
 @cuda.jit
 def _sample_volume_kernel(flat, shape, points, align, out):
-    t = cuda.grid(1)
-    N, M, _ = points.shape
-    if t >= N * M:
-        return
-    n = t // M
-    m = t % M
-    sample_point(
-        flat, shape, _volume_of(n, flat, shape), points[n, m, 0], points[n, m, 1], points[n, m, 2], align, out[n], m
-    )
+    _thread.sample_volume(cuda.grid(1), flat, shape, points, align, out)
 
 
 def sample_volume_cuda(flat, shape, points, align, out):
@@ -192,19 +185,7 @@ def sample_volume_cuda(flat, shape, points, align, out):
 
 @cuda.jit
 def _sample_volume_backward_kernel(flat, shape, points, align, grad_out, buf, grad_points):
-    t = cuda.grid(1)
-    N, M, _ = points.shape
-    if t >= N * M:
-        return
-    n = t // M
-    m = t % M
-    b = _volume_of(n, flat, shape)
-    gx, gy, gz = sample_point_backward(
-        flat, shape, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, grad_out[n], m, buf
-    )
-    grad_points[n, m, 0] = gx
-    grad_points[n, m, 1] = gy
-    grad_points[n, m, 2] = gz
+    _thread.sample_volume_backward(cuda.grid(1), flat, shape, points, align, grad_out, buf, grad_points)
 
 
 def sample_volume_backward_cuda(flat, shape, points, align, grad_out, buffers, grad_points):
@@ -221,15 +202,10 @@ def sample_volume_backward_cuda(flat, shape, points, align, grad_out, buffers, g
 def _march_volume_kernel(
     grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
 ):
-    r = cuda.grid(1)
-    if r >= rays.shape[0]:
-        return
-    # no per-thread scratch (att: 1-element placeholders): this build marches sample by sample (built
-    # without keep_samples)
     att = cuda.local.array(1, numba.float64)
-    march_ray(
-        grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used,
-        samples, samples, att, att, att,
+    _thread.march_volume(
+        cuda.grid(1), grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z,
+        n_used, samples, att,
     )  # fmt: skip
 
 
@@ -249,17 +225,12 @@ def _march_volume_backward_kernel(
     grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
     ray_grad, samples, buf, grad_rays,
 ):  # fmt: skip
-    r = cuda.grid(1)
-    if r >= rays.shape[0]:
-        return
-    # EA scan only: T and Π(1 - a) per sample; the reverse pass reads the forward's samples or
-    # samples again (no per-sample record of cells, which would take ~90 KB of local memory per thread)
     scratch = cuda.local.array((_vm.MAX_CUDA_SAMPLES, 2), numba.float64)
     cells = cuda.local.array((1, 7), numba.int64)
-    att = cuda.local.array(1, numba.float64)  # unused: attenuations and cells are computed sample by sample
-    march_ray_backward(
-        grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
-        n_used, ray_grad, samples, scratch, scratch, cells, att, buf, grad_rays, att, att,
+    att = cuda.local.array(1, numba.float64)
+    _thread.march_volume_backward(
+        cuda.grid(1), grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
+        n_used, ray_grad, samples, buf, grad_rays, scratch, cells, att,
     )  # fmt: skip
 
 
@@ -274,30 +245,15 @@ def march_volume_backward_cuda(
     arrays = [as_array(a) for a in (grid, layout, ray_vol, rays, lengths)]
     grads = [as_array(a) for a in (S_total, T_P, G_f, g_o, g_z, n_used)]
     _march_volume_backward_kernel[_blocks(rays.shape[0]), THREADS](
-        *arrays,
-        mode,
-        eps,
-        align,
-        last_inf,
-        *grads,
-        ray_grad,
-        as_array(samples),
-        as_array(buffers[0]),
+        *arrays, mode, eps, align, last_inf, *grads, ray_grad, as_array(samples), as_array(buffers[0]),
         as_array(grad_rays),
-    )
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- stratified jitter
-from p3dlab.kernels import stratified as _st  # noqa: E402
-
-_jitter_ray = _st.build(lambda fn: cuda.jit(device=True)(fn)).jitter_ray
-
-
 @cuda.jit
 def _stratified_jitter_kernel(lengths, seed, out):
-    r = cuda.grid(1)
-    if r < lengths.shape[0]:
-        _jitter_ray(lengths, seed, r, out)
+    _thread.stratified_jitter(cuda.grid(1), lengths, seed, out)
 
 
 def stratified_jitter_cuda(lengths, seed, out):

@@ -7,3 +7,8 @@ class P3DLabError(Exception):
 
 class P3DLabValueError(P3DLabError, ValueError):
     """Invalid argument values (shapes, dtypes, ranges). Also a ``ValueError``."""
+
+
+class P3DLabDeviceError(P3DLabError, RuntimeError):
+    """Tensors on a device p3dlab's kernels cannot run on here (a CUDA tensor without a usable CUDA
+    target, an MPS tensor, ...). Also a ``RuntimeError``."""

@@ -1,14 +1,36 @@
-"""CUDA kernels run under Numba's simulator (``make cudasim``) must equal the CPU kernels."""
+"""The CUDA kernels must equal the CPU kernels, run two ways: under Numba's CUDA simulator
+(``make cudasim``: the real launchers of ``cuda_adapter``) and serially, with their per-thread
+bodies compiled by ``numba.njit`` (``gpu_serial``: no CUDA package needed)."""
 
 import numba
 import numpy as np
 import pytest
 from raster_scenes import random_projected_meshes
 
-pytestmark = [
-    pytest.mark.cudasim,
-    pytest.mark.skipif(not numba.config.ENABLE_CUDASIM, reason="needs NUMBA_ENABLE_CUDASIM=1 (make cudasim)"),
-]
+
+@pytest.fixture(
+    params=[
+        pytest.param(
+            "simulator",
+            marks=[
+                pytest.mark.cudasim,
+                pytest.mark.skipif(
+                    not numba.config.ENABLE_CUDASIM, reason="needs NUMBA_ENABLE_CUDASIM=1 (make cudasim)"
+                ),
+            ],
+        ),
+        "serial",
+    ]
+)
+def gpu(request):
+    """The CUDA launchers: the adapter's under the simulator, or their serial njit stand-ins."""
+    if request.param == "simulator":
+        from p3dlab.kernels import cuda_adapter
+
+        return cuda_adapter
+    import gpu_serial
+
+    return gpu_serial
 
 
 def _raster_outputs(N, H, W, K, dtype):
@@ -25,8 +47,8 @@ def _raster_outputs(N, H, W, K, dtype):
     [(1, 0.0, False, False, False), (3, 0.05, True, True, False), (2, 0.02, True, False, True)],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_mesh_raster_cuda_equals_cpu(K, blur, persp, clip, cull, dtype):
-    from p3dlab.kernels.cuda_adapter import rasterize_meshes_cuda
+def test_mesh_raster_cuda_equals_cpu(K, blur, persp, clip, cull, dtype, gpu):
+    rasterize_meshes_cuda = gpu.rasterize_meshes_cuda
     from p3dlab.kernels.mesh_raster_cpu import rasterize_meshes_cpu
 
     meshes = random_projected_meshes(n_meshes=2, n_faces=(5, 4), seed=11)
@@ -37,21 +59,21 @@ def test_mesh_raster_cuda_equals_cpu(K, blur, persp, clip, cull, dtype):
     sib[0], sib[1] = 1, 0  # exercise the z-clip sibling rule too
     H, W = 6, 7
     cpu = _raster_outputs(2, H, W, K, dtype)
-    gpu = _raster_outputs(2, H, W, K, dtype)
+    on_gpu = _raster_outputs(2, H, W, K, dtype)
     rasterize_meshes_cpu(fv, sib, first, count, H, W, K, blur, persp, clip, cull, *cpu)
-    rasterize_meshes_cuda(fv, sib, first, count, H, W, K, blur, persp, clip, cull, *gpu)
+    rasterize_meshes_cuda(fv, sib, first, count, H, W, K, blur, persp, clip, cull, *on_gpu)
     assert (cpu[0] >= 0).sum() > 5
-    assert np.array_equal(cpu[0], gpu[0])
+    assert np.array_equal(cpu[0], on_gpu[0])
     # float64 is bit-identical; float32 differs by rounding order (the simulator evaluates in
     # NumPy scalars, a GPU fuses multiply-adds), so allow a few ulps
     tol = 0.0 if dtype == np.float64 else 1e-5
-    for a, b in zip(cpu[1:], gpu[1:]):
+    for a, b in zip(cpu[1:], on_gpu[1:]):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("persp, clip, blur", [(False, False, 0.0), (True, True, 0.05)])
-def test_mesh_raster_backward_cuda_equals_cpu(persp, clip, blur):
-    from p3dlab.kernels.cuda_adapter import rasterize_meshes_backward_cuda
+def test_mesh_raster_backward_cuda_equals_cpu(persp, clip, blur, gpu):
+    rasterize_meshes_backward_cuda = gpu.rasterize_meshes_backward_cuda
     from p3dlab.kernels.mesh_raster_cpu import rasterize_meshes_backward_cpu, rasterize_meshes_cpu
 
     meshes = random_projected_meshes(n_meshes=1, n_faces=(4,), seed=4)
@@ -63,17 +85,18 @@ def test_mesh_raster_backward_cuda_equals_cpu(persp, clip, blur):
     rng = np.random.default_rng(0)
     gz, gb, gd = rng.normal(size=out[1].shape), rng.normal(size=out[2].shape), rng.normal(size=out[3].shape)
     cpu = np.zeros_like(fv)
-    gpu = np.zeros_like(fv)
+    on_gpu = np.zeros_like(fv)
     rasterize_meshes_backward_cpu(fv, out[0], gz, gb, gd, H, W, blur, persp, clip, cpu, 2)
-    rasterize_meshes_backward_cuda(fv, out[0], gz, gb, gd, H, W, blur, persp, clip, gpu)
+    rasterize_meshes_backward_cuda(fv, out[0], gz, gb, gd, H, W, blur, persp, clip, on_gpu)
     assert np.abs(cpu).sum() > 0
-    np.testing.assert_allclose(cpu, gpu, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cpu, on_gpu, rtol=1e-12, atol=1e-12)
 
 
-def test_point_raster_cuda_equals_cpu():
+def test_point_raster_cuda_equals_cpu(gpu):
     import torch
 
-    from p3dlab.kernels.cuda_adapter import rasterize_points_backward_cuda, rasterize_points_cuda
+    rasterize_points_backward_cuda = gpu.rasterize_points_backward_cuda
+    rasterize_points_cuda = gpu.rasterize_points_cuda
     from p3dlab.kernels.point_raster import rasterize_points_backward_cpu, rasterize_points_cpu
 
     g = torch.Generator().manual_seed(0)
@@ -131,13 +154,14 @@ def _volume_case(seed=0, P=6, R=5, C=3):
         (1, 0.5, True, 3, 37),
     ],
 )
-def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep, C, P):
+def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep, C, P, gpu):
     """``keep``: the forward keeps its samples and the backward reads them (no ray gradients);
     otherwise the backward reads the grid again and also returns ray gradients. C = 3 features take
     the 4-channel path (``value4``/``splat4``), C = 2 the general one. P = 37 samples span three of
     the CPU's chunks (``march_rgb_phased``: vectorised attenuations, against CUDA's libm exp). The
     CPU marches the rays in a shuffled order (``order``), which must not change any ray's result."""
-    from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda, march_volume_cuda
+    march_volume_backward_cuda = gpu.march_volume_backward_cuda
+    march_volume_cuda = gpu.march_volume_cuda
     from p3dlab.kernels.volume_cpu import march_volume_backward_cpu, march_volume_cpu
 
     grid, layout, ray_vol, rays, lengths = _volume_case(C=C, P=P)
@@ -173,8 +197,9 @@ def test_volume_march_cuda_equals_cpu_forward_and_backward(mode, t_min, keep, C,
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_volume_sampler_cuda_equals_cpu():
-    from p3dlab.kernels.cuda_adapter import sample_volume_backward_cuda, sample_volume_cuda
+def test_volume_sampler_cuda_equals_cpu(gpu):
+    sample_volume_backward_cuda = gpu.sample_volume_backward_cuda
+    sample_volume_cuda = gpu.sample_volume_cuda
     from p3dlab.kernels.volume_cpu import sample_volume_backward_cpu, sample_volume_cpu
 
     rng = np.random.default_rng(3)
@@ -197,8 +222,8 @@ def test_volume_sampler_cuda_equals_cpu():
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_stratified_jitter_cuda_equals_cpu_bit_for_bit():
-    from p3dlab.kernels.cuda_adapter import stratified_jitter_cuda
+def test_stratified_jitter_cuda_equals_cpu_bit_for_bit(gpu):
+    stratified_jitter_cuda = gpu.stratified_jitter_cuda
     from p3dlab.kernels.stratified import stratified_jitter_cpu
 
     lengths = np.linspace(0.5, 3.0, 5)[:, None] + 0.1 * np.arange(6)[None]
