@@ -79,8 +79,8 @@ def bench_soft_silhouette():
 
 
 def _teapot():
-    """The tutorials' teapot from ../shared/testdata when present (a developer machine or CI), the
-    procedural one otherwise."""
+    """The tutorials' teapot from the shared test data beside the repository when present (a developer
+    machine or CI), the procedural one otherwise."""
     real = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "pytorch3d" / "teapot.obj"
     if real.is_file():
         from p3dlab.io import load_obj

@@ -1,4 +1,5 @@
-"""CPU mesh rasterizer: ``numba.njit(parallel=True)``, face-major within row bands (kernels.md §2.3).
+"""CPU mesh rasterizer: ``numba.njit(parallel=True)``, face-major within row bands
+(docs/kernels.md#cpu-and-gpu-layouts).
 
 Each parallel task owns one band of ``BAND`` rows of one image and the K-lists of those pixels, so
 no two threads write the same pixel. Within a band the faces are visited in index order and only
@@ -18,7 +19,7 @@ from p3dlab.kernels import mesh_raster_math as rm
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line changes with mesh_raster_math.py (tests/test_kernel_cache.py enforces it), so
 # cached kernels are rebuilt when the math changes.
-MATH_SOURCE_SHA256 = "074972e079b4f745"
+MATH_SOURCE_SHA256 = "62f613b7303d8cfb"
 
 _dev = rm.build(lambda fn: njit(cache=True)(fn))
 candidate = _dev.candidate

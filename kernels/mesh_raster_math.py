@@ -3,7 +3,7 @@
 Nothing here is decorated. ``build(jit)`` compiles every function with the given decorator and
 returns them in a namespace: ``numba.njit`` for the CPU kernels (``mesh_raster_cpu``) and
 ``numba.cuda.jit(device=True)`` for the CUDA kernels (``cuda_adapter``), so the CPU and GPU
-rasterizers share one source of truth (spec: kernels.md §2.2).
+rasterizers share one source of truth (docs/kernels.md#per-pixel-test).
 
 Notation: pixel centre p = (px, py) in NDC; projected vertices (x_i, y_i) with view depth Z_i.
 Edge function ``E(p; a, b) = (p_x - a_x)(b_y - a_y) - (p_y - a_y)(b_x - a_x)``.
@@ -53,7 +53,7 @@ def build(jit):
     pixel_ndc = jit(_pixel_ndc)
 
     def candidate(fv, f, px, py, blur, persp, clip, cull):
-        """Test face f at pixel centre (px, py) (kernels.md §2.2 steps 1-9).
+        """Test face f at pixel centre (px, py) (docs/kernels.md#per-pixel-test, steps 1-9).
 
         ``fv`` is the (F, 3, 3) array of (x_ndc, y_ndc, Z_view) per face vertex.
         Returns (status, z, signed_dist2, b0, b1, b2).
@@ -167,7 +167,8 @@ def build(jit):
 
     def slot_backward(fv, f, px, py, blur, persp, clip, gz, gb0, gb1, gb2, gd):
         """Gradient of one fragment slot with respect to its face's 9 vertex values
-        (kernels.md §3). Upstream: gz = dL/dzbuf, (gb0, gb1, gb2) = dL/dbary, gd = dL/ddists.
+        (docs/kernels.md#mesh-rasterization-backward). Upstream: gz = dL/dzbuf, (gb0, gb1, gb2) = dL/dbary,
+        gd = dL/ddists.
 
         The forward quantities are recomputed exactly as in ``candidate``; the inside test, the
         K selection and the nearest edge are piecewise constant. Returns

@@ -1,4 +1,4 @@
-"""Point rasterizer (kernels.md §6): for each pixel the K nearest points whose disk covers it.
+"""Point rasterizer (docs/kernels.md#point-rasterization): for each pixel the K nearest points whose disk covers it.
 
 Point p with view depth Z_p >= 0 covers pixel centre q iff ``d^2 = (x_p - q_x)^2 + (y_p - q_y)^2 < r_p^2``
 (strict); the K smallest Z are kept, ties by lower point index. Backward per valid slot:

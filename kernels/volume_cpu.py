@@ -1,5 +1,6 @@
 """CPU kernels for volumes: the trilinear sampler and the fused sampler + ray marcher, forward and
-backward (kernels.md §8-9; the math and the flat grid layout are in ``volume_math``).
+backward (docs/kernels.md#volume-sampler, docs/kernels.md#ray-marchers; the math and the flat grid
+layout are in ``volume_math``).
 
 Forward kernels run one ray (or one point) per iteration of a ``prange``: outputs are disjoint, no
 synchronisation. Backward kernels scatter into the grid: every task owns its own gradient buffer
@@ -25,7 +26,7 @@ from p3dlab.kernels.simd4 import add4, axpy4, prefetch_w
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line is the hash of volume_math.py, exp_neg.py, simd4.py and activations.py (concatenated;
 # tests/test_kernel_cache.py enforces it), so cached kernels are rebuilt when they change.
-MATH_SOURCE_SHA256 = "6363739b42d2d7b5"
+MATH_SOURCE_SHA256 = "f83962d02d9425e9"
 
 
 @njit(cache=True, inline="always")

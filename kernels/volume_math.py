@@ -1,4 +1,5 @@
-"""Per-sample and per-ray math of the volume kernels: plain Python, compiled twice (kernels.md §8-9).
+"""Per-sample and per-ray math of the volume kernels: plain Python, compiled twice
+(docs/kernels.md#volume-sampler, docs/kernels.md#ray-marchers).
 
 ``build(jit, add)`` compiles these functions with ``jit`` (``numba.njit`` for the CPU kernels in
 ``volume_cpu``, ``numba.cuda.jit(device=True)`` for ``cuda_adapter``); ``add(buffer, index, v)`` is
@@ -978,7 +979,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         grid, layout, b, rays, lengths, r, align, last_inf, S_total, T_P, G_f, g_o, g_z, used, ray_grad, samples,
         buf, grad_rays,
     ):  # fmt: skip
-        """Forward-order scan (kernels.md §9.2). With h_k = c_k·G + t_k g_Z and the prefix
+        """Forward-order scan (docs/kernels.md#quadrature). With h_k = c_k·G + t_k g_Z and the prefix
         ``Π_k = Σ_{i≤k} w_i h_i``: ``∂L/∂τ_k = T_{k+1} h_k - (S - Π_k) + T_P g_O`` where
         ``S = F·G + Z g_Z``; ``∂L/∂σ_k = δ_k ∂L/∂τ_k`` and ``∂L/∂|d| += σ_k span_k ∂L/∂τ_k``;
         ``T_P = 1 - O`` comes from the forward pass. The samples come from ``samples`` when the
@@ -1043,7 +1044,7 @@ def build(jit, add, jit_inline=None, keep_samples=True, axpy4=None, add4=None, e
         grid, layout, b, rays, lengths, r, align, eps, G_f, g_o, g_z, used, ray_grad, samples, scratch, cells, buf,
         grad_rays,
     ):  # fmt: skip
-        """Reverse scan (kernels.md §9.1) with h_k = f_k·G + t_k g_Z:
+        """Reverse scan (docs/kernels.md#emission-absorption) with h_k = f_k·G + t_k g_Z:
         ``R_{used-1} = 0``, ``R_{k-1} = a_k h_k + (1 + ε - a_k) R_k``,
         ``∂L/∂a_k = T_k (h_k - R_k) + g_O Π_{j<k}(1 - a_j) Π_{j>k}(1 - a_j)``, ``∂L/∂f_k = a_k T_k G``.
 

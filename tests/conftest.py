@@ -18,7 +18,8 @@ def _seed():
 
 @pytest.fixture
 def testdata():
-    """Path to ../shared/testdata; the test is skipped when it is absent (a user's clone)."""
+    """Path to the real files from other tools (``TESTDATA``: ``P3DLAB_TESTDATA``, or the shared test
+    data beside the repository); the test is skipped when it is absent (a user's clone)."""
     if not TESTDATA.is_dir():
         pytest.skip("shared test data not available")
     return TESTDATA

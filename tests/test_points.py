@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from p3dlab.ops.pixels import pixel_centres
 from p3dlab.ops.rasterize_points import rasterize_points
-from p3dlab.ops.rasterize_reference import pixel_centres
 from p3dlab.renderer import (
     AlphaCompositor,
     FoVOrthographicCameras,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from p3dlab import data
-from p3dlab.ops.rasterize_reference import pixel_centres
+from p3dlab.ops.pixels import pixel_centres
 from p3dlab.renderer import (
     BlendParams,
     DirectionalLights,
@@ -233,7 +233,7 @@ def test_soft_shaders_alpha_and_background():
     assert (alpha >= 0).all() and (alpha <= 1).all() and (sil[0, ..., :3] == 1).all()
     soft_edge = (alpha > 0.01) & (alpha < 0.99)
     assert soft_edge.sum() > 20
-    # K = 1, blur 0: RGB is hard but alpha < 1 on edge pixels (conventions §10)
+    # K = 1, blur 0: RGB is hard but alpha < 1 on edge pixels (docs/conventions.md#blending)
     m.textures = TexturesVertex([torch.ones(m.verts_packed().shape[0], 3) * 0.5])
     img = MeshRenderer(MeshRasterizer(cam, RasterizationSettings(image_size=64)), SoftPhongShader())(m)
     covered = img[0, ..., 3] > 0

@@ -1,6 +1,7 @@
-"""The Numba volume kernels (kernels.md §8-9, test plan §11): the trilinear sampler and the fused
-sampler + marcher, against float64 torch references (grid_sample + the torch marchers), gradcheck,
-invariants and bad input."""
+"""The Numba volume kernels (docs/kernels.md#volume-sampler, docs/kernels.md#ray-marchers,
+docs/kernels.md#testing-the-kernels): the trilinear sampler and the fused sampler + marcher,
+against float64 torch references (grid_sample + the torch marchers), gradcheck, invariants and bad
+input."""
 
 import math
 import warnings

@@ -79,7 +79,7 @@ def test_voxel_fit_reduces_the_loss_and_beats_the_initial_psnr():
     model = VoxelRadianceField(grid_size=16)
     before, _ = evaluate(model, test, n_pts=24)
     hist = fit_volume(model, train, test, iterations=40, views_per_step=2, n_pts=24, eval_every=20)
-    assert hist.loss[-1] < hist.loss[0] / 5  # test plan §11.5: a 16³ fit's loss falls by 5x
+    assert hist.loss[-1] < hist.loss[0] / 5  # a 16³ fit's loss falls by 5x (docs/kernels.md#testing-the-kernels)
     assert hist.test_psnr[-1] > before + 6
     mesh = model.to_mesh(opacity_per_voxel=0.2)
     assert mesh.num_faces_per_mesh().item() > 50

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from p3dlab.errors import P3DLabValueError
-from p3dlab.ops.rasterize_reference import pixel_centres
+from p3dlab.ops.pixels import pixel_centres
 from p3dlab.renderer import (
     AbsorptionOnlyRaymarcher,
     EmissionAbsorptionRaymarcher,

@@ -10,11 +10,9 @@ from p3dlab.data.primitives import (
     dodecahedron,
     ico_sphere,
     icosahedron,
-    icosphere,
     octahedron,
     parallel_planes,
     signed_volume,
-    subdivide_faces,
     tetrahedron,
     torus,
     uv_checker_texture,
@@ -22,4 +20,28 @@ from p3dlab.data.primitives import (
 )
 from p3dlab.data.teapot import teapot
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "MultiViewSplit",
+    "capsule",
+    "colored_cube",
+    "cube",
+    "cylinder",
+    "dodecahedron",
+    "figure_meshes",
+    "figure_point_cloud",
+    "ico_sphere",
+    "icosahedron",
+    "multiview_dataset",
+    "noisy_point_cloud",
+    "octahedron",
+    "painted_teapot",
+    "parallel_planes",
+    "render_views",
+    "signed_volume",
+    "teapot",
+    "tetrahedron",
+    "torus",
+    "uv_checker_texture",
+    "uv_sphere",
+    "view_angles",
+]

@@ -1,7 +1,8 @@
 """Procedural meshes, generated on the fly (nothing is downloaded).
 
 Every closed mesh here is wound counter-clockwise seen from outside, so its face normals point
-outward and its signed volume ``sum v0 . (v1 x v2) / 6`` is positive (conventions §16).
+outward and its signed volume ``sum v0 . (v1 x v2) / 6`` is positive
+(docs/conventions.md#structures-and-batching).
 """
 
 from __future__ import annotations

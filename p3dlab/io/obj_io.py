@@ -1,4 +1,4 @@
-"""OBJ + MTL reading and writing with PyTorch3D's return types (conventions §16).
+"""OBJ + MTL reading and writing with PyTorch3D's return types (docs/conventions.md#file-formats).
 
 Parsing is vectorised: the ``v``/``vt``/``vn``/``f`` lines are found with regular expressions over
 the whole text and converted by NumPy in bulk, grouped by their shape (``v``, ``v/vt``, ``v//vn``,
@@ -24,7 +24,7 @@ import torch
 
 from p3dlab.io.errors import FileFormatError, OBJError, UnsafePathError
 from p3dlab.io.texture_atlas import check_atlas_args, make_texture_atlas
-from p3dlab.kernels.text_parse import parse_ints
+from p3dlab.ops.text_parse import parse_ints
 
 
 class Faces(NamedTuple):
@@ -256,7 +256,7 @@ def _parse_faces(block: str, line_nos, path):
             joined = "\n".join(bodies[i] for i in idx)
         else:
             joined = block
-        vals, bad = parse_ints(np.frombuffer(joined.encode("utf-8", errors="replace"), np.uint8))
+        vals, bad = parse_ints(joined)
         if bad >= 0 or vals.size != len(idx) * k * m:
             bodies = bodies if bodies is not None else block.split("\n")
             for i in idx:

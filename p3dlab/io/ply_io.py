@@ -1,4 +1,4 @@
-"""PLY reading and writing (conventions §16): ASCII, binary little- and big-endian.
+"""PLY reading and writing (docs/conventions.md#file-formats): ASCII, binary little- and big-endian.
 
 The reader keeps every element and property (``read_ply``), so colours, normals and UVs survive;
 ``load_ply`` returns PyTorch3D's ``(verts, faces)``. A file is data, never trusted: header counts

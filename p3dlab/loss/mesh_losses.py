@@ -1,4 +1,5 @@
-"""Mesh regularisers (conventions §15): edge length, normal consistency, Laplacian smoothing.
+"""Mesh regularisers (docs/conventions.md#losses-and-sampling): edge length, normal consistency,
+Laplacian smoothing.
 
 Each loss is computed per mesh and averaged over the meshes of the batch. An empty batch (no
 mesh, or no vertex at all) returns 0 with ``requires_grad`` following the vertices.

@@ -1,4 +1,4 @@
-"""NeRF building blocks with PyTorch3D's tutorial names (conventions §14.4).
+"""NeRF building blocks with PyTorch3D's tutorial names (docs/conventions.md#ray-marching).
 
 ``HarmonicEmbedding`` (defined in ``p3dlab.renderer.implicit.harmonic_embedding``, where PyTorch3D
 has it): ``[sin(w_k x), cos(w_k x), x]`` with ``w_k = omega_0 2^k`` (log spacing) or

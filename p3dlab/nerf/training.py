@@ -17,13 +17,13 @@ from typing import Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from p3dlab.common.history import FitHistory
 from p3dlab.errors import P3DLabValueError
 from p3dlab.loss.image_losses import huber, psnr
 from p3dlab.nerf.sampling import importance_resample
-from p3dlab.ops.rasterize_reference import pixel_centres
+from p3dlab.ops.pixels import pixel_centres
 from p3dlab.renderer.raymarching import QuadratureRaymarcher
 from p3dlab.renderer.raysampling import near_far_from_sphere, rays_from_xy
-from p3dlab.volumes.reconstruction import FitHistory
 
 
 def total_variation(grid: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from p3dlab.ops.chamfer import chamfer_distance
 from p3dlab.ops.interpolate import interpolate_face_attributes
 from p3dlab.ops.knn import KNN, knn_gather, knn_points
 from p3dlab.ops.marching_cubes import marching_cubes
-from p3dlab.ops.mesh_ops import GraphConv, SubdivideMeshes, cubify, subdivide_faces, vert_align
+from p3dlab.ops.mesh_ops import GraphConv, subdivide_faces, vert_align
 from p3dlab.ops.sample_points import sample_points_from_meshes
 from p3dlab.ops.stratified import stratified_jitter
 from p3dlab.ops.volume_sampling import march_volumes, march_volumes_mse, sample_grid
@@ -27,3 +27,24 @@ __all__ = [
     "subdivide_faces",
     "vert_align",
 ]
+
+
+# ``cubify`` and ``SubdivideMeshes`` return ``Meshes``, a structure one layer above ops, so they are
+# defined in p3dlab.structures (cubify.py, subdivide.py). PyTorch3D exports them from
+# ``pytorch3d.ops``, so ``p3dlab.ops`` keeps both names as aliases that import their module on first
+# use (PEP 562): importing p3dlab.ops never imports p3dlab.structures, which itself builds on
+# p3dlab.ops. These two imports are the only ones tests/test_layering.py allows to point upward.
+def __getattr__(name: str):
+    if name == "cubify":
+        from p3dlab.structures.cubify import cubify
+
+        return cubify
+    if name == "SubdivideMeshes":
+        from p3dlab.structures.subdivide import SubdivideMeshes
+
+        return SubdivideMeshes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"cubify", "SubdivideMeshes"})

@@ -1,4 +1,4 @@
-"""Z-clipping of projected faces at the plane Z_view = c (kernels.md §2.1), in torch.
+"""Z-clipping of projected faces at the plane Z_view = c (docs/kernels.md#z-clipping), in torch.
 
 A face with all vertices in front (Z >= c) is kept; all behind is dropped; one behind leaves a
 quadrilateral, split into two triangles that are each other's "sibling"; two behind leave one

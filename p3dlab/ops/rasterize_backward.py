@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from p3dlab.ops.dispatch import cuda_kernels
+
 
 def rasterize_faces_backward(face_verts, p2f, grad_zbuf, grad_bary, grad_dists, H, W, K, blur, persp, clip, cull):
     """(F, 3, 3) gradient of the loss with respect to the projected face vertices.
 
     Missing upstream gradients count as zero; incoming gradients are made contiguous and cast
-    to the dtype of the face vertices before reaching the kernel (kernels.md §0, rules 2-3).
+    to the dtype of the face vertices before reaching the kernel (docs/kernels.md#how-the-kernels-are-built, rule 3).
     Zero-size arrays stand for "no gradient" and are skipped by the kernels.
     """
     dt, dev = face_verts.dtype, face_verts.device
@@ -26,10 +28,9 @@ def rasterize_faces_backward(face_verts, p2f, grad_zbuf, grad_bary, grad_dists, 
 
     gz, gb, gd = prep(grad_zbuf, 4), prep(grad_bary, 5), prep(grad_dists, 4)
     fv = face_verts.contiguous()
-    if dev.type == "cuda":
-        from p3dlab.kernels.cuda_adapter import rasterize_meshes_backward_cuda
-
-        rasterize_meshes_backward_cuda(fv, p2f, gz, gb, gd, H, W, blur, persp, clip, grad)
+    gpu = cuda_kernels(fv, "rasterize_meshes (backward)")
+    if gpu:
+        gpu.rasterize_meshes_backward_cuda(fv, p2f, gz, gb, gd, H, W, blur, persp, clip, grad)
     else:
         import numba
 

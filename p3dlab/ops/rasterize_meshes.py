@@ -2,9 +2,10 @@
 
 ``rasterize_meshes`` takes meshes whose vertices are already projected — (x_ndc, y_ndc, Z_view) —
 and returns PyTorch3D's fragments ``(pix_to_face, zbuf, bary_coords, dists)``
-(conventions §8-9, kernels.md §2). The kernel only ever sees validated, contiguous arrays of one
-dtype; it runs on the device of the input: the Numba CPU kernel for CPU tensors, the Numba CUDA
-kernel (through ``p3dlab.kernels.cuda_adapter``) for CUDA tensors.
+(docs/conventions.md#rasterization-settings, docs/kernels.md#mesh-rasterization). The kernel only
+ever sees validated, contiguous arrays of one dtype; it runs on the device of the input: the Numba
+CPU kernel for CPU tensors, the Numba CUDA kernel (through ``p3dlab.kernels.cuda_adapter``) for
+CUDA tensors.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.dispatch import cuda_kernels
 
 MAX_IMAGE_SIDE = 8192
 #: Upper bound on N * H * W * K fragment slots (28 bytes each): about 1.5 GB.
@@ -68,10 +70,9 @@ class _RasterizeFaces(torch.autograd.Function):
         args = (face_verts.detach().contiguous(), sibling, face_first, face_count)
         settings = (H, W, K, float(blur), bool(persp), bool(clip), bool(cull))
         if N > 0 and face_verts.shape[0] > 0:
-            if dev.type == "cuda":
-                from p3dlab.kernels.cuda_adapter import rasterize_meshes_cuda
-
-                rasterize_meshes_cuda(*args, *settings, p2f, zbuf, bary, dists)
+            gpu = cuda_kernels(face_verts, "rasterize_meshes")
+            if gpu:
+                gpu.rasterize_meshes_cuda(*args, *settings, p2f, zbuf, bary, dists)
             else:
                 from p3dlab.kernels.mesh_raster_cpu import rasterize_meshes_cpu
 

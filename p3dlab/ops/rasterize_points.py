@@ -1,4 +1,5 @@
-"""Point rasterization as a torch operation (conventions §13, kernels.md §6)."""
+"""Point rasterization as a torch operation (docs/conventions.md#point-rendering,
+docs/kernels.md#point-rasterization)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.dispatch import cuda_kernels
 from p3dlab.ops.rasterize_meshes import check_raster_settings
 
 
@@ -19,10 +21,9 @@ class _RasterizePoints(torch.autograd.Function):
         dists = torch.full((N, H, W, K), -1.0, dtype=dt, device=dev)
         if N and pts.shape[0]:
             args = (pts.detach().contiguous(), radius.detach().to(dt).contiguous(), first_idx, counts)
-            if dev.type == "cuda":
-                from p3dlab.kernels.cuda_adapter import rasterize_points_cuda
-
-                rasterize_points_cuda(*args, H, W, K, idx, zbuf, dists)
+            gpu = cuda_kernels(pts, "rasterize_points")
+            if gpu:
+                gpu.rasterize_points_cuda(*args, H, W, K, idx, zbuf, dists)
             else:
                 from p3dlab.kernels.point_raster import rasterize_points_cpu
 
@@ -41,10 +42,9 @@ class _RasterizePoints(torch.autograd.Function):
         prep = lambda g: torch.zeros((0,) * 4, dtype=dt, device=pts.device) if g is None else g.to(dt).contiguous()
         gz, gd = prep(grad_zbuf), prep(grad_dists)
         grad = torch.zeros_like(pts)
-        if pts.device.type == "cuda":
-            from p3dlab.kernels.cuda_adapter import rasterize_points_backward_cuda
-
-            rasterize_points_backward_cuda(pts, idx, gz, gd, H, W, grad)
+        gpu = cuda_kernels(pts, "rasterize_points (backward)")
+        if gpu:
+            gpu.rasterize_points_backward_cuda(pts, idx, gz, gd, H, W, grad)
         else:
             import numba
 

@@ -1,14 +1,15 @@
 """A dense pure-torch mesh rasterizer: the same algorithm as the Numba kernels, for tests and lessons.
 
 Every pixel is tested against every face of its mesh at once ((H*W) x F tensors), so it is slow
-and memory-hungry, but short enough to read next to kernels.md §2.2, exact in float64, and
-differentiable by autograd (used to check the kernels' backward). No z-clipping or sibling rule.
+and memory-hungry, but short enough to read next to docs/kernels.md#per-pixel-test, exact in
+float64, and differentiable by autograd (used to check the kernels' backward). No z-clipping or sibling rule.
 """
 
 from __future__ import annotations
 
 import torch
 
+from p3dlab.ops.pixels import pixel_centres
 from p3dlab.ops.rasterize_meshes import check_raster_settings
 
 
@@ -23,14 +24,6 @@ def _seg_dist2(px, py, ax, ay, bx, by):
     t = (((px - ax) * ex + (py - ay) * ey) / safe).clamp(0.0, 1.0)
     qx, qy = ax + t * ex - px, ay + t * ey - py
     return torch.where(l2 > 1e-8, qx * qx + qy * qy, (bx - px) ** 2 + (by - py) ** 2)
-
-
-def pixel_centres(H: int, W: int, dtype=torch.float64, device=None):
-    """(H, W) NDC x and y of every pixel centre: ``x = (W - 2j - 1)/min(H, W)`` (+X left, +Y up)."""
-    s = min(H, W)
-    x = (W - 2.0 * torch.arange(W, dtype=dtype, device=device) - 1.0) / s
-    y = (H - 2.0 * torch.arange(H, dtype=dtype, device=device) - 1.0) / s
-    return x[None, :].expand(H, W), y[:, None].expand(H, W)
 
 
 def rasterize_meshes_reference(

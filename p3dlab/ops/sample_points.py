@@ -1,4 +1,4 @@
-"""Area-weighted random sampling of points on mesh surfaces (conventions §15)."""
+"""Area-weighted random sampling of points on mesh surfaces (docs/kernels.md#sampling-points-on-meshes)."""
 
 from __future__ import annotations
 

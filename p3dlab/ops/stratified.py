@@ -15,6 +15,7 @@ import torch
 from p3dlab.config import volume_buffer_bytes
 from p3dlab.errors import P3DLabValueError
 from p3dlab.ops import recycled
+from p3dlab.ops.dispatch import cuda_kernels
 
 _RECYCLED_BYTES = 2**20
 
@@ -37,10 +38,9 @@ def stratified_jitter(lengths: torch.Tensor, generator: torch.Generator | None =
     else:
         out = torch.empty_like(flat)
     if flat.shape[0]:
-        if flat.device.type == "cuda":
-            from p3dlab.kernels.cuda_adapter import stratified_jitter_cuda
-
-            stratified_jitter_cuda(flat, seed, out)
+        gpu = cuda_kernels(flat, "stratified_jitter")
+        if gpu:
+            gpu.stratified_jitter_cuda(flat, seed, out)
         else:
             from p3dlab.kernels.stratified import stratified_jitter_cpu
 

@@ -1,5 +1,6 @@
 """Trilinear volume sampling and the fused sample-and-march kernel as torch operations
-(kernels.md §8-9; kernels in ``p3dlab.kernels.volume_cpu`` and ``cuda_adapter``).
+(docs/kernels.md#volume-sampler, docs/kernels.md#ray-marchers; kernels in
+``p3dlab.kernels.volume_cpu`` and ``cuda_adapter``).
 
 ``sample_grid(grid, points)`` is ``grid_sample(mode="bilinear", padding_mode="zeros")`` for 3-D
 grids, differentiable in the grid values and the point coordinates, without grid_sample's slow
@@ -31,6 +32,7 @@ from torch.autograd.function import once_differentiable
 from p3dlab.config import volume_buffer_bytes
 from p3dlab.errors import P3DLabValueError
 from p3dlab.ops import memory_limit, recycled
+from p3dlab.ops.dispatch import cuda_kernels
 
 EA, QUADRATURE = 0, 1
 _BUFFER_BYTES = volume_buffer_bytes()
@@ -209,10 +211,9 @@ class _SampleGrid(torch.autograd.Function):
         pts = points.detach().to(grid.dtype).contiguous()
         out = torch.zeros(pts.shape[0], pts.shape[1], C, dtype=grid.dtype, device=grid.device)
         if pts.numel():
-            if grid.device.type == "cuda":
-                from p3dlab.kernels.cuda_adapter import sample_volume_cuda
-
-                sample_volume_cuda(flat, layout, pts, align, out)
+            gpu = cuda_kernels(grid, "sample_grid")
+            if gpu:
+                gpu.sample_volume_cuda(flat, layout, pts, align, out)
             else:
                 from p3dlab.kernels.volume_cpu import sample_volume_cpu
 
@@ -229,12 +230,11 @@ class _SampleGrid(torch.autograd.Function):
         grad_pts = torch.zeros_like(pts)
         g = grad_out.to(flat.dtype).contiguous()
         C = ctx.packed_shape[-1]
+        gpu = cuda_kernels(flat, "sample_grid (backward)")
         if not pts.numel():
             buffers.zero_()
-        elif flat.device.type == "cuda":
-            from p3dlab.kernels.cuda_adapter import sample_volume_backward_cuda
-
-            sample_volume_backward_cuda(flat, layout, pts, ctx.align, g, buffers, grad_pts)
+        elif gpu:
+            gpu.sample_volume_backward_cuda(flat, layout, pts, ctx.align, g, buffers, grad_pts)
         else:
             from p3dlab.kernels.volume_cpu import sample_volume_backward_cpu
 
@@ -300,10 +300,9 @@ class _MarchVolumes(torch.autograd.Function):
         args = (flat, layout, ray_vol, rays_c, len_c, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used)
         args = (*args, samples, order)
         if R:
-            if dev.type == "cuda":
-                from p3dlab.kernels.cuda_adapter import march_volume_cuda
-
-                march_volume_cuda(*args)
+            gpu = cuda_kernels(flat, "march_volumes")
+            if gpu:
+                gpu.march_volume_cuda(*args)
             else:
                 from p3dlab.kernels.volume_cpu import march_volume_cpu
 
@@ -348,12 +347,11 @@ class _MarchVolumes(torch.autograd.Function):
         ray_grad = bool(ctx.needs_input_grad[2])  # ray gradients only when the rays need them
         args = (flat, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, g_f, g_o, g_z)
         args = (*args, n_used, ray_grad, samples, buffers, grad_rays, ctx.order)
+        gpu = cuda_kernels(flat, "march_volumes (backward)")
         if not R:
             buffers.zero_()
-        elif dev.type == "cuda":
-            from p3dlab.kernels.cuda_adapter import march_volume_backward_cuda
-
-            march_volume_backward_cuda(*args)
+        elif gpu:
+            gpu.march_volume_backward_cuda(*args)
         else:
             from p3dlab.kernels.volume_cpu import march_volume_backward_cpu
 
@@ -449,7 +447,7 @@ def _volume_rays(volumes, ray_bundle, name: str):
         warnings.warn(f"{name}: no gradient flows to the sample lengths", stacklevel=3)
     dt = dens.dtype
     R0 = o[..., 0].numel() // max(n, 1)
-    scale = volumes._scale().to(dt)  # (V, 3) world units per local unit
+    scale = volumes.get_local_to_world_scale().to(dt)  # (V, 3) world units per local unit
     trans = volumes.get_volume_translation().to(dt)
     if len(volumes) == 1:
         scale, trans = scale.expand(n, 3), trans.expand(n, 3)

@@ -4,9 +4,10 @@ names it re-exports). The submodules ``mesh``, ``points`` and ``implicit`` give 
 paths (``p3dlab.renderer.mesh.shader.HardPhongShader``, ...)."""
 
 from p3dlab.ops.interpolate import interpolate_face_attributes
+from p3dlab.ops.pixels import pixel_centres
 from p3dlab.ops.rasterize_meshes import rasterize_meshes
 from p3dlab.ops.rasterize_points import rasterize_points
-from p3dlab.ops.rasterize_reference import pixel_centres, rasterize_meshes_reference
+from p3dlab.ops.rasterize_reference import rasterize_meshes_reference
 from p3dlab.renderer.blending import BlendParams, hard_rgb_blend, sigmoid_alpha_blend, softmax_rgb_blend
 from p3dlab.renderer.camera_conversions import (
     c2w_from_camera,

@@ -1,4 +1,5 @@
-"""Turning K fragments per pixel into RGBA (conventions §10), all differentiable torch ops."""
+"""Turning K fragments per pixel into RGBA (docs/conventions.md#blending), all differentiable
+torch ops."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Converters between p3dlab cameras and OpenCV / OpenGL conventions (conventions §6).
+"""Converters between p3dlab cameras and OpenCV / OpenGL conventions
+(docs/conventions.md#opencv-opengl-and-nmr).
 
 With ``M_cv = diag(-1, -1, 1)`` and ``M_gl = diag(-1, 1, -1)``:
 

@@ -1,4 +1,4 @@
-"""Cameras with PyTorch3D's names, defaults and conventions (conventions §2-4).
+"""Cameras with PyTorch3D's names, defaults and conventions (docs/conventions.md#cameras).
 
 World to view is ``X_view = X_world @ R + T`` (row vectors; the columns of R are the camera axes in
 world coordinates). View space is +X left, +Y up, +Z forward into the scene. Each camera class maps
@@ -262,7 +262,7 @@ def _row_matrix_from_column(K: torch.Tensor) -> Transform3d:
 
 
 class FoVPerspectiveCameras(CamerasBase):
-    """OpenGL-style perspective camera (conventions §3.1); no image size.
+    """OpenGL-style perspective camera (docs/conventions.md#fovperspectivecameras); no image size.
 
     ``x_ndc = X/(a t Z)``, ``y_ndc = Y/(t Z)``, ``z_ndc = f/(f - n) - f n/((f - n) Z)`` with
     t = tan(fov/2), a = aspect_ratio (pixel aspect: keep 1 for non-square images, then ``fov``
@@ -409,7 +409,8 @@ class _IntrinsicsCamera(CamerasBase):
 
 
 class PerspectiveCameras(_IntrinsicsCamera):
-    """Pinhole camera (conventions §3.2): ``x = f_x X/Z + p_x``, ``y = f_y Y/Z + p_y``, ``z = 1/Z``.
+    """Pinhole camera (docs/conventions.md#perspectivecameras):
+    ``x = f_x X/Z + p_x``, ``y = f_y Y/Z + p_y``, ``z = 1/Z``.
 
     With ``in_ndc=True`` (default) f and p are NDC values (f = 1 is a 90° field of view on the
     short side). With ``in_ndc=False`` they are pixels, p in image coordinates, and ``image_size``
@@ -441,7 +442,8 @@ class PerspectiveCameras(_IntrinsicsCamera):
 
 
 class OrthographicCameras(_IntrinsicsCamera):
-    """Orthographic camera (conventions §3.3): ``x = f_x X + p_x``, ``y = f_y Y + p_y``, ``z = Z``."""
+    """Orthographic camera (docs/conventions.md#orthographic-cameras):
+    ``x = f_x X + p_x``, ``y = f_y Y + p_y``, ``z = Z``."""
 
     def is_perspective(self) -> bool:
         return False
@@ -474,7 +476,7 @@ def _ndc_xy_to_output(cam, xy_depth, **kwargs):
 
 
 class FoVOrthographicCameras(CamerasBase):
-    """Orthographic camera given by its view volume (conventions §3.3):
+    """Orthographic camera given by its view volume (docs/conventions.md#orthographic-cameras):
     ``x_ndc = 2 s_x X/(max_x - min_x) - (max_x + min_x)/(max_x - min_x)`` (same for y),
     ``z_ndc = (s_z Z - n)/(f - n)``."""
 

@@ -1,4 +1,4 @@
-"""Lights and materials (conventions §11), batched like cameras; all computed in world space.
+"""Lights and materials (docs/conventions.md#lights-and-materials), batched like cameras; all computed in world space.
 
 With ``n̂ = n/max(|n|, 1e-6)``, ``l̂`` the unit vector towards the light, ``v̂`` towards the camera and
 ``r = 2 (n̂·l̂) n̂ - l̂``::

@@ -1,4 +1,4 @@
-"""``RasterizationSettings``, ``Fragments`` and ``MeshRasterizer`` (conventions §8-9)."""
+"""``RasterizationSettings``, ``Fragments`` and ``MeshRasterizer`` (docs/conventions.md#rasterization-settings)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ class MeshRasterizer(torch.nn.Module):
         return cameras
 
     def transform(self, meshes_world, **kwargs):
-        """Project vertices: (x_ndc, y_ndc) with the view Z as third coordinate (conventions §3.4).
+        """Project vertices: (x_ndc, y_ndc) with the view Z as third coordinate
+        (docs/conventions.md#what-the-rasterizers-see).
 
         Returns the projected meshes and (x, y) before the perspective division (for z-clipping).
         """

@@ -1,4 +1,5 @@
-"""Neural 3D Mesh Renderer (NMR) conventions mapped onto p3dlab (conventions §5).
+"""Neural 3D Mesh Renderer (NMR) conventions mapped onto p3dlab
+(docs/conventions.md#opencv-opengl-and-nmr).
 
 NMR draws view +X on the **right** (its frames are the left-right mirror of a right-handed camera's),
 places its eye at ``(d cos e sin a, d sin e, -d cos e cos a)`` (the z sign is opposite to PyTorch3D:

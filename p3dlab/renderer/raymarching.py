@@ -1,4 +1,4 @@
-"""Ray marchers (conventions §14.4, kernels.md §9).
+"""Ray marchers (docs/conventions.md#ray-marching, docs/kernels.md#ray-marchers).
 
 ``EmissionAbsorptionRaymarcher`` reproduces PyTorch3D: densities are per-sample opacities a_i in
 [0, 1], ``T_i = prod_{j < i} (1 + eps - a_j)``, ``w_i = a_i T_i``, ``F = sum w_i f_i``,

@@ -1,4 +1,4 @@
-"""Rays for volume and implicit rendering (conventions §14.3, kernels.md §10).
+"""Rays for volume and implicit rendering (docs/conventions.md#ray-sampling).
 
 A ``RayBundle`` holds origins o, directions d, lengths t (…, P) and the NDC xy of each ray; its
 points are ``x_i = o + t_i d``. Rays are built by unprojecting each (x, y) at depths 1 and 2:
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from p3dlab.errors import P3DLabValueError
-from p3dlab.ops.rasterize_reference import pixel_centres
+from p3dlab.ops.pixels import pixel_centres
 
 
 class RayBundle(NamedTuple):

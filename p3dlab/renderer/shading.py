@@ -1,4 +1,5 @@
-"""Per-pixel colour of each fragment: flat, Gouraud and Phong shading (conventions §11)."""
+"""Per-pixel colour of each fragment: flat, Gouraud and Phong shading
+(docs/conventions.md#lights-and-materials)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Batches of triangle meshes with PyTorch3D's ``Meshes`` API.
 
-A batch of N meshes can be read in three views (conventions §7):
+A batch of N meshes can be read in three views (docs/conventions.md#structures-and-batching):
 
 * list:   ``verts_list()[i]`` is (V_i, 3), ``faces_list()[i]`` is (F_i, 3) with indices into mesh i;
 * padded: ``verts_padded()`` is (N, max V_i, 3) filled with 0, ``faces_padded()`` (N, max F_i, 3)

@@ -1,4 +1,5 @@
-"""Textures held by ``Meshes``: per-vertex colours, UV maps and per-face atlases (conventions §12).
+"""Textures held by ``Meshes``: per-vertex colours, UV maps and per-face atlases
+(docs/conventions.md#textures).
 
 Every texture class keeps one entry per mesh, follows the mesh batch through indexing, ``extend``
 and joins, and turns rasterizer fragments into texels with ``sample_textures(fragments,

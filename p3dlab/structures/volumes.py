@@ -1,4 +1,4 @@
-"""Batches of voxel grids with PyTorch3D's ``Volumes`` semantics (conventions §14.1).
+"""Batches of voxel grids with PyTorch3D's ``Volumes`` semantics (docs/conventions.md#volumes).
 
 A volume holds densities (N, 1, D, H, W) and optional features (N, C, D, H, W). Local coordinates
 (x, y, z) in [-1, 1] index (W, H, D) — reversed with respect to the array order. World and local
@@ -107,8 +107,10 @@ class Volumes:
         """(N, 3) grid sizes in array order (D, H, W)."""
         return torch.tensor(self._densities.shape[2:], device=self.device).expand(len(self), 3)
 
-    def _scale(self) -> torch.Tensor:
-        """(N, 3) world units per local unit along x, y, z: (S_xyz - 1)/2 * voxel_size."""
+    def get_local_to_world_scale(self) -> torch.Tensor:
+        """(N, 3) world units per local unit along x, y, z: (S_xyz - 1)/2 * voxel_size. With
+        ``get_volume_translation`` it is everything the volume kernels need of the world mapping:
+        ``x_local = (x_world + volume_translation) / scale``."""
         D, H, W = self._densities.shape[2:]
         s = torch.tensor([W - 1, H - 1, D - 1], dtype=self._densities.dtype, device=self.device)
         return s / 2 * self._voxel_size
@@ -118,11 +120,13 @@ class Volumes:
 
     def local_to_world_coords(self, points_local: torch.Tensor) -> torch.Tensor:
         """(N, ..., 3) local -> world: ``x_local * (S - 1)/2 * voxel_size - volume_translation``."""
-        return points_local * self._bcast(self._scale(), points_local) - self._bcast(self._translation, points_local)
+        scale = self._bcast(self.get_local_to_world_scale(), points_local)
+        return points_local * scale - self._bcast(self._translation, points_local)
 
     def world_to_local_coords(self, points_world: torch.Tensor) -> torch.Tensor:
         """(N, ..., 3) world -> local: ``(x_world + volume_translation) / ((S - 1)/2 * voxel_size)``."""
-        return (points_world + self._bcast(self._translation, points_world)) / self._bcast(self._scale(), points_world)
+        scale = self._bcast(self.get_local_to_world_scale(), points_world)
+        return (points_world + self._bcast(self._translation, points_world)) / scale
 
     def get_coord_grid(self, world_coordinates: bool = True) -> torch.Tensor:
         """(N, D, H, W, 3) coordinates (x, y, z) of every voxel centre."""

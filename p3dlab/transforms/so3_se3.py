@@ -1,4 +1,4 @@
-"""Exponential and logarithm maps of SO(3) and SE(3) (conventions §2).
+"""Exponential and logarithm maps of SO(3) and SE(3) (docs/conventions.md#extrinsics-and-transforms).
 
 ``so3_exp_map`` / ``so3_log_map`` use **column-convention** matrices like PyTorch3D's (so
 ``Rotate(so3_exp_map(w))`` rotates row vectors by -theta; use ``to_row_convention``).

@@ -14,13 +14,12 @@ interval at training time, and the samples are composited by the fused Numba ker
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from p3dlab.common.history import FitHistory
 from p3dlab.errors import P3DLabValueError
 from p3dlab.loss.image_losses import psnr
 from p3dlab.ops.stratified import stratified_jitter
@@ -130,40 +129,6 @@ def jitter_samples(bundle: RayBundle, generator: torch.Generator) -> RayBundle:
         return bundle
     lengths = stratified_jitter(bundle.lengths, generator)
     return RayBundle(bundle.origins, bundle.directions, lengths, bundle.xys)
-
-
-@dataclass
-class FitHistory:
-    """Losses and wall times per step, held-out PSNR at the evaluated steps, and the time at which
-    the held-out PSNR first reached ``target_psnr`` (evaluations included). Shared by
-    ``fit_volume`` and ``p3dlab.nerf.fit_nerf``."""
-
-    steps: List[int] = field(default_factory=list)
-    loss: List[float] = field(default_factory=list)
-    test_steps: List[int] = field(default_factory=list)
-    test_psnr: List[float] = field(default_factory=list)
-    seconds: List[float] = field(default_factory=list)
-    seconds_to_target: Optional[float] = None
-    target_psnr: Optional[float] = None
-    start: float = field(default_factory=time.perf_counter, repr=False)
-
-    def record(self, step: int, loss: torch.Tensor) -> float:
-        self.steps.append(step)
-        self.loss.append(float(loss.detach()))
-        self.seconds.append(time.perf_counter() - self.start)
-        return self.loss[-1]
-
-    def record_test(self, step: int, value: float) -> None:
-        self.test_steps.append(step)
-        self.test_psnr.append(value)
-        reached = self.target_psnr is not None and value >= self.target_psnr
-        if reached and self.seconds_to_target is None:
-            self.seconds_to_target = time.perf_counter() - self.start
-
-    @staticmethod
-    def evaluation_due(step: int, every: int, iterations: int) -> bool:
-        """Evaluate every ``every`` steps and after the last one."""
-        return step % every == every - 1 or step == iterations - 1
 
 
 def evaluate(model: VoxelRadianceField, split, n_pts: int = 64) -> Tuple[float, torch.Tensor]:
