@@ -136,8 +136,10 @@ PATHS = [(True, False), (False, False), (False, True)]  # (ray_grad, keep_sample
 
 def _reference(vol, bundle, marcher):
     dens, feats = VolumeSampler(vol)(bundle)
-    out = marcher(dens, feats, lengths=bundle.lengths, directions=bundle.directions)
-    return out, getattr(marcher, "last_depth", None)
+    if isinstance(marcher, QuadratureRaymarcher):
+        result = marcher.march(dens, feats, lengths=bundle.lengths, directions=bundle.directions)
+        return torch.cat([result.features, result.opacity], -1), result.depth
+    return marcher(dens, feats, lengths=bundle.lengths, directions=bundle.directions), None
 
 
 @pytest.mark.parametrize(
@@ -219,12 +221,18 @@ def test_renderer_uses_the_fused_kernel_and_agrees_with_the_reference_path():
     )
     for marcher in (EmissionAbsorptionRaymarcher(), QuadratureRaymarcher(background=(0.2, 0.4, 0.6))):
         sampler = NDCMultinomialRaysampler(10, 8, 32, 1.0, 4.5)
-        fused, _ = VolumeRenderer(sampler, marcher)(cams, vol)
-        depth_fused = getattr(marcher, "last_depth", None)
-        ref, _ = VolumeRenderer(sampler, marcher, fused=False)(cams, vol)
-        assert torch.allclose(fused, ref, atol=1e-12)
-        if depth_fused is not None:
-            assert torch.allclose(depth_fused, marcher.last_depth, atol=1e-12)
+        fused = VolumeRenderer(sampler, marcher).render(cams, vol)
+        ref = VolumeRenderer(sampler, marcher, fused=False).render(cams, vol)
+        assert torch.allclose(fused.images, ref.images, atol=1e-12)
+        assert torch.equal(VolumeRenderer(sampler, marcher)(cams, vol)[0], fused.images)  # forward = render
+        assert fused.weights is None  # the fused kernel never holds every sample's weight
+        if isinstance(marcher, QuadratureRaymarcher):
+            assert fused.depth.shape == (1, 8, 10, 1) and ref.weights.shape == (1, 8, 10, 32)
+            assert torch.allclose(fused.depth, ref.depth, atol=1e-12)
+            assert torch.allclose(ref.weights.sum(-1, keepdim=True), ref.images[..., 3:], atol=1e-12)
+        else:
+            assert fused.depth is None and ref.depth is None
+        assert not any(name.startswith("last_") for name in vars(marcher))  # no side channels
     assert VolumeRenderer(sampler, EmissionAbsorptionRaymarcher(surface_thickness=2))._fused_mode(_) is None
 
 

@@ -46,14 +46,12 @@ def render_rays(
     """Render a bundle: returns ``(rgb, opacity, depth, rgb_coarse)`` with rgb (…, 3), opacity and
     depth (…, 1); ``rgb_coarse`` is None without a fine pass."""
     marcher = QuadratureRaymarcher(background=background)
-    dens, cols = field(ray_bundle=bundle)
-    out = marcher(dens, cols, lengths=bundle.lengths, directions=bundle.directions)
+    coarse = marcher.march(*field(ray_bundle=bundle), lengths=bundle.lengths, directions=bundle.directions)
     if n_fine <= 0:
-        return out[..., :3], out[..., 3:], marcher.last_depth, None
-    fine = importance_resample(bundle, marcher.last_weights, n_fine, not stratified_fine, generator)
-    dens_f, cols_f = field(ray_bundle=fine)
-    out_f = marcher(dens_f, cols_f, lengths=fine.lengths, directions=fine.directions)
-    return out_f[..., :3], out_f[..., 3:], marcher.last_depth, out[..., :3]
+        return coarse.features, coarse.opacity, coarse.depth, None
+    fine = importance_resample(bundle, coarse.weights, n_fine, not stratified_fine, generator)
+    result = marcher.march(*field(ray_bundle=fine), lengths=fine.lengths, directions=fine.directions)
+    return result.features, result.opacity, result.depth, coarse.features
 
 
 def render_image(

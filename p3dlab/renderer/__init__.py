@@ -49,7 +49,12 @@ from p3dlab.renderer.points import (
     PointsRenderer,
     WeightedSumCompositor,
 )
-from p3dlab.renderer.raymarching import AbsorptionOnlyRaymarcher, EmissionAbsorptionRaymarcher, QuadratureRaymarcher
+from p3dlab.renderer.raymarching import (
+    AbsorptionOnlyRaymarcher,
+    EmissionAbsorptionRaymarcher,
+    QuadratureRaymarcher,
+    RaymarchResult,
+)
 from p3dlab.renderer.raysampling import (
     GridRaysampler,
     MonteCarloRaysampler,
@@ -72,7 +77,7 @@ from p3dlab.renderer.shader import (
     SoftSilhouetteShader,
 )
 from p3dlab.renderer.shading import gouraud_shading, phong_shading
-from p3dlab.renderer.volume_renderer import ImplicitRenderer, VolumeRenderer, VolumeSampler
+from p3dlab.renderer.volume_renderer import ImplicitRenderer, VolumeRenderer, VolumeRendering, VolumeSampler
 from p3dlab.structures.textures import TexturesAtlas, TexturesUV, TexturesVertex
 
 __all__ = [
@@ -113,6 +118,7 @@ __all__ = [
     "PointsRasterizer",
     "PointsRenderer",
     "QuadratureRaymarcher",
+    "RaymarchResult",
     "RasterizationSettings",
     "RayBundle",
     "SfMOrthographicCameras",
@@ -124,6 +130,7 @@ __all__ = [
     "TexturesUV",
     "TexturesVertex",
     "VolumeRenderer",
+    "VolumeRendering",
     "VolumeSampler",
     "WeightedSumCompositor",
     "c2w_from_camera",

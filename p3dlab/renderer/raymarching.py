@@ -14,7 +14,7 @@ opacity ``1 - T_P`` and expected depth ``sum w_i t_i``. A constant sigma over a 
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 
@@ -79,11 +79,23 @@ class AbsorptionOnlyRaymarcher(torch.nn.Module):
         return 1.0 - torch.prod(1.0 - rays_densities[..., 0], dim=-1, keepdim=True)
 
 
+class RaymarchResult(NamedTuple):
+    """Everything a quadrature march computes: ``features`` (…, C) (the background included),
+    ``opacity`` (…, 1) = 1 - T_P, ``depth`` (…, 1) = Σ w_i t_i and the per-sample ``weights`` w_i
+    (…, P) that hierarchical sampling resamples from."""
+
+    features: torch.Tensor
+    opacity: torch.Tensor
+    depth: torch.Tensor
+    weights: torch.Tensor
+
+
 class QuadratureRaymarcher(torch.nn.Module):
     """Physically based emission-absorption quadrature. ``forward`` needs the samples' ``lengths``
     (..., P) and the rays' ``directions`` (..., 3) (passed by the renderers) and returns
-    ``cat(colour, opacity)``; ``last_depth`` and ``last_weights`` hold the expected depth (…, 1) and
-    the per-sample weights w_i (…, P) of the last call (hierarchical sampling reads the weights).
+    ``cat(colour, opacity)`` like PyTorch3D's marchers; ``march`` takes the same arguments and returns
+    a ``RaymarchResult`` with the expected depth and the weights too. The marcher keeps no state
+    between calls.
 
     Args:
         background: colour c_bg added with weight T_P (default none: black).
@@ -104,10 +116,13 @@ class QuadratureRaymarcher(torch.nn.Module):
             raise P3DLabValueError("termination_threshold must be in [0, 1)")
         self.background, self.last_delta = background, last_delta
         self.termination_threshold = termination_threshold
-        self.last_depth = None
-        self.last_weights = None
 
     def forward(self, rays_densities, rays_features, lengths=None, directions=None, **kwargs) -> torch.Tensor:
+        result = self.march(rays_densities, rays_features, lengths, directions)
+        return torch.cat([result.features, result.opacity], -1)
+
+    def march(self, rays_densities, rays_features, lengths=None, directions=None) -> RaymarchResult:
+        """Colour, opacity, expected depth and weights of every ray (see ``RaymarchResult``)."""
         _check(rays_densities, rays_features)
         if lengths is None:
             raise P3DLabValueError(
@@ -134,6 +149,4 @@ class QuadratureRaymarcher(torch.nn.Module):
         if self.background is not None:
             bg = torch.as_tensor(self.background, dtype=colour.dtype, device=colour.device)
             colour = colour + T_P * bg
-        self.last_depth = (w * lengths).sum(-1, keepdim=True)
-        self.last_weights = w
-        return torch.cat([colour, 1.0 - T_P], -1)
+        return RaymarchResult(colour, 1.0 - T_P, (w * lengths).sum(-1, keepdim=True), w)

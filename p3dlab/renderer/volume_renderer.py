@@ -2,6 +2,8 @@
 
 Renderers return ``(images, ray_bundle)`` with images (N, ..., C + 1): the marcher's features and
 opacity for every ray of the sampler (an (N, H, W, C + 1) image for a grid sampler).
+``VolumeRenderer.render`` returns a ``VolumeRendering`` with the expected depth (and, on the
+reference path, the per-sample weights) as well: results are returned, never stored on a module.
 
 ``VolumeRenderer`` runs sampling and marching in one fused Numba kernel (``p3dlab.ops.march_volumes``)
 whenever the marcher is ``EmissionAbsorptionRaymarcher`` (surface thickness 1) or
@@ -11,6 +13,8 @@ with ``VolumeSampler`` and calls the marcher, the reference path.
 
 from __future__ import annotations
 
+from typing import NamedTuple, Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +22,18 @@ from p3dlab.errors import P3DLabValueError
 from p3dlab.ops.volume_sampling import march_volumes, sample_grid
 from p3dlab.renderer.raymarching import EmissionAbsorptionRaymarcher, QuadratureRaymarcher
 from p3dlab.renderer.raysampling import RayBundle, ray_bundle_to_ray_points
+
+
+class VolumeRendering(NamedTuple):
+    """What ``VolumeRenderer.render`` computes: ``images`` (N, ..., C + 1) and ``ray_bundle`` as
+    ``forward`` returns them; ``depth`` (N, ..., 1), the expected depth Σ w_i t_i (None for a marcher
+    that has none); ``weights`` (N, ..., P), the per-sample weights w_i (None when the fused kernel
+    marched the rays: it composites sample by sample and never holds them all)."""
+
+    images: torch.Tensor
+    ray_bundle: RayBundle
+    depth: Optional[torch.Tensor]
+    weights: Optional[torch.Tensor]
 
 
 class VolumeSampler(torch.nn.Module):
@@ -88,24 +104,35 @@ class VolumeRenderer(torch.nn.Module):
         return None
 
     def forward(self, cameras, volumes, **kwargs):
+        images, bundle, _, _ = self.render(cameras, volumes, **kwargs)
+        return images, bundle
+
+    def render(self, cameras, volumes, **kwargs) -> VolumeRendering:
+        """As ``forward``, with the depth and weights the march computed (``VolumeRendering``)."""
         bundle = self.raysampler(cameras, **kwargs)
         mode = self._fused_mode(bundle)
         if mode is not None:
-            return self._forward_fused(volumes, bundle, mode, kwargs.get("eps", 1e-10)), bundle
+            images, depth = self._forward_fused(volumes, bundle, mode, kwargs.get("eps", 1e-10))
+            return VolumeRendering(images, bundle, depth, None)
         densities, features = VolumeSampler(volumes, self.sample_mode)(bundle)
-        images = self.raymarcher(densities, features, lengths=bundle.lengths, directions=bundle.directions)
-        return images, bundle
+        marcher_args = dict(lengths=bundle.lengths, directions=bundle.directions)
+        if isinstance(self.raymarcher, QuadratureRaymarcher):
+            result = self.raymarcher.march(densities, features, **marcher_args)
+            images = torch.cat([result.features, result.opacity], -1)
+            return VolumeRendering(images, bundle, result.depth, result.weights)
+        return VolumeRendering(self.raymarcher(densities, features, **marcher_args), bundle, None, None)
 
     def _forward_fused(self, volumes, bundle, mode, eps):
+        """Images and expected depth (quadrature; None for PyTorch3D's EA marcher, which has none)."""
         m = self.raymarcher
         last = getattr(m, "last_delta", "interval")
         feats, opacity, depth, _ = march_volumes(volumes, bundle, mode, eps, m.termination_threshold, last)
-        if mode == "quadrature":
-            if m.background is not None:
-                bg = torch.as_tensor(m.background, dtype=feats.dtype, device=feats.device)
-                feats = feats + (1.0 - opacity) * bg
-            m.last_depth = depth
-        return torch.cat([feats, opacity], -1)
+        if mode != "quadrature":
+            return torch.cat([feats, opacity], -1), None
+        if m.background is not None:
+            bg = torch.as_tensor(m.background, dtype=feats.dtype, device=feats.device)
+            feats = feats + (1.0 - opacity) * bg
+        return torch.cat([feats, opacity], -1), depth
 
 
 class ImplicitRenderer(torch.nn.Module):
