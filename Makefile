@@ -1,14 +1,22 @@
 # p3dlab developer and student entry points. Everything runs inside .venv, created on first use.
-# torch is installed pinned first (CPU wheel) so pip never resolves an unpinned CUDA build.
+#
+# Students: `make lab` installs torch's CPU build (pinned, from PyTorch's CPU wheel index, whose
+# 2.13.0+cpu outranks the default index's 2.13.0: on Linux that is a CUDA build of several GB) and
+# only what the lessons need (.[lab]). Developers: `make test` (and every test target) adds the dev
+# tools (.[dev]: pytest, Playwright, nbgrader, ...).
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.p3dlab-installed
+LAB_STAMP := $(VENV)/.p3dlab-lab
+DEV_STAMP := $(VENV)/.p3dlab-dev
 TORCH  := torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PORT   ?= 8888
 # JupyterLab refuses to run as root (containers, CI machines) unless told to
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# NO_BROWSER=1: print the address instead of opening a browser (a remote machine, a container)
+BROWSER_FLAG := $(if $(NO_BROWSER),--no-browser,)
 
 # Numba's default threading layer (OpenMP where the machine has it, as on Binder: the libgomp torch
 # already loaded, one pool for both) is used everywhere. On this 2-core VM the fit step took 24-30
@@ -17,19 +25,38 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # itself (README): GNU OpenMP terminates such children.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup lab test lint unit cudasim lessons course release browser binder book bench fuzz gpu-check clean
+.PHONY: setup lab-setup torch lab test lint unit cudasim lessons course release browser binder book bench fuzz gpu-check clean
 
-setup: $(STAMP)
+$(PY):
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "p3dlab: '$(PYTHON) -m venv' failed. On Debian or Ubuntu install it with"; \
+	  echo "  sudo apt install python3-venv"; \
+	  echo "(elsewhere, install Python 3.10 or newer from python.org), then run make again."; exit 1; }
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+## torch's CPU build, pinned (a no-op when the venv has a torch already).
+torch: $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || { echo "Installing $(TORCH) (CPU build) ..."; \
+	  $(PY) -m pip install --progress-bar on $(TORCH) --extra-index-url $(TORCH_INDEX); }
+
+## What the lessons need, nothing more.
+lab-setup: $(LAB_STAMP)
+
+$(LAB_STAMP): pyproject.toml | torch
+	@echo "Installing p3dlab and JupyterLab ..."
+	$(PY) -m pip install --progress-bar on -e '.[lab]'
+	@touch $@
+
+## The lessons' packages and the developer tools.
+setup: $(DEV_STAMP)
+
+$(DEV_STAMP): pyproject.toml $(LAB_STAMP)
 	$(PY) -m pip install -q -e '.[lab,dev]'
 	@touch $@
 
-## Start JupyterLab on the lessons (http://127.0.0.1:$(PORT)).
-lab: setup
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=lessons --no-browser $(ROOT_FLAG)
+## Start JupyterLab on the lessons: it opens a browser, or prints its address with a login token
+## (http://127.0.0.1:$(PORT)/lab?token=...) with NO_BROWSER=1.
+lab: lab-setup
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=lessons $(BROWSER_FLAG) $(ROOT_FLAG)
 
 ## Lint, unit tests, CUDA-simulator kernel tests, the lessons in fast mode, the widgets in a real
 ## Chromium (skipped when /usr/bin/chromium is missing) and the Binder install reproduced.
