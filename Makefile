@@ -33,10 +33,12 @@ $(PY):
 	  echo "  sudo apt install python3-venv"; \
 	  echo "(elsewhere, install Python 3.10 or newer from python.org), then run make again."; exit 1; }
 
-## torch's CPU build, pinned (a no-op when the venv has a torch already).
+## torch's CPU build, pinned (a no-op when the venv has a torch already); then its dependencies,
+## from the default index only (the CPU index mirrors them, but need not be asked for each).
 torch: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || { echo "Installing $(TORCH) (CPU build) ..."; \
-	  $(PY) -m pip install --progress-bar on $(TORCH) --extra-index-url $(TORCH_INDEX); }
+	  $(PY) -m pip install --progress-bar on --no-deps $(TORCH) --extra-index-url $(TORCH_INDEX) && \
+	  $(PY) -m pip install --progress-bar on $(TORCH); }
 
 ## What the lessons need, nothing more.
 lab-setup: $(LAB_STAMP)
@@ -69,8 +71,9 @@ lint: setup
 unit: setup
 	$(PY) -m pytest -q -m "not cudasim and not browser and not binder and not course" tests
 
+## Only the files with simulator tests: collecting the whole suite under the simulator took minutes.
 cudasim: setup
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cudasim tests
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cudasim $$(grep -l "pytest.mark.cudasim" tests/*.py)
 
 ## The lessons with their solutions (course/source) under nbval, in fast mode.
 lessons: setup
