@@ -20,5 +20,5 @@ def pick(full, fast):
 def volume_buffer_bytes() -> int:
     """The volume kernels' scratch budget in bytes, ``P3DLAB_VOLUME_BUFFER_MB`` (default 1024): it
     bounds their per-thread gradient buffers, and a quarter of it the unused buffers
-    ``p3dlab.ops.recycled`` keeps for reuse."""
+    ``p3dlab.runtime.recycled`` keeps for reuse."""
     return int(float(os.environ.get("P3DLAB_VOLUME_BUFFER_MB", "1024")) * 2**20)

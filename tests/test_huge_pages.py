@@ -1,4 +1,4 @@
-"""``p3dlab.ops.huge_pages``: large scratch buffers on 2 MB pages, small ones from torch."""
+"""``p3dlab.runtime.huge_pages``: large scratch buffers on 2 MB pages, small ones from NumPy."""
 
 import gc
 import mmap
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from p3dlab.ops import huge_pages
-from p3dlab.ops.volume_sampling import _reused_empty
+from p3dlab.runtime import huge_pages
+from p3dlab.runtime.volume_scratch import reused_empty
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -37,33 +37,31 @@ def _anon_huge_kb(address: int) -> int:
     raise AssertionError(f"no mapping holds {address:#x}")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64])
-def test_large_buffer_is_aligned_writable_tensor(dtype):
-    t = huge_pages.empty((3, 1 << 19), dtype)
-    assert t.shape == (3, 1 << 19) and t.dtype == dtype and t.device.type == "cpu" and t.is_contiguous()
-    assert t.data_ptr() % huge_pages.HUGE_PAGE == 0
-    t.copy_(torch.arange(t.numel()).reshape(t.shape).to(dtype))
-    assert t[2, -1].item() == t.numel() - 1 and t.sum().item() == pytest.approx(t.numel() * (t.numel() - 1) / 2)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_large_buffer_is_aligned_and_writable(dtype):
+    a = huge_pages.empty_array((3, 1 << 19), dtype)
+    assert a.shape == (3, 1 << 19) and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    assert a.ctypes.data % huge_pages.HUGE_PAGE == 0
+    a[:] = np.arange(a.size).reshape(a.shape)
+    assert a[2, -1] == a.size - 1 and float(a.sum(dtype=np.float64)) == pytest.approx(a.size * (a.size - 1) / 2)
 
 
-def test_small_buffers_and_other_dtypes_come_from_torch(monkeypatch):
+def test_small_buffers_come_from_numpy(monkeypatch):
     def no_mapping(*args, **kwargs):
         raise AssertionError("mapped")
 
     monkeypatch.setattr(huge_pages.mmap, "mmap", no_mapping)
-    small = huge_pages.empty((100, 100), torch.float32)  # 40 KB
-    assert small.shape == (100, 100) and small.dtype == torch.float32
-    half = huge_pages.empty((1 << 21,), torch.float16)  # 4 MB, no NumPy dtype in the table
-    assert half.dtype == torch.float16 and half.shape == (1 << 21,)
+    small = huge_pages.empty_array((100, 100), np.float32)  # 40 KB
+    assert small.shape == (100, 100) and small.dtype == np.float32
     with pytest.raises(AssertionError, match="mapped"):
-        huge_pages.empty((1 << 20,), torch.float32)
+        huge_pages.empty_array((1 << 20,), np.float32)
 
 
 @pytest.mark.skipif(_thp_mode() not in ("always", "madvise"), reason="transparent huge pages are off here")
 def test_large_buffer_gets_huge_pages():
-    t = huge_pages.empty((4 << 20,), torch.float32)  # 16 MB
-    t.fill_(1.0)  # fault the pages in
-    assert _anon_huge_kb(t.data_ptr()) >= 2048
+    a = huge_pages.empty_array((4 << 20,), np.float32)  # 16 MB
+    a.fill(1.0)  # fault the pages in
+    assert _anon_huge_kb(a.ctypes.data) >= 2048
     if _thp_mode() == "madvise":  # without the advice, a mapping of the same size stays on small pages
         # (a fresh mapping: torch.empty may land inside one that earlier code advised, seen once)
         plain = mmap.mmap(-1, 16 << 20)
@@ -75,7 +73,7 @@ def test_large_buffer_gets_huge_pages():
 
 
 def test_mapping_lives_while_a_view_does_and_is_released_after():
-    t = huge_pages.empty((1 << 20,), torch.float32)
+    t = torch.from_numpy(huge_pages.empty_array((1 << 20,), np.float32))
     view = t[10:20]
     view.fill_(7.0)
     base = weakref.ref(t)
@@ -88,5 +86,5 @@ def test_mapping_lives_while_a_view_does_and_is_released_after():
 
 
 def test_volume_buffers_are_huge_page_buffers():
-    t = _reused_empty((2, 1 << 20), torch.float32, torch.device("cpu"))
+    t = reused_empty((2, 1 << 20), torch.float32, torch.device("cpu"))
     assert t.data_ptr() % huge_pages.HUGE_PAGE == 0

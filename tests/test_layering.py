@@ -38,6 +38,7 @@ LAYERS: Dict[str, int] = {
     "p3dlab": 1,  # the top-level namespace, p3dlab/__init__.py
     "kernels": 1,
     "common": 2,
+    "runtime": 2,  # memory pools, huge pages, memory limits, the volume kernels' scratch policy
     "ops": 3,
     "structures": 4,
     "transforms": 4,

@@ -159,15 +159,15 @@ def test_bad_input_and_a_retained_graph():
 def test_one_work_copy_within_a_small_memory_budget_gives_the_same_gradients(monkeypatch):
     """A budget below two copies of the grid with its gradient channels leaves one task (one copy);
     the loss and the gradients agree with the default's (a different order of summation)."""
-    import p3dlab.ops.volume_sampling as vs
+    import p3dlab.runtime.volume_scratch as vs
 
     vol, bundle, target_f, target_o = _scene()
     tasks = []
-    real = vs._n_tasks
-    monkeypatch.setattr(vs, "_n_tasks", lambda *a: tasks.append(real(*a)) or tasks[-1])
+    real = vs.n_tasks
+    monkeypatch.setattr(vs, "n_tasks", lambda *a: tasks.append(real(*a)) or tasks[-1])
     results = []
-    for budget in (vs._BUFFER_BYTES, 1):
-        monkeypatch.setattr(vs, "_BUFFER_BYTES", budget)
+    for budget in (vs.BUFFER_BYTES, 1):
+        monkeypatch.setattr(vs, "BUFFER_BYTES", budget)
         loss, _, _ = march_volumes_mse(vol, bundle, target_f, target_o)
         results.append((loss, *torch.autograd.grad(loss, [vol.densities(), vol.features()])))
     assert tasks[-1] == 1 and tasks[0] == numba.get_num_threads()
@@ -179,15 +179,15 @@ def test_prefetching_changes_no_bit_and_starts_at_grids_beyond_the_caches(monkey
     """``march_volume_mse_cpu`` with ``prefetch_ray`` (forced on for this small grid, several
     lookaheads) gives the same loss, images and gradients, bit for bit, as without; the wrapper
     turns it on from ``_PREFETCH_MIN_BYTES`` a task."""
-    import p3dlab.ops.volume_sampling as vs
+    import p3dlab.runtime.volume_scratch as vs
 
-    assert vs._prefetch_ahead(torch.empty(vs._PREFETCH_MIN_BYTES // 4, dtype=torch.float32)) == vs._PREFETCH_AHEAD
-    assert vs._prefetch_ahead(torch.empty(vs._PREFETCH_MIN_BYTES // 4 - 1, dtype=torch.float32)) == 0
-    assert vs._PREFETCH_AHEAD > 0
+    assert vs.prefetch_ahead(torch.empty(vs.PREFETCH_MIN_BYTES // 4, dtype=torch.float32)) == vs.PREFETCH_AHEAD
+    assert vs.prefetch_ahead(torch.empty(vs.PREFETCH_MIN_BYTES // 4 - 1, dtype=torch.float32)) == 0
+    assert vs.PREFETCH_AHEAD > 0
     vol, bundle, target_f, target_o = _scene(dtype=torch.float32)
     results = []
     for ahead in (0, 1, 4, 10**6):  # 10**6: beyond every task's last ray, nothing to prefetch
-        monkeypatch.setattr(vs, "_prefetch_ahead", lambda grid, ahead=ahead: ahead)
+        monkeypatch.setattr(vs, "prefetch_ahead", lambda grid, ahead=ahead: ahead)
         loss, feats, opacity = march_volumes_mse(vol, bundle, target_f, target_o)
         results.append((loss, feats, opacity, *torch.autograd.grad(loss, [vol.densities(), vol.features()])))
     for other in results[1:]:
@@ -200,12 +200,12 @@ def test_prefetching_changes_no_bit_and_starts_at_grids_beyond_the_caches(monkey
 def test_prefetching_in_the_backward_changes_no_bit(monkeypatch, mode, keep):
     """``march_volume_backward_cpu`` with ``prefetch_ray`` forced on (grid and buffer lines, or only
     the buffer's when the samples were kept) gives the same gradients, bit for bit, as without."""
-    import p3dlab.ops.volume_sampling as vs
+    import p3dlab.runtime.volume_scratch as vs
 
     vol, bundle, _, _ = _scene(dtype=torch.float32)
     grads = []
     for ahead in (0, 1, 4):
-        monkeypatch.setattr(vs, "_prefetch_ahead", lambda grid, ahead=ahead: ahead)
+        monkeypatch.setattr(vs, "prefetch_ahead", lambda grid, ahead=ahead: ahead)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EA densities above 1 in this scene
             f, o, _, _ = march_volumes(vol, bundle, mode, keep_samples=keep)

@@ -1,4 +1,4 @@
-"""``p3dlab.ops.recycled``: gradients handed to autograd reuse the memory of earlier ones only once
+"""``p3dlab.runtime.recycled``: gradients handed to autograd reuse the memory of earlier ones only once
 nothing refers to those any more."""
 
 import threading
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from p3dlab.ops import march_volumes, march_volumes_mse, recycled
+from p3dlab.ops import march_volumes, march_volumes_mse
 from p3dlab.renderer import FoVPerspectiveCameras, NDCMultinomialRaysampler, look_at_view_transform
+from p3dlab.runtime import recycled
 from p3dlab.structures import Volumes
 
 BUDGET = 1 << 30

@@ -232,8 +232,8 @@ def test_renderer_uses_the_fused_kernel_and_agrees_with_the_reference_path():
             assert torch.allclose(ref.weights.sum(-1, keepdim=True), ref.images[..., 3:], atol=1e-12)
         else:
             assert fused.depth is None and ref.depth is None
-        assert not any(name.startswith("last_") for name in vars(marcher))  # no side channels
-    assert VolumeRenderer(sampler, EmissionAbsorptionRaymarcher(surface_thickness=2))._fused_mode(_) is None
+        assert not {"last_depth", "last_weights"} & set(vars(marcher))  # no side channels
+    assert VolumeRenderer(sampler, EmissionAbsorptionRaymarcher(surface_thickness=2))._fused_mode(fused.ray_bundle) is None
 
 
 def test_constant_slab_opacity_is_independent_of_the_sample_count_for_quadrature():
@@ -352,10 +352,10 @@ def test_float32_fused_render_and_gradients_are_close_to_float64():
 
 def test_buffers_serve_the_next_step_and_unused_ones_stay_within_a_quarter_of_the_budget(monkeypatch):
     """The packed grid, the task buffers, the kept samples and the gradients of a training step
-    (``recycled``, through ``_reused_empty``) serve the next step: after the first, the pool neither
+    (``recycled``, through ``volume_scratch.reused_empty``) serve the next step: after the first, the pool neither
     grows nor changes, and the gradients are the same. With a budget of 0 nothing unused is kept."""
-    import p3dlab.ops.recycled as rc
-    import p3dlab.ops.volume_sampling as vs
+    import p3dlab.runtime.recycled as rc
+    import p3dlab.runtime.volume_scratch as scratch
 
     monkeypatch.setattr(rc, "_POOL", [])
     vol, bundle = _scene(n=1, ray_grad=False)
@@ -375,7 +375,7 @@ def test_buffers_serve_the_next_step_and_unused_ones_stay_within_a_quarter_of_th
         assert {id(a) for a in rc._POOL} == pooled and rc.pooled_bytes() == nbytes
         assert all(torch.equal(x, y) for x, y in zip(first, again))
 
-    monkeypatch.setattr(vs, "_BUFFER_BYTES", 0)
+    monkeypatch.setattr(scratch, "BUFFER_BYTES", 0)
     again = step()  # one task buffer: the sums in another order
     assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(first, again))
     probe = rc.empty((1,), D, 0)  # drops everything unused: only the gradients and the probe are left
@@ -388,16 +388,17 @@ def test_gradient_buffers_and_kept_samples_respect_the_memory_budget(monkeypatch
     samples even when asked (the backward reads the grid again); the gradients agree with the
     default budget's. Without ``keep_samples`` nothing is kept."""
     import p3dlab.ops.volume_sampling as vs
+    import p3dlab.runtime.volume_scratch as scratch
 
     kept = []
     real = vs._kept_samples
     monkeypatch.setattr(vs, "_kept_samples", lambda *a: kept.append(real(*a)) or kept[-1])
     vol, bundle = _scene(n=1, ray_grad=False, density_scale=2.0 if mode == "quadrature" else 0.5)
     grads = []
-    for budget in (vs._BUFFER_BYTES, 1):
-        monkeypatch.setattr(vs, "_BUFFER_BYTES", budget)
-        assert vs._n_tasks(10**6, torch.device("cpu")) == (
-            1 if budget == 1 else vs._n_tasks(10**6, torch.device("cpu"))
+    for budget in (scratch.BUFFER_BYTES, 1):
+        monkeypatch.setattr(scratch, "BUFFER_BYTES", budget)
+        assert scratch.n_tasks(10**6, torch.device("cpu")) == (
+            1 if budget == 1 else scratch.n_tasks(10**6, torch.device("cpu"))
         )
         f, o, z, _ = march_volumes(vol, bundle, mode, keep_samples=True)
         grads.append(torch.autograd.grad(f.sum() + o.sum() + z.sum(), [vol.densities(), vol.features()]))
@@ -417,18 +418,19 @@ def test_grids_beyond_the_memory_available_raise_before_anything_is_allocated(mo
     exceeds the memory available raises a clear error before the kernels allocate it; the same grid
     renders when it fits. Three values expanded to a 2048³ grid (128 GB of scratch) raise at once,
     on any machine, instead of the process being killed."""
-    import p3dlab.ops.volume_sampling as vs
-    from p3dlab.ops import memory_limit
+    import p3dlab.runtime.volume_scratch as scratch
+    from p3dlab.ops import march_volumes_mse
+    from p3dlab.runtime import memory_limit
 
     vol, bundle = _scene(n=1, ray_grad=False)
     grid_bytes = vol.densities().numel() * 4 * 8  # density + RGB, float64
-    monkeypatch.setattr(vs, "_FITS_ANYWHERE", 0)
+    monkeypatch.setattr(scratch, "FITS_ANYWHERE", 0)
     monkeypatch.setattr(memory_limit, "available_bytes", lambda: grid_bytes + 1)
     for mode in ("ea", "quadrature"):
         with pytest.raises(P3DLabValueError, match="march_volumes: the grid needs .* and a gradient buffer"):
             march_volumes(vol, bundle, mode)
     with pytest.raises(P3DLabValueError, match="march_volumes_mse: the grid needs"):
-        vs.march_volumes_mse(vol, bundle, torch.zeros(*bundle.lengths.shape[:-1], 3, dtype=D),
+        march_volumes_mse(vol, bundle, torch.zeros(*bundle.lengths.shape[:-1], 3, dtype=D),
                              torch.zeros(bundle.lengths.shape[:-1], dtype=D))  # fmt: skip
     with torch.no_grad():  # no gradient buffer: the copy alone fits
         f, o, _, _ = march_volumes(vol, bundle, "ea")
@@ -451,7 +453,7 @@ def test_grids_beyond_the_memory_available_raise_before_anything_is_allocated(mo
 
 
 def test_memory_available_is_the_smallest_of_meminfo_and_the_cgroup_limit(tmp_path):
-    from p3dlab.ops.memory_limit import available_bytes
+    from p3dlab.runtime.memory_limit import available_bytes
 
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:    8000000 kB\n")
@@ -593,11 +595,11 @@ def test_layout_copies_agree_with_their_torch_versions_used_on_cuda(channels):
 
 @pytest.mark.parametrize("shape", [(1, 4, 4), (2, 5, 3), (1, 1, 7), (3, 9), (2, 3, 4, 2)])
 def test_ray_order_is_a_permutation_in_2x2_tiles_for_images(shape):
-    from p3dlab.ops.volume_sampling import _ray_order
+    from p3dlab.runtime.volume_scratch import ray_order
 
     R = math.prod(shape)
-    assert torch.equal(_ray_order(shape, 2**20), torch.arange(R))  # small grids: row order
-    order = _ray_order(shape, 2**30)
+    assert torch.equal(ray_order(shape, 2**20), torch.arange(R))  # small grids: row order
+    order = ray_order(shape, 2**30)
     assert order.dtype == torch.int64 and torch.equal(order.sort().values, torch.arange(R))
     if shape == (1, 4, 4):  # row-major 2 x 2 tiles: (0, 1, 4, 5), (2, 3, 6, 7), ...
         assert order.tolist() == [0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15]
@@ -614,7 +616,7 @@ def test_ray_order_is_a_permutation_in_2x2_tiles_for_images(shape):
 def test_image_rays_marched_in_tiles_give_the_results_of_the_flat_order(monkeypatch, mode, keep):
     """An image bundle (N, H, W) is marched 2 x 2 pixels at a time, the same rays as a flat bundle
     (N, H·W) in row order: bit-identical outputs, gradients equal up to the summation order."""
-    monkeypatch.setattr("p3dlab.ops.volume_sampling._TILE_BYTES", 0)  # tiles for this small grid too
+    monkeypatch.setattr("p3dlab.runtime.volume_scratch.TILE_BYTES", 0)  # tiles for this small grid too
     g = torch.Generator().manual_seed(7)
     dens = (torch.rand(2, 1, 6, 7, 8, dtype=D, generator=g) * 0.3).requires_grad_()
     feats = torch.rand(2, 3, 6, 7, 8, dtype=D, generator=g).requires_grad_()
@@ -638,7 +640,7 @@ def test_image_rays_marched_in_tiles_give_the_results_of_the_flat_order(monkeypa
 def test_fused_mse_marches_image_rays_in_tiles_with_the_results_of_the_flat_order(monkeypatch):
     from p3dlab.ops import march_volumes_mse
 
-    monkeypatch.setattr("p3dlab.ops.volume_sampling._TILE_BYTES", 0)
+    monkeypatch.setattr("p3dlab.runtime.volume_scratch.TILE_BYTES", 0)
 
     g = torch.Generator().manual_seed(8)
     dens = (torch.rand(1, 1, 6, 7, 8, dtype=D, generator=g) * 3).requires_grad_()
@@ -663,18 +665,18 @@ def test_fused_mse_marches_image_rays_in_tiles_with_the_results_of_the_flat_orde
 
 @pytest.mark.parametrize("shape", [(1, 8, 3), (2, 6, 5), (1, 1, 7), (3, 9), (2, 3, 4, 2)])
 def test_band_order_is_a_permutation_in_bands_of_rows_for_images(shape):
-    from p3dlab.ops.volume_sampling import _BAND_ROWS, _band_order
+    from p3dlab.runtime.volume_scratch import BAND_ROWS, band_order
 
     R = math.prod(shape)
-    order = _band_order(shape)
+    order = band_order(shape)
     assert order.dtype == torch.int64 and torch.equal(order.sort().values, torch.arange(R))
     if len(shape) != 3:
         assert torch.equal(order, torch.arange(R))
         return
     n, h, w = shape
     b, y, x = order // (h * w), order // w % h, order % w
-    band = b * h + y // _BAND_ROWS * _BAND_ROWS  # bands in order, within a band column by column, then row
-    key = (band * w + x) * _BAND_ROWS + y % _BAND_ROWS
+    band = b * h + y // BAND_ROWS * BAND_ROWS  # bands in order, within a band column by column, then row
+    key = (band * w + x) * BAND_ROWS + y % BAND_ROWS
     assert bool((key[1:] > key[:-1]).all())
     if shape == (1, 8, 3):  # 4-row bands, columns of 4: (0, 3, 6, 9), (1, 4, 7, 10), ...
         assert order[:8].tolist() == [0, 3, 6, 9, 1, 4, 7, 10]

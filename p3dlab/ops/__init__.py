@@ -7,7 +7,8 @@ from p3dlab.ops.marching_cubes import marching_cubes
 from p3dlab.ops.mesh_ops import GraphConv, subdivide_faces, vert_align
 from p3dlab.ops.sample_points import sample_points_from_meshes
 from p3dlab.ops.stratified import stratified_jitter
-from p3dlab.ops.volume_sampling import march_volumes, march_volumes_mse, sample_grid
+from p3dlab.ops.volume_fit_loss import march_volumes_mse
+from p3dlab.ops.volume_sampling import march_volumes, sample_grid
 
 __all__ = [
     "GraphConv",

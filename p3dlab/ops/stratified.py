@@ -1,12 +1,11 @@
 """Stratified jitter of ray sample lengths in one parallel pass (``p3dlab.kernels.stratified``):
 each sample moves uniformly within ±half its ray's sample spacing, drawn from a counter-based hash
-of one seed, so no (rays × samples) tensor of random numbers is built (3 ms for 10^6 samples with
-``torch.rand``, 0.15 ms with the hash on 2 cores).
+of one seed, so no (rays × samples) tensor of random numbers is built.
 
 On the CPU an output of 1 MB or more reuses the memory of an earlier output of the same shape that
 nothing refers to any more (``recycled``): a training loop that jitters its rays every step faults
-in no fresh pages. In the fit bench's step, a fresh 4 MB output took 930 page faults and 1.3 ms
-(median) instead of 0.43 ms. Smaller outputs come from the allocator's heap without faults."""
+in no fresh pages (docs/performance.md#other-operations). Smaller outputs come from the allocator's
+heap without faults."""
 
 from __future__ import annotations
 
@@ -14,8 +13,8 @@ import torch
 
 from p3dlab.config import volume_buffer_bytes
 from p3dlab.errors import P3DLabValueError
-from p3dlab.ops import recycled
 from p3dlab.ops.dispatch import cuda_kernels
+from p3dlab.runtime import recycled
 
 _RECYCLED_BYTES = 2**20
 

@@ -98,7 +98,7 @@ class VoxelRadianceField(torch.nn.Module):
         ``render_rays`` followed by the two ``F.mse_loss``, in one fused kernel on the CPU that
         scatters the loss's gradient while it marches each ray (``march_volumes_mse``) and applies
         the activations to the raw parameters itself (``raw_density_scale``)."""
-        from p3dlab.ops.volume_sampling import march_volumes_mse
+        from p3dlab.ops.volume_fit_loss import march_volumes_mse
 
         raw = Volumes(self.raw_density, self.raw_colour, voxel_size=self.voxel_size)
         loss, feats, opacity = march_volumes_mse(raw, bundle, images, masks, raw_density_scale=self.density_scale)

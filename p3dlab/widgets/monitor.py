@@ -117,9 +117,8 @@ class OptimizationMonitor:
         self._text.value = f"<code>{self._readout()}</code>"
 
     def _axes(self):
-        """The loss plot's axes, made on the first draw and kept: a new figure and ``tight_layout``
-        at every draw took 160 ms a draw (3.2 s of lesson 07's 200-step fit); updating the kept
-        lines takes 37 ms (measured)."""
+        """The loss plot's axes, made on the first draw and kept: a new figure at every draw costs
+        four times as much (docs/performance.md#other-operations)."""
         if self._ax is None:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure

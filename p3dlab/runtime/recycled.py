@@ -5,10 +5,9 @@ hand to autograd once the caller has let go of them.
 A training step that sets the gradients to None (``optimizer.zero_grad()``, PyTorch's default)
 frees last step's gradients, and the backward allocates new ones of the same shapes. For a 128³
 density + RGB volume that is 32 MB a step. From glibc's allocator, such a block either comes back
-from the system with fresh pages, each faulted in and zeroed by the kernel (6 144 faults for the
-24 MB RGB gradient), or it was held at the top of the heap, and some later ``free`` hands the heap's
-top back to the system first (``pgfree``: 60-160 MB in one step, seen in the EA bench). Either
-costs milliseconds of kernel time in some steps and not in others.
+from the system with fresh pages, each faulted in and zeroed by the kernel, or it was held at the
+top of the heap, and some later ``free`` hands the heap's top back to the system first. Either costs
+milliseconds of kernel time in some steps and not in others (docs/performance.md#volume-kernels).
 
 ``empty(shape, dtype, budget)`` keeps, for each tensor it returned, the NumPy array under it. A
 later call for the same shape and dtype gets the memory back (the most recently handed out first)
@@ -28,7 +27,7 @@ from typing import List
 import numpy as np
 import torch
 
-from p3dlab.ops import huge_pages
+from p3dlab.runtime import huge_pages
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 _POOL: List[np.ndarray] = []  # arrays under tensors this module handed out, least recent first

@@ -3,14 +3,13 @@
 The volume kernels read and scatter into packed grids, per-task gradient buffers and work grids of
 16-130 MB, at addresses that jump across the whole buffer from one sample to the next. With 4 KB
 pages, 100 MB needs 25 600 page-table entries, far more than the CPU's TLB holds (a few thousand),
-so many samples wait for a page walk; with 2 MB pages it needs 50. Measured on the fused fit kernel
-(``march_volume_mse_cpu``, 4 views × 64² rays × 64 samples, 30 alternating calls, 2 runs): 64³ grid
-16.0 → 15.2 ms, 128³ grid 36.5 → 30.8 ms; an 8³ grid (16 KB a task) took the same time.
+so many samples wait for a page walk; with 2 MB pages it needs 50 (measurements:
+docs/performance.md#volume-kernels).
 
-``empty(shape, dtype)`` maps anonymous memory aligned to 2 MB and asks the kernel for huge pages
+``empty_array(shape, dtype)`` maps anonymous memory aligned to 2 MB and asks the kernel for huge pages
 (``madvise(MADV_HUGEPAGE)``: Linux with transparent huge pages in ``always`` or ``madvise`` mode).
 Where that is not available (other systems, THP ``never``), the buffer is still correct, just on
-small pages. Buffers under 2 MB and dtypes NumPy lacks come from ``torch.empty``.
+small pages. Buffers under 2 MB come from ``np.empty``.
 """
 
 from __future__ import annotations
@@ -19,25 +18,8 @@ import math
 import mmap
 
 import numpy as np
-import torch
 
 HUGE_PAGE = 2 << 20  # bytes in an x86-64 / arm64 transparent huge page
-
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64, torch.int32: np.int32}
-
-
-def empty(shape, dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised CPU tensor of ``shape`` and ``dtype``, on huge pages when it spans at least
-    one (see the module docstring). The tensor owns its mapping: it is unmapped when the last view
-    of it is freed."""
-    shape = tuple(int(s) for s in shape)
-    if dtype not in _NUMPY:
-        return torch.empty(shape, dtype=dtype)
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if nbytes < HUGE_PAGE or not _HAVE_ADVICE:
-        return torch.empty(shape, dtype=dtype)
-    return torch.from_numpy(empty_array(shape, _NUMPY[dtype]))
-
 
 _HAVE_ADVICE = getattr(mmap, "MADV_HUGEPAGE", None) is not None and getattr(mmap, "MAP_ANONYMOUS", None) is not None
 

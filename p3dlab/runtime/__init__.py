@@ -1,0 +1,6 @@
+"""Run-time machinery under the operations: memory pools (``recycled``), huge pages
+(``huge_pages``), the memory this process may still take (``memory_limit``) and the volume kernels'
+memory and scheduling policy (``volume_scratch``). Internal: nothing here is differentiable or part
+of the public API; ``p3dlab.ops`` uses it."""
+
+__all__ = []
