@@ -13,3 +13,6 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # A lesson at full size runs in under 3 minutes; autograding in fast mode (P3DLAB_FAST=1) in under 1.
 c.Execute.timeout = 600
 c.Execute.allow_errors = True
+
+# What lessons save beside a notebook (videos: p3dlab.video.lesson_output) is not part of an assignment.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "outputs"]

@@ -3,19 +3,20 @@
 One call renders a sequence in which any of three things changes per frame:
 
 * the camera: an orbit (``look_at_view_transform`` per frame, so the object stays in view —
-  the video article's fixed R with a moving T leaves every frame empty, errata E87);
+  the video article's fixed R with a moving T leaves every frame empty, docs/errata.md#e87);
 * the object: a per-frame ``Transform3d`` of its vertices (e.g. a spin about Y);
 * the shape: a morph between two vertex sets with the same faces.
 
 Every frame passes ``R=``, ``T=`` (and optionally ``lights=``) to the renderer call, so rasterizer
-and shader always see the same camera (errata E89); colours are clipped to [0, 1] before they
-become bytes (errata E92).
+and shader always see the same camera (docs/errata.md#e89); colours are clipped to [0, 1] before they
+become bytes (docs/errata.md#e92).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -105,7 +106,7 @@ def save_video(frames: np.ndarray, path: Union[str, os.PathLike], fps: int = 30,
     """Write uint8 frames to ``.mp4`` (H.264 via imageio-ffmpeg) or ``.gif`` (Pillow).
 
     GIF frame durations are in milliseconds (``1000 / fps``): imageio's old ``duration=0.3`` now
-    means 0.3 ms (errata E79). MP4 frame sizes are padded to even numbers (H.264 needs them).
+    means 0.3 ms (docs/errata.md#e79). MP4 frame sizes are padded to even numbers (H.264 needs them).
     """
     path = os.fspath(path)
     frames = np.asarray(frames)
@@ -129,12 +130,42 @@ def save_video(frames: np.ndarray, path: Union[str, os.PathLike], fps: int = 30,
     return path
 
 
-def preview(frames: np.ndarray, fps: int = 20):
-    """A notebook widget: the frames behind a Play button and a slider (no file needed)."""
+def lesson_output(name: Optional[str] = None) -> Path:
+    """Where a lesson saves what a student should be able to open: ``outputs/<name>`` beside the
+    notebook (a notebook's kernel runs in the notebook's folder), the folder created when needed.
+    JupyterLab's file browser shows it; without ``name``, the folder itself."""
+    folder = Path("outputs")
+    folder.mkdir(exist_ok=True)
+    return folder if name is None else folder / name
+
+
+def embed(path: Union[str, os.PathLike]):
+    """A display object that plays a saved ``.gif`` or ``.mp4`` inside the notebook, its bytes
+    embedded (so it also plays in an exported HTML file or a notebook opened elsewhere)."""
+    from IPython.display import Image, Video
+
+    path = os.fspath(path)
+    if path.lower().endswith(".gif"):
+        return Image(filename=path, format="gif")
+    if path.lower().endswith(".mp4"):
+        return Video(path, embed=True, html_attributes="controls loop autoplay muted")
+    raise P3DLabValueError(f"embed: {path!r} is neither a .gif nor an .mp4")
+
+
+def preview(frames: np.ndarray, fps: int = 20, zoom: Optional[int] = None):
+    """A notebook widget: the frames behind a Play button and a slider (no file needed), shown at
+    ``zoom`` times their size in pixels (whole pixels, no blur): by default the largest whole
+    factor that keeps them within 512 pixels, and at least 1. A zoom control changes it."""
     import io
 
     import ipywidgets as widgets
     from PIL import Image
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or not len(frames):
+        raise P3DLabValueError(f"preview: frames must be an (n, H, W, 3) array, got shape {frames.shape}")
+    height, width = frames.shape[1:3]
+    zoom = zoom or max(1, 512 // max(height, width))
 
     def png(f):
         buf = io.BytesIO()
@@ -143,8 +174,19 @@ def preview(frames: np.ndarray, fps: int = 20):
 
     encoded = [png(f) for f in frames]
     image = widgets.Image(value=encoded[0], format="png")
+    image.add_class("p3dlab-pixelated")
+
+    def set_zoom(factor):
+        image.layout.width, image.layout.height = f"{width * factor}px", f"{height * factor}px"
+
+    set_zoom(zoom)
+    zooms = widgets.ToggleButtons(options=[(f"{z}×", z) for z in sorted({1, 2, 3, 4, zoom})], value=zoom,
+                                  description="zoom", style={"button_width": "40px"})  # fmt: skip
+    zooms.observe(lambda ch: set_zoom(ch["new"]), names="value")
     play = widgets.Play(min=0, max=len(frames) - 1, interval=max(1, round(1000 / fps)))
     slider = widgets.IntSlider(min=0, max=len(frames) - 1, description="frame")
     widgets.jslink((play, "value"), (slider, "value"))
     slider.observe(lambda ch: setattr(image, "value", encoded[ch["new"]]), names="value")
-    return widgets.VBox([widgets.HBox([play, slider]), image])
+    # whole-pixel zoom: without it a browser blurs a 64-pixel frame shown at 256
+    style = widgets.HTML("<style>.p3dlab-pixelated img, img.p3dlab-pixelated {image-rendering: pixelated;}</style>")
+    return widgets.VBox([widgets.HBox([play, slider, zooms]), image, style])

@@ -6,7 +6,7 @@ from p3dlab import data
 from p3dlab.renderer import FoVPerspectiveCameras, HardPhongShader, MeshRasterizer, MeshRenderer, RasterizationSettings
 from p3dlab.structures import TexturesVertex
 from p3dlab.transforms import RotateAxisAngle
-from p3dlab.video import Orbit, preview, render_frames, save_video, to_uint8
+from p3dlab.video import Orbit, embed, lesson_output, preview, render_frames, save_video, to_uint8
 
 
 def _renderer(size=32):
@@ -64,10 +64,31 @@ def test_save_gif_and_mp4(tmp_path):
         save_video(frames, tmp_path / "a.avi")
 
 
-def test_preview_widget():
-    frames = np.zeros((3, 8, 8, 3), np.uint8)
+def test_preview_widget_shows_frames_at_a_whole_pixel_zoom():
+    frames = np.zeros((3, 8, 10, 3), np.uint8)
+    frames[2] = 255
     w = preview(frames)
-    play_slider, image = w.children
-    slider = play_slider.children[1]
+    controls, image, _style = w.children
+    play, slider, zoom = controls.children
+    first = bytes(image.value)
     slider.value = 2
-    assert bytes(image.value[:4]) == b"\x89PNG"
+    assert bytes(image.value[:4]) == b"\x89PNG" and bytes(image.value) != first
+    assert zoom.value == 51 and image.layout.width == "510px" and image.layout.height == "408px"  # 512 // 10
+    zoom.value = 1  # natural size
+    assert (image.layout.width, image.layout.height) == ("10px", "8px")
+    big = preview(np.zeros((2, 300, 200, 3), np.uint8), zoom=None)
+    assert big.children[1].layout.width == "200px"  # never shrunk, never stretched to the page
+
+
+def test_lesson_outputs_go_beside_the_notebook_and_play_embedded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a notebook's kernel runs in the notebook's folder
+    frames = render_frames(_renderer(16), _mesh(), 3, orbit=Orbit(dist=3.0), progress=False)
+    gif = save_video(frames, lesson_output("spin.gif"), fps=10)
+    assert (tmp_path / "outputs" / "spin.gif").is_file() and gif == "outputs/spin.gif"
+    shown = embed(gif)
+    assert shown.data[:6] == b"GIF89a" and shown.format == "gif"
+    mp4 = save_video(frames, lesson_output("spin.mp4"), fps=10)
+    html = embed(mp4)._repr_html_()
+    assert "data:video/mp4;base64," in html and "loop" in html
+    with pytest.raises(ValueError, match="neither"):
+        embed("x.avi")

@@ -207,3 +207,15 @@ def test_render_view_never_renders_on_two_threads_at_once():
         t.join()
     assert overlaps[0] == 1
     assert all(v.renders == 11 for v in views)
+
+
+def test_optimization_monitor_shows_no_image_box_until_it_has_an_image():
+    """An empty image widget is drawn as a broken-image icon: the render box stays hidden until the
+    first image arrives."""
+    from p3dlab.widgets import OptimizationMonitor
+
+    mon = OptimizationMonitor(every=1, mode="widget", display=False)
+    mon.update(0, {"loss": 1.0})
+    assert mon._render.layout.display == "none" and not mon._render.value
+    mon.update(1, {"loss": 0.5}, image=np.full((4, 5, 3), 0.5))
+    assert mon._render.layout.display is None and mon._render.value[:4] == b"\x89PNG"

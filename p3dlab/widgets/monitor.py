@@ -61,7 +61,8 @@ class OptimizationMonitor:
             import ipywidgets as widgets
 
             self._plot = widgets.Image(format="png", width=420)
-            self._render = widgets.Image(format="png", width=220)
+            # hidden until the first image: an empty image widget shows a broken-image icon
+            self._render = widgets.Image(format="png", width=220, layout=widgets.Layout(display="none"))
             self._text = widgets.HTML()
             self.widget = widgets.VBox(
                 [widgets.HTML(f"<b>{title}</b>"), widgets.HBox([self._plot, self._render]), self._text]
@@ -114,6 +115,7 @@ class OptimizationMonitor:
         if self._image is not None:
             img = self._image.detach().cpu().numpy() if hasattr(self._image, "detach") else np.asarray(self._image)
             self._render.value = _png((np.clip(img[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8))
+            self._render.layout.display = None
         self._text.value = f"<code>{self._readout()}</code>"
 
     def _axes(self):
