@@ -82,7 +82,7 @@ def test_ico_sphere_counts_and_radius():
 def test_inverted_cube_is_the_books_bug():
     m = data.cube(inverted=True)
     assert signed_volume(m.verts_packed(), m.faces_packed()) < 0
-    # the vertex normal at (1, 1, 1) points inward, as in errata E8
+    # the vertex normal at (1, 1, 1) points inward, as in docs/errata.md#e8
     i = int((m.verts_packed() - 1).abs().sum(1).argmin())
     assert torch.allclose(m.verts_normals_packed()[i], -torch.ones(3) / math.sqrt(3), atol=1e-6)
 

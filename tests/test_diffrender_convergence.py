@@ -1,5 +1,5 @@
 """Small end-to-end optimisations through the soft rasterizer: they must converge, in seconds,
-and never produce NaN (errata E43)."""
+and never produce NaN (docs/errata.md#e43)."""
 
 import math
 import warnings
@@ -84,7 +84,7 @@ def test_vertex_fit_to_a_square_silhouette_reaches_iou_095():
 
 
 def test_cow_style_textured_fit_stays_finite():
-    """The book's cow run diverged to NaN at iteration 55 (errata E43): a blurred, perspective-
+    """The book's cow run diverged to NaN at iteration 55 (docs/errata.md#e43): a blurred, perspective-
     corrected textured soft pass plus a silhouette pass, Adam(0.05) from far away. Here on a coloured
     procedural mesh at 48^2: every step must stay finite."""
     mesh = data.colored_cube(size=1.0)
@@ -161,7 +161,7 @@ def test_degenerate_inputs_give_finite_values_and_gradients():
 
 
 def test_the_real_cow_textured_fit_stays_finite(testdata):
-    """Errata E43 on the book's own cow: silhouette + textured soft pass from (3, 6.9, 2.5)."""
+    """docs/errata.md#e43 on the book's own cow: silhouette + textured soft pass from (3, 6.9, 2.5)."""
     from p3dlab.io import load_objs_as_meshes
 
     cow = load_objs_as_meshes([testdata / "pytorch3d/cow_mesh/cow.obj"])

@@ -4,6 +4,7 @@
 * Every ``docs/<file>.md#<anchor>`` reference in the code, and every link between the documents,
   lands on an existing file and on one of its headings (GitHub's anchor rules).
 * Every kernel module is described in the docs.
+* Every erratum the code, the lessons and the documents cite by number has its entry in docs/errata.md.
 """
 
 import json
@@ -25,11 +26,21 @@ OUTSIDE_PATTERNS = (
     "kernels.md " + SECTION,
     "conventions " + SECTION,
 )
+# The errata list is docs/errata.md; outside docs/, the bare file name can only mean another list.
+ERRATA_FILE = "errata" + ".md"
+BARE_ERRATA_FILE = re.compile(r"(?<!docs/)\b" + re.escape(ERRATA_FILE))
 
 # docs/<file>.md#<anchor> in code and notebooks
 CODE_REF = re.compile(r"docs/([\w.-]+\.md)#([\w-]+)")
 # [text](<file>.md), [text](<file>.md#<anchor>) and [text](#<anchor>) inside the documents
 DOC_LINK = re.compile(r"\]\((?:([\w./-]+\.md)(?:#([\w-]+))?|#([\w-]+))\)")
+
+# Citations of the errata list: an E-number (or a list or range of them, "E<a>, E<b>d", "E<a>–E<b>") after
+# the word errata/erratum or an opening parenthesis, and links to docs/errata.md with an #e<n> anchor.
+_ERRATA_NUMBERS = r"E\d+[a-z]?(?:\s*(?:,|–|-|and)\s*E\d+[a-z]?)*"
+ERRATA_CITATION = re.compile(rf"(?:\b[Ee]rrat(?:a|um)\b(?:\s+note|,\s+collected)?\s*\(?|\()({_ERRATA_NUMBERS})")
+ERRATA_LINK = re.compile(r"docs/errata\.md#e(\d+)\b")
+ERRATA_RANGE = re.compile(r"E(\d+)[a-z]?(?:\s*[–-]\s*E(\d+))?")
 
 
 def _python_files():
@@ -58,6 +69,15 @@ def _texts():
     out = [(p, p.read_text(encoding="utf-8")) for p in _python_files() + _documents()]
     out += [(p, _notebook_text(p)) for p in _notebooks()]
     return [(p.relative_to(ROOT).as_posix(), text) for p, text in out]
+
+
+def cited_errata(text: str) -> set:
+    """The erratum numbers ``text`` cites; a range E<a>–E<b> cites every number from a to b."""
+    numbers = {int(n) for n in ERRATA_LINK.findall(text)}
+    for group in ERRATA_CITATION.findall(text):
+        for first, last in ERRATA_RANGE.findall(group):
+            numbers.update(range(int(first), int(last or first) + 1))
+    return numbers
 
 
 def github_anchor(heading: str) -> str:
@@ -113,6 +133,12 @@ def test_nothing_refers_to_documents_outside_the_repository():
         for pattern in OUTSIDE_PATTERNS
         if pattern in text
     ]
+    offending += [
+        f"{path}:{text[: match.start()].count(chr(10)) + 1}: {ERRATA_FILE!r} (write docs/{ERRATA_FILE})"
+        for path, text in _texts()
+        if not path.startswith("docs/")
+        for match in BARE_ERRATA_FILE.finditer(text)
+    ]
     assert not offending, "references to documents outside the repository:\n" + "\n".join(offending)
 
 
@@ -148,3 +174,35 @@ def test_every_kernel_module_is_documented():
     assert modules, "no kernel modules found"
     undocumented = [m for m in modules if m not in text]
     assert not undocumented, f"kernel modules missing from docs/kernels.md and docs/architecture.md: {undocumented}"
+
+
+def test_the_errata_checks_can_fail():
+    """The citation pattern finds every form used, expands ranges and skips E-codes that cite nothing; the
+    outside-file pattern accepts docs/errata.md only. (Built from pieces: this file cites no erratum.)"""
+    e = "E"
+    sample = (
+        f"(errata {e}79), erratum {e}49; Errata ({e}14, {e}28d) and Errata, collected ({e}1, {e}2); "
+        f"errata {e}12–{e}15; one optimiser throughout, ({e}56); docs/{ERRATA_FILE}#e21; "
+        f"Errata call-outs; noqa: {e}402; {e}7 = 1.0"
+    )
+    assert cited_errata(sample) == {1, 2, 12, 13, 14, 15, 21, 28, 49, 56, 79}
+    assert [m.start() for m in BARE_ERRATA_FILE.finditer(f"docs/{ERRATA_FILE} and ../x/{ERRATA_FILE}")] == [24]
+
+
+def test_every_cited_erratum_has_an_entry():
+    """Every erratum number cited anywhere (code, lessons, documents) has a ``### E<n>`` heading in
+    docs/errata.md, and every entry is numbered once."""
+    doc = DOCS / ERRATA_FILE
+    assert doc.is_file(), f"docs/{ERRATA_FILE} is missing"
+    headings = re.findall(r"^### E(\d+)\s*$", doc.read_text(encoding="utf-8"), flags=re.M)
+    entries = {int(n) for n in headings}
+    assert len(headings) == len(entries), f"docs/{ERRATA_FILE} numbers an entry twice"
+    assert {f"e{n}" for n in entries} <= anchors(doc)
+    cited = {}
+    for path, text in _texts():
+        if path != f"docs/{ERRATA_FILE}":
+            for n in cited_errata(text):
+                cited.setdefault(n, set()).add(path)
+    assert len(cited) > 20, "hardly any errata citations found: the pattern is broken"
+    missing = [f"E{n}: cited in {', '.join(sorted(cited[n]))}" for n in sorted(set(cited) - entries)]
+    assert not missing, f"errata cited without an entry in docs/{ERRATA_FILE}:\n" + "\n".join(missing)

@@ -58,7 +58,7 @@ def test_book_and_pytorch3d_obj_files(testdata):
     v, f, _ = load_obj(testdata / "pytorch3d/teapot.obj")
     assert v.shape == (1292, 3) and f.verts_idx.shape == (2464, 3)
     v, f, _ = load_obj(testdata / "book/chap2/data/diamond.obj")
-    assert f.verts_idx.shape == (9, 3)  # the broken diamond of errata E26
+    assert f.verts_idx.shape == (9, 3)  # the broken diamond of docs/errata.md#e26
 
 
 def test_missing_material_files_warn(testdata):

@@ -186,7 +186,7 @@ def test_one_pixel_of_phong_shading_by_hand():
 
 
 def test_shininess_zero_adds_specular_everywhere():
-    """Errata E21: p = 0 does not switch highlights off; (r.v)^0 = 1 adds k_s L_s to every pixel."""
+    """docs/errata.md#e21: p = 0 does not switch highlights off; (r.v)^0 = 1 adds k_s L_s to every pixel."""
     sq = _square(-1, 1, -1, 1, 0.0)
     sq.textures = TexturesVertex([torch.full((4, 3), 0.5)])
     R, T = look_at_view_transform(3.0, 0.0, 0.0)
@@ -241,7 +241,7 @@ def test_soft_shaders_alpha_and_background():
 
 
 def test_stale_camera_is_impossible():
-    """Errata E89: replacing only the rasterizer's cameras must also move the shader's view."""
+    """docs/errata.md#e89: replacing only the rasterizer's cameras must also move the shader's view."""
     m = data.ico_sphere(2)
     m.textures = TexturesVertex([torch.ones(m.verts_packed().shape[0], 3)])
     R1, T1 = look_at_view_transform(3.0, 0.0, 0.0)

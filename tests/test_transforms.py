@@ -138,7 +138,7 @@ def test_hat_and_hat_inv():
 
 
 def test_row_convention_rotates_e_x_to_e_y():
-    """Errata E28(d): so3_exp_map is column convention; Rotate needs its transpose."""
+    """docs/errata.md#e28 (d): so3_exp_map is column convention; Rotate needs its transpose."""
     w = torch.tensor([[0.0, 0.0, math.pi / 2]])
     R = so3_exp_map(w)
     ex = torch.tensor([[1.0, 0.0, 0.0]])

@@ -233,7 +233,9 @@ def test_renderer_uses_the_fused_kernel_and_agrees_with_the_reference_path():
         else:
             assert fused.depth is None and ref.depth is None
         assert not {"last_depth", "last_weights"} & set(vars(marcher))  # no side channels
-    assert VolumeRenderer(sampler, EmissionAbsorptionRaymarcher(surface_thickness=2))._fused_mode(fused.ray_bundle) is None
+    assert (
+        VolumeRenderer(sampler, EmissionAbsorptionRaymarcher(surface_thickness=2))._fused_mode(fused.ray_bundle) is None
+    )
 
 
 def test_constant_slab_opacity_is_independent_of_the_sample_count_for_quadrature():

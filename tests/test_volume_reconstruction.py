@@ -12,7 +12,7 @@ from p3dlab.volumes import VoxelRadianceField, evaluate, fit_volume
 
 def test_view_angles_exclude_the_duplicated_end_view():
     azim, elev = view_angles(8, (-10.0, 40.0))
-    assert azim.tolist() == [45.0 * i for i in range(8)]  # 360 is not repeated (E57)
+    assert azim.tolist() == [45.0 * i for i in range(8)]  # 360 is not repeated (docs/errata.md#e57)
     assert elev.min() >= -10 and elev.max() <= 40 and len(set(elev.tolist())) == 8
 
 

@@ -1,4 +1,5 @@
-"""Synthetic multi-view datasets rendered by p3dlab itself (nothing is downloaded; errata E57, E58).
+"""Synthetic multi-view datasets rendered by p3dlab itself (nothing is downloaded;
+docs/errata.md#e57, docs/errata.md#e58).
 
 ``multiview_dataset()`` renders a procedural coloured object from cameras on a sphere around it and
 returns a training and a held-out split: images, masks (from the hard coverage, not a thresholded
@@ -6,7 +7,7 @@ soft silhouette) and the cameras. Shading is ambient + Lambertian under a light 
 so every surface point has one colour from every view — the assumption of a voxel colour grid and of
 a NeRF without view dependence.
 
-Training azimuths are ``360 i / n`` (no duplicated end view, E57) with elevations spread by the golden
+Training azimuths are ``360 i / n`` (no duplicated end view, docs/errata.md#e57) with elevations spread by the golden
 ratio over ``elevation_range``; held-out views sit between them at other elevations.
 """
 

@@ -62,7 +62,7 @@ def cube(size: float = 2.0, inverted: bool = False, dtype=torch.float32, device=
     """Axis-aligned cube of side ``size`` centred at the origin: 8 vertices, 12 triangles.
 
     Wound outward. ``inverted=True`` returns the same cube wound inward, like the book's cube files
-    (errata E8): a bug to find, with negative signed volume and normals pointing into the cube.
+    (docs/errata.md#e8): a bug to find, with negative signed volume and normals pointing into the cube.
     """
     verts, faces = _box_faces(size / 2.0)
     if inverted:
@@ -130,7 +130,7 @@ def tetrahedron(dtype=torch.float32, device=None) -> Meshes:
 def octahedron(dtype=torch.float32, device=None) -> Meshes:
     """Regular octahedron with vertices at +-e_x, +-e_y, +-e_z: 6 vertices, 8 faces.
 
-    Replaces the book's broken ``diamond.obj`` (errata E26).
+    Replaces the book's broken ``diamond.obj`` (docs/errata.md#e26).
     """
     v = torch.cat([torch.eye(3), -torch.eye(3)])
     return _mesh(v, _faces_from_edge_length(v, math.sqrt(2.0)), dtype=dtype, device=device)

@@ -29,7 +29,7 @@ def mesh_edge_loss(meshes, target_length: float = 0.0) -> torch.Tensor:
     """``mean over edges of (|v_i - v_j| - target_length)^2`` per mesh, then the mean over meshes.
 
     With ``target_length = 0`` this is the mean *squared* edge length (not a sum of lengths:
-    errata E31).
+    docs/errata.md#e31).
     """
     if meshes.isempty():
         return _zero(meshes)
@@ -97,7 +97,7 @@ def cot_laplacian_weights(verts: torch.Tensor, faces: torch.Tensor):
 
 
 def mesh_laplacian_smoothing(meshes, method: str = "uniform") -> torch.Tensor:
-    """Mean over vertices of ``|delta_i|`` (not squared, errata E30) per mesh, then over meshes.
+    """Mean over vertices of ``|delta_i|`` (not squared, docs/errata.md#e30) per mesh, then over meshes.
 
     * ``uniform``: ``delta_i = mean of the neighbours - v_i`` (zero iff v_i is at its neighbours'
       centroid, not merely when the neighbourhood is planar);

@@ -30,7 +30,7 @@ class HybridRadianceField(torch.nn.Module):
         n_hidden: width of the colour MLP.
         n_harmonic_functions_dir: positional encoding of the unit viewing direction.
         density_scale: σ = density_scale · softplus(raw).
-        init_opacity: opacity of the initial fog across the box (see errata E55).
+        init_opacity: opacity of the initial fog across the box (docs/errata.md#e55).
         skip_density: samples with σ below this skip the MLP (colour 0; their weight is ≲ σδ).
     """
 

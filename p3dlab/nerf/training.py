@@ -6,7 +6,7 @@ in chunks of rays so memory stays flat. ``fit_nerf`` trains any volumetric funct
 field or the book's MLP) on random pixels of the training views.
 
 Pixels are sampled at their exact centres, so the targets are the stored pixel values: no
-``grid_sample`` of the image is needed (and none can be flipped, errata E61).
+``grid_sample`` of the image is needed (and none can be flipped, docs/errata.md#e61).
 """
 
 from __future__ import annotations

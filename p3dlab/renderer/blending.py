@@ -19,7 +19,7 @@ _EPS = 1e-10
 class BlendParams:
     """``sigma``: width of the sigmoid of the edge distance (edge softness). ``gamma``: softness of
     the depth blend in ``softmax_rgb_blend`` (how much hidden faces show). Note the book has these
-    two reversed (errata E73)."""
+    two reversed (docs/errata.md#e73)."""
 
     sigma: float = 1e-4
     gamma: float = 1e-4

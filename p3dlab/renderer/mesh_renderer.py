@@ -11,8 +11,8 @@ class MeshRenderer(torch.nn.Module):
 
     Call-time ``cameras=``, ``lights=``, ``R=``, ``T=`` reach both parts. Without ``cameras=`` the
     rasterizer's cameras are passed to the shader too, so replacing ``renderer.rasterizer.cameras``
-    can never leave the shader lighting from a stale camera (the bug of the video article, errata
-    E89).
+    can never leave the shader lighting from a stale camera (the bug of the video article,
+    docs/errata.md#e89).
     """
 
     def __init__(self, rasterizer, shader):

@@ -5,7 +5,8 @@ as in every textbook, SciPy's ``Rotation.as_matrix()`` and PyTorch3D's functions
 ``R @ x`` rotates the column vector x by +theta (right-hand rule). p3dlab's ``Rotate``, its cameras
 and ``X @ R`` use *row* vectors, for which the same rotation is ``R.T``: convert with
 :func:`to_row_convention` / :func:`to_column_convention` (both are a transpose of the last two
-dimensions). Mixing the two silently rotates by -theta (errata E14, E28).
+dimensions). Mixing the two silently rotates by -theta (docs/errata.md#e14,
+docs/errata.md#e28).
 
 Quaternions are real-first: ``(w, x, y, z)``; unit quaternions q and -q are the same rotation,
 :func:`standardize_quaternion` picks ``w >= 0``. Axis-angle vectors are ``theta * axis``.

@@ -4,9 +4,10 @@ grid to images with the volume renderer.
 The model stores unconstrained parameters per voxel; the rendered grid holds densities
 ``σ = density_scale · softplus(raw)`` (extinction per world unit, for the quadrature marcher) and
 colours ``sigmoid(raw_colour)``. It starts as a faint fog of known opacity along the box diagonal
-rather than the book's sigmoid(−4) per sample, whose opacity depends on the number of samples (E55).
+rather than the book's sigmoid(−4) per sample, whose opacity depends on the number of samples
+(docs/errata.md#e55).
 
-Rays are clipped to the grid's box so every sample lands inside it (E54), jittered within their
+Rays are clipped to the grid's box so every sample lands inside it (docs/errata.md#e54), jittered within their
 interval at training time, and the samples are composited by the fused Numba kernel
 (``VolumeRenderer`` → ``march_volumes``).
 """
@@ -153,7 +154,7 @@ def fit_volume(
     callback: Optional[Callable[[int, float, Optional[float], torch.Tensor], None]] = None,
 ) -> FitHistory:
     """Fit ``model`` to a ``MultiViewSplit`` with Adam (cosine schedule from ``lr`` to ``lr_final``,
-    one optimiser throughout, E56) on ``MSE(rgb) + MSE(opacity, mask)``.
+    one optimiser throughout, docs/errata.md#e56) on ``MSE(rgb) + MSE(opacity, mask)``.
 
     Every ``eval_every`` steps (and at the end) the held-out PSNR on ``test`` is recorded; the time
     to first reach ``target_psnr`` is stored in ``history.seconds_to_target``. ``callback(step,
