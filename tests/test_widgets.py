@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from p3dlab import data
@@ -219,3 +220,31 @@ def test_optimization_monitor_shows_no_image_box_until_it_has_an_image():
     assert mon._render.layout.display == "none" and not mon._render.value
     mon.update(1, {"loss": 0.5}, image=np.full((4, 5, 3), 0.5))
     assert mon._render.layout.display is None and mon._render.value[:4] == b"\x89PNG"
+
+
+def test_show_frames_its_content_whatever_its_size_and_place():
+    """A small point cloud far from the origin fills the view: the camera looks at its centre from
+    the distance at which its bounding sphere fits the field of view (with a 10 % margin)."""
+    import math
+
+    from p3dlab.structures import Pointclouds
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.rand(500, 3, generator=g) * 0.2 + torch.tensor([5.0, -3.0, 2.0])
+    view = show(Pointclouds([pts]), backend="webgl")
+    cam = view.camera
+    centre = (pts.min(0).values + pts.max(0).values) / 2
+    assert np.allclose(view.controls[0].target, centre.numpy(), atol=1e-6)
+    offsets = pts.numpy() - np.array(cam.position)
+    axis = centre.numpy() - np.array(cam.position)
+    axis /= np.linalg.norm(axis)
+    angles = np.degrees(np.arccos(offsets @ axis / np.linalg.norm(offsets, axis=1)))
+    assert angles.max() < cam.fov / 2  # everything is in view...
+    radius = np.linalg.norm(pts.numpy() - centre.numpy(), axis=1).max()
+    distance = np.linalg.norm(np.array(cam.position) - centre.numpy())
+    assert distance == pytest.approx(1.1 * radius / math.sin(math.radians(cam.fov / 2)), rel=1e-6)  # ...and fills it
+    assert cam.near < distance - radius and cam.far > distance + radius
+    points = [c for c in view.scene.children if type(c).__name__ == "Points"][0]
+    assert points.material.size == pytest.approx(radius / 50, rel=1e-6)
+    fixed = show(Pointclouds([pts]), backend="webgl", camera_position=(1.0, 2.0, 3.0))
+    assert list(fixed.camera.position) == [1.0, 2.0, 3.0]  # an explicit position wins

@@ -11,6 +11,7 @@ plain image with orbit sliders instead.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Iterable, Optional
 
@@ -98,6 +99,48 @@ def _mesh_object(mesh, color, wireframe: bool, flat: bool):
     return three.Mesh(geometry=geometry, material=material)
 
 
+FOV = 50.0  # degrees, the view's vertical field of view
+
+
+def _points_of(obj, frustum_depth: float, max_rays: int) -> np.ndarray:
+    """The (n, 3) points that a view of ``obj`` should frame."""
+    name = type(obj).__name__
+    if name == "Meshes":
+        return obj.verts_packed().detach().cpu().numpy()
+    if name == "Pointclouds":
+        return obj.points_packed().detach().cpu().numpy()
+    if name == "RayBundle":
+        segs, samples = ray_segments(obj, max_rays)
+        return np.concatenate([segs, samples])
+    if hasattr(obj, "get_world_to_view_transform"):
+        return frustum_lines(obj, depth=frustum_depth).reshape(-1, 3)
+    return np.zeros((0, 3))
+
+
+def _bounding_sphere(objects, frustum_depth: float, max_rays: int):
+    """(centre, radius) of what the view shows: the centre of its bounding box and the largest
+    distance from it (the unit sphere when there is nothing, or a single point)."""
+    pts = [p for p in (_points_of(o, frustum_depth, max_rays) for o in objects) if len(p)]
+    if not pts:
+        return np.zeros(3), 1.0
+    pts = np.concatenate(pts).astype(np.float64)
+    pts = pts[np.isfinite(pts).all(1)]
+    if not len(pts):
+        return np.zeros(3), 1.0
+    centre = (pts.min(0) + pts.max(0)) / 2
+    radius = float(np.linalg.norm(pts - centre, axis=1).max())
+    return centre, radius if radius > 0 else 1.0
+
+
+def framing_position(target, radius: float, fov: float = FOV, direction=(3.0, 2.0, 4.0)) -> list:
+    """A camera position looking at ``target`` from ``direction`` at which a sphere of ``radius``
+    just fits a view of vertical field of view ``fov`` (degrees), with a 10 % margin:
+    distance = 1.1 r / sin(fov / 2)."""
+    d = np.asarray(direction, np.float64)
+    distance = 1.1 * radius / math.sin(math.radians(fov) / 2)
+    return (np.asarray(target, np.float64) + distance * d / np.linalg.norm(d)).tolist()
+
+
 def show(
     *objects,
     width: int = 480,
@@ -105,9 +148,9 @@ def show(
     wireframe: bool = False,
     flat: bool = False,
     color: Optional[str] = None,
-    point_size: float = 0.02,
+    point_size: Optional[float] = None,
     frustum_depth: float = 1.0,
-    camera_position: Iterable[float] = (3.0, 2.0, 4.0),
+    camera_position: Optional[Iterable[float]] = None,
     max_rays: int = 200,
     backend: str = "auto",
     normals: float = 0.0,
@@ -123,6 +166,10 @@ def show(
     ``normals`` > 0 draws every mesh's vertex normals as segments of that length (at most 5000);
     ``grid`` adds a ground grid in the y = 0 plane (axes are always shown).
 
+    The view is framed to its content: the camera looks at the centre of everything shown, from the
+    direction (3, 2, 4), at the distance where the bounding sphere fills the view
+    (``camera_position`` overrides it). ``point_size`` defaults to 1/50 of that sphere's radius.
+
     ``backend``: "webgl" (pythreejs), "image" (the no-WebGL fallback: the meshes rendered by p3dlab
     with orbit sliders; other objects are listed but not drawn) or "auto" ("image" when the
     environment variable ``P3DLAB_WEBGL`` is "0", else "webgl").
@@ -134,8 +181,9 @@ def show(
         return _image_fallback(_flatten(objects), width, color)
     import pythreejs as three
 
+    radius = _bounding_sphere(_flatten(objects), frustum_depth, max_rays)[1]
+    point_size = point_size if point_size is not None else radius / 50
     children = [three.AmbientLight(color="#777777")]
-    centre_pts = []
     for obj in _flatten(objects):
         name = type(obj).__name__
         if name == "Meshes":
@@ -143,7 +191,6 @@ def show(
                 children.append(_mesh_object(obj[i], color, wireframe, flat))
                 if normals > 0:
                     children.append(_normal_segments(three, obj[i], normals))
-            centre_pts.append(obj.verts_packed().detach().cpu().numpy())
         elif name == "Pointclouds":
             pts = obj.points_packed().detach().cpu().numpy().astype(np.float32)
             attrs = {"position": three.BufferAttribute(pts, normalized=False)}
@@ -158,7 +205,6 @@ def show(
                 color="white" if "color" in attrs else "#3070d0",
             )
             children.append(three.Points(geometry=three.BufferGeometry(attributes=attrs), material=material))
-            centre_pts.append(pts)
         elif name == "RayBundle":
             segs, samples = ray_segments(obj, max_rays)
             geom = three.BufferGeometry(attributes={"position": three.BufferAttribute(segs, normalized=False)})
@@ -170,28 +216,30 @@ def show(
                     material=three.PointsMaterial(size=point_size * 0.6, color="#1f5fbf"),
                 )
             )
-            centre_pts.append(samples)
         elif hasattr(obj, "get_world_to_view_transform"):
             segs = frustum_lines(obj, depth=frustum_depth).reshape(-1, 3)
             geom = three.BufferGeometry(attributes={"position": three.BufferAttribute(segs, normalized=False)})
             children.append(three.LineSegments(geometry=geom, material=three.LineBasicMaterial(color="#e03030")))
-            centre_pts.append(segs)
         else:
             raise P3DLabValueError(f"show() cannot display a {name}")
-    centre_pts = [p for p in centre_pts if len(p)]
-    target = np.concatenate(centre_pts).mean(0).tolist() if centre_pts else [0.0, 0.0, 0.0]
+    target, radius = _bounding_sphere(_flatten(objects), frustum_depth, max_rays)
+    position = list(camera_position) if camera_position is not None else framing_position(target, radius, FOV)
+    distance = float(np.linalg.norm(np.subtract(position, target)))
     cam = three.PerspectiveCamera(
-        position=list(camera_position),
+        position=[float(x) for x in position],
         up=[0, 1, 0],
         aspect=width / height,
+        fov=FOV,
+        near=distance / 100,
+        far=distance * 100,
         children=[three.DirectionalLight(color="white", position=[3, 5, 1], intensity=0.6)],
     )
-    children.append(three.AxesHelper(size=0.5))
+    children.append(three.AxesHelper(size=0.5 * radius))
     if grid:
-        children.append(three.GridHelper(size=4, divisions=16, colorCenterLine="#888888", colorGrid="#cccccc"))
+        children.append(three.GridHelper(size=4 * radius, divisions=16, colorCenterLine="#888888", colorGrid="#cccccc"))
     scene = three.Scene(children=children + [cam], background="#f4f4f4")
-    controls = three.OrbitControls(controlling=cam, target=target)
-    cam.lookAt(target)
+    controls = three.OrbitControls(controlling=cam, target=[float(x) for x in target])
+    cam.lookAt([float(x) for x in target])
     return three.Renderer(camera=cam, scene=scene, controls=[controls], width=width, height=height, antialias=True)
 
 
