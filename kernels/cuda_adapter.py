@@ -108,7 +108,7 @@ def _atomic_add(buffer, index, value):
     cuda.atomic.add(buffer, index, value)
 
 
-_thread = gpu_threads.build(lambda fn: cuda.jit(device=True)(fn), _atomic_add, keep_samples=False)
+_thread = gpu_threads.build(lambda fn: cuda.jit(device=True)(fn), _atomic_add)
 
 
 # ----------------------------------------------------------------------------- meshes
@@ -202,10 +202,9 @@ def sample_volume_backward_cuda(flat, shape, points, align, grad_out, buffers, g
 def _march_volume_kernel(
     grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
 ):
-    att = cuda.local.array(1, numba.float64)
     _thread.march_volume(
         cuda.grid(1), grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z,
-        n_used, samples, att,
+        n_used, samples,
     )  # fmt: skip
 
 
@@ -226,11 +225,9 @@ def _march_volume_backward_kernel(
     ray_grad, samples, buf, grad_rays,
 ):  # fmt: skip
     scratch = cuda.local.array((_vm.MAX_CUDA_SAMPLES, 2), numba.float64)
-    cells = cuda.local.array((1, 7), numba.int64)
-    att = cuda.local.array(1, numba.float64)
     _thread.march_volume_backward(
         cuda.grid(1), grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
-        n_used, ray_grad, samples, buf, grad_rays, scratch, cells, att,
+        n_used, ray_grad, samples, buf, grad_rays, scratch,
     )  # fmt: skip
 
 

@@ -33,16 +33,17 @@ def _add_serial(buffer, index, value):
     buffer[index] += value
 
 
-def build(jit, add, keep_samples=False):
+def build(jit, add):
     """Compile the per-thread bodies with ``jit``; ``add`` is the (atomic) scatter, already
-    compiled for the same target. ``keep_samples`` selects the volume marcher's strategy (False
-    on a GPU: per-thread memory is scarce, see ``volume_math.build``)."""
+    compiled for the same target. Volumes run ``volume_math``'s core alone: the CPU's fast paths
+    (``volume_fast``) are vector instructions and per-ray scratch arrays, which a GPU thread has no
+    use or room for."""
     # the bodies call the shared math through plain names (Numba resolves a closure's free
     # variables when they are functions, not attributes of a namespace)
     mesh = mesh_raster_math.build(jit)
     rasterize_mesh_pixel, slot_backward, pixel_ndc = mesh.rasterize_pixel, mesh.slot_backward, mesh.pixel_ndc
     rasterize_point_pixel = point_raster.build(jit).rasterize_pixel
-    volume = volume_math.build(jit, add, keep_samples=keep_samples)
+    volume = volume_math.build(jit, add)
     sample_point, sample_point_backward = volume.sample_point, volume.sample_point_backward
     march_ray, march_ray_backward = volume.march_ray, volume.march_ray_backward
     jitter_ray = stratified.build(jit).jitter_ray
@@ -52,6 +53,12 @@ def build(jit, add, keep_samples=False):
         return grad[n, i, j, k] if grad.size > 0 else 0.0
 
     grad_or_zero = jit(grad_or_zero)
+
+    def fragment_slot(t, H, W, K):
+        """Thread t of an (N, H, W, K) fragment array: its (n, i, j, k), k fastest."""
+        return t // (K * W * H), (t // (K * W)) % H, (t // K) % W, t % K
+
+    fragment_slot = jit(fragment_slot)
 
     def rasterize_meshes(
         t, fv, sibling, face_first, face_count, H, W, K, blur, persp, clip, cull, p2f, zbuf, bary, dists
@@ -72,10 +79,7 @@ def build(jit, add, keep_samples=False):
         N, _, _, K = p2f.shape
         if t >= N * H * W * K:
             return
-        k = t % K
-        j = (t // K) % W
-        i = (t // (K * W)) % H
-        n = t // (K * W * H)
+        n, i, j, k = fragment_slot(t, H, W, K)
         f = p2f[n, i, j, k]
         if f < 0:
             return
@@ -105,10 +109,7 @@ def build(jit, add, keep_samples=False):
         N, _, _, K = idx.shape
         if t >= N * H * W * K:
             return
-        k = t % K
-        j = (t // K) % W
-        i = (t // (K * W)) % H
-        n = t // (K * W * H)
+        n, i, j, k = fragment_slot(t, H, W, K)
         p = idx[n, i, j, k]
         if p < 0:
             return
@@ -150,45 +151,27 @@ def build(jit, add, keep_samples=False):
         grad_points[n, m, 2] = gz
 
     def march_volume(
-        r,
-        grid,
-        layout,
-        ray_vol,
-        rays,
-        lengths,
-        mode,
-        eps,
-        t_min,
-        align,
-        last_inf,
-        out_f,
-        out_o,
-        out_z,
-        n_used,
-        samples,
-        att,
-    ):
-        """Ray r, marched sample by sample (``att`` is a 1-element placeholder: without
-        ``keep_samples`` the marcher keeps no per-ray arrays)."""
+        r, grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples
+    ):  # fmt: skip
+        """Ray r, marched sample by sample (``volume_math``'s ``march_ray``)."""
         if r >= rays.shape[0]:
             return
         march_ray(
             grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used,
-            samples, samples, att, att, att,
+            samples,
         )  # fmt: skip
 
     def march_volume_backward(
         r, grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
-        ray_grad, samples, buf, grad_rays, scratch, cells, att,
+        ray_grad, samples, buf, grad_rays, scratch,
     ):  # fmt: skip
-        """Ray r in reverse: ``scratch`` (P, 2) holds T and Π(1 - a) per sample of the EA scan; the
-        reverse pass samples the grid again (no per-sample record of cells, which would not fit in
-        a GPU thread's memory); ``cells`` and ``att`` are placeholders."""
+        """Ray r in reverse: ``scratch`` (P, 2) holds T and Π(1 - a) per sample of the EA scan, whose
+        reverse pass samples the grid again (``volume_math``'s ``march_ray_backward``)."""
         if r >= rays.shape[0]:
             return
         march_ray_backward(
             grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
-            n_used, ray_grad, samples, scratch, scratch, cells, att, buf, grad_rays, att, att,
+            n_used, ray_grad, samples, scratch, buf, grad_rays,
         )  # fmt: skip
 
     def stratified_jitter(r, lengths, seed, out):

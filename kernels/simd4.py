@@ -13,10 +13,11 @@ with w and the tuples in the array's dtype. They read and write ``a`` at flat in
 bounds or wraparound check: the callers pass indices of cells inside the grid (``volume_math``).
 
     prefetch_w(a, q):     ask for the cache line of a[q], to be written soon (a hint: no effect on
-                          any value, no fault at any address; ``volume_math.prefetch_ray``)
-``volume_math.build`` takes them as the CPU build's memory primitives; the CUDA build uses its
-plain-Python equivalents (``volume_math.axpy4_scalar``, ``add4_scalar`` with atomics), which the
-tests compare against these lane by lane.
+                          any value, no fault at any address; ``volume_fast``'s prefetching)
+
+``volume_fast.build`` takes them as the CPU fast paths' memory primitives (the CUDA kernels run the
+general ``volume_math`` core, which reads and scatters channel by channel); the tests compare them
+lane by lane with NumPy.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """CPU kernels for volumes: the trilinear sampler and the fused sampler + ray marcher, forward and
-backward (docs/kernels.md#volume-sampler, docs/kernels.md#ray-marchers; the math and the flat grid
-layout are in ``volume_math``).
+backward (docs/kernels.md#volume-sampler, docs/kernels.md#ray-marchers): the core math of
+``volume_math`` (and its flat grid layout) with the CPU's fast paths of ``volume_fast``.
 
 Forward kernels run one ray (or one point) per iteration of a ``prange``: outputs are disjoint, no
 synchronisation. Backward kernels scatter into the grid: every task owns its own gradient buffer
@@ -19,14 +19,16 @@ import numpy as np
 from numba import njit, prange
 
 from p3dlab.kernels import activations
+from p3dlab.kernels import volume_fast as vf
 from p3dlab.kernels import volume_math as vm
 from p3dlab.kernels.exp_neg import exp_neg
 from p3dlab.kernels.simd4 import add4, axpy4, prefetch_w
 
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
-# code from: this line is the hash of volume_math.py, exp_neg.py, simd4.py and activations.py (concatenated;
-# tests/test_kernel_cache.py enforces it), so cached kernels are rebuilt when they change.
-MATH_SOURCE_SHA256 = "f83962d02d9425e9"
+# code from: this line is the hash of volume_math.py, volume_fast.py, exp_neg.py, simd4.py and
+# activations.py (concatenated; tests/test_kernel_cache.py enforces it), so cached kernels are rebuilt
+# when they change.
+MATH_SOURCE_SHA256 = "4a4aed5830a9a175"
 
 
 @njit(cache=True, inline="always")
@@ -36,21 +38,24 @@ def _add(buf, index, v):
 
 # fastmath without nnan/ninf: the kernels rely on NaN comparisons being False for points that are not finite
 _JIT = dict(cache=True, fastmath={"contract", "reassoc", "nsz", "arcp"}, error_model="numpy")
-_dev = vm.build(
-    lambda fn: njit(**_JIT)(fn),
-    _add,
-    lambda fn: njit(inline="always", **_JIT)(fn),
-    axpy4=axpy4,
-    add4=add4,
-    exp_neg=exp_neg,
-    prefetch_w=prefetch_w,
-)
-sample_point = _dev.sample_point
-sample_point_backward = _dev.sample_point_backward
-march_ray = _dev.march_ray
-march_ray_backward = _dev.march_ray_backward
-march_ray_mse = _dev.march_ray_mse
-prefetch_ray = _dev.prefetch_ray
+
+
+def _jit(fn):
+    return njit(**_JIT)(fn)
+
+
+def _jit_inline(fn):
+    return njit(inline="always", **_JIT)(fn)
+
+
+_core = vm.build(_jit, _add, _jit_inline)
+_fast = vf.build(_core, _jit, _jit_inline, axpy4, add4, exp_neg, prefetch_w)
+sample_point = _core.sample_point
+sample_point_backward = _core.sample_point_backward
+march_ray = _fast.march_ray
+march_ray_backward = _fast.march_ray_backward
+march_ray_mse = _fast.march_ray_mse
+prefetch_ray = _fast.prefetch_ray
 _act = activations.build(lambda fn: njit(inline="always", **_JIT)(fn))
 _sigmoid = _act.sigmoid
 _softplus = _act.softplus
@@ -361,8 +366,8 @@ def march_volume_cpu(
     for task in prange(n_tasks):
         vals = np.empty((P, 4), grid.dtype)
         att = np.empty(P, np.float64)
-        cell_base = np.empty(vm.CHUNK, np.int64)
-        cell_w = np.empty(8 * vm.CHUNK, grid.dtype)
+        cell_base = np.empty(vf.CHUNK, np.int64)
+        cell_w = np.empty(8 * vf.CHUNK, grid.dtype)
         for r in _task_rays(order, task, n_tasks):
             march_ray(
                 grid, layout, ray_vol[r], rays, lengths, r, mode, eps, t_min, align, last_inf, out_f, out_o, out_z,
@@ -374,9 +379,9 @@ def march_volume_cpu(
 def _ray_scratch(P, grid):
     """A task's scratch for the backward of a density + RGB ray of P samples: its samples ``vals``
     (P, 4, the grid's dtype), attenuations ``att`` (P,) and a slot of cells per chunk (``cell_base``
-    (P rounded up to CHUNK,), ``cell_w`` 8 times that; ``volume_math.chunk_cells``)."""
+    (P rounded up to CHUNK,), ``cell_w`` 8 times that; ``volume_fast.chunk_cells``)."""
     n = max(P, 1)
-    slots = n + (-n) % vm.CHUNK
+    slots = n + (-n) % vf.CHUNK
     return (
         np.empty((n, 4), grid.dtype),
         np.empty(n, np.float64),
@@ -409,8 +414,7 @@ def march_volume_backward_cpu(
     P = lengths.shape[1]
     n_tasks = buffers.shape[0]
     for task in prange(n_tasks):
-        scratch = np.empty((max(P, 1), vm.SCRATCH_WIDTH), np.float64)
-        cells = np.empty((max(P, 1), 7), np.int64)
+        scratch = np.empty((max(P, 1), 2), np.float64)
         vals, att, cell_base, cell_w = _ray_scratch(P, grid)
         buf = buffers[task]
         buf[:] = 0.0
@@ -424,8 +428,7 @@ def march_volume_backward_cpu(
             r = mine[k]
             march_ray_backward(
                 grid, layout, ray_vol[r], rays, lengths, r, mode, eps, align, last_inf, S_total, T_P, G_f, g_o,
-                g_z, n_used, ray_grad, samples, vals, scratch, cells, att, buf, grad_rays,
-                cell_base, cell_w,
+                g_z, n_used, ray_grad, samples, vals, scratch, att, buf, grad_rays, cell_base, cell_w,
             )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from p3dlab.kernels import gpu_threads
 from p3dlab.kernels import volume_math as vm
 
 _jit = numba.njit(cache=True)
-_thread = gpu_threads.build(_jit, _jit(gpu_threads._add_serial), keep_samples=False)
+_thread = gpu_threads.build(_jit, _jit(gpu_threads._add_serial))
 
 
 def _launch(body, n_threads, *args):
@@ -60,7 +60,7 @@ def march_volume_cuda(
     for r in range(rays.shape[0]):
         _thread.march_volume(
             r, grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used,
-            samples, np.empty(1),
+            samples,
         )  # fmt: skip
 
 
@@ -72,7 +72,7 @@ def march_volume_backward_cuda(
         scratch = np.empty((vm.MAX_CUDA_SAMPLES, 2))  # each thread's local memory
         _thread.march_volume_backward(
             r, grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z,
-            n_used, ray_grad, samples, buffers[0], grad_rays, scratch, np.empty((1, 7), np.int64), np.empty(1),
+            n_used, ray_grad, samples, buffers[0], grad_rays, scratch,
         )  # fmt: skip
 
 

@@ -48,7 +48,10 @@ def test_numba_cache_ignores_inlined_files_unless_the_kernel_file_changes(tmp_pa
 
 @pytest.mark.parametrize(
     "kernel, inlined",
-    [("volume_cpu", ["volume_math", "exp_neg", "simd4", "activations"]), ("mesh_raster_cpu", ["mesh_raster_math"])],
+    [
+        ("volume_cpu", ["volume_math", "volume_fast", "exp_neg", "simd4", "activations"]),
+        ("mesh_raster_cpu", ["mesh_raster_math"]),
+    ],
 )
 def test_kernel_files_carry_the_hash_of_the_code_they_inline(kernel, inlined):
     """The stamp is the SHA-256 of the inlined files, concatenated in this order."""

@@ -6,7 +6,6 @@ import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from p3dlab.kernels import volume_math as vm
 from p3dlab.kernels.simd4 import add4, axpy4, prefetch_w
 
 
@@ -64,21 +63,6 @@ def test_add4_scatters_into_the_four_lanes_at_q_only(dtype):
     for q in qs:
         untouched[q : q + 4] = False
     assert np.array_equal(out[untouched], a[untouched])
-
-
-def test_the_scalar_forms_agree_with_the_vector_ones():
-    """``volume_math``'s plain-Python forms, which the CUDA build compiles, give the same values."""
-    rng = np.random.default_rng(2)
-    a = rng.standard_normal(16)
-    acc = (1.0, 2.0, 3.0, 4.0)
-    assert np.allclose(vm.axpy4_scalar(acc, 0.5, a, 5), np.array(acc) + 0.5 * a[5:9], rtol=0, atol=1e-15)
-
-    def add(buf, i, v):
-        buf[i] += v
-
-    out = np.zeros(16)
-    vm._add4_with(add)(out, 9, 2.0, (1.0, -1.0, 0.5, 3.0))
-    assert np.array_equal(out[9:13], [2.0, -2.0, 1.0, 6.0]) and not out[:9].any() and not out[13:].any()
 
 
 def test_bad_arrays_are_refused_when_compiling():
