@@ -25,7 +25,7 @@ BROWSER_FLAG := $(if $(NO_BROWSER),--no-browser,)
 # itself (README): GNU OpenMP terminates such children.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup lab-setup torch lab test lint unit cudasim lessons course release browser binder book bench fuzz gpu-check clean
+.PHONY: setup lab-setup torch lab test lint unit cudasim lessons course release browser binder hub book bench fuzz gpu-check clean
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -69,7 +69,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check p3dlab kernels tests benchmarks
 
 unit: setup
-	$(PY) -m pytest -q -m "not cudasim and not browser and not binder and not course" tests
+	$(PY) -m pytest -q -m "not cudasim and not browser and not binder and not course and not hub" tests
 
 ## Only the files with simulator tests: collecting the whole suite under the simulator took minutes.
 cudasim: setup
@@ -94,6 +94,15 @@ browser: setup
 ## Reproduce the Binder build (binder/ files) in a fresh venv and run one lesson in it.
 binder: setup
 	$(PY) -m pytest -q -rs -p no:cacheprovider -m binder tests/test_binder.py
+
+## A real JupyterHub on loopback (deploy/jupyterhub/jupyterhub_config.py): five students log in and run a
+## lesson at once in their own servers. JupyterHub from .[hub]; configurable-http-proxy from npm into
+## node_modules/ (git-ignored; Node.js required).
+hub: setup
+	$(PY) -m pip install --progress-bar on -e '.[hub]'
+	@test -x node_modules/.bin/configurable-http-proxy || \
+	  npm install --no-save --no-package-lock --no-audit --no-fund configurable-http-proxy@5
+	$(PY) -m pytest -q -s -p no:cacheprovider -m hub tests/test_hub.py
 
 ## Execute every lesson at full size; HTML with outputs and a timing table in book/.
 book: setup
