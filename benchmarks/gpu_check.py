@@ -113,18 +113,24 @@ def small_triangles(rng, N, F):
     return fv, np.arange(N) * F, np.full(N, F)
 
 
-def volume_scene(rng, s):
-    """Two G^3 grids of density + 3 colours (channels last, flat) and R rays through them."""
-    G, R, S, C = s["G"], s["R"], s["S"], 3
-    grid = np.concatenate([rng.uniform(0.0, 0.3, (2, G, G, G, 1)), rng.uniform(0, 1, (2, G, G, G, C))], -1).ravel()
-    layout = np.array([G, G, G, 1 + C, 1, C], np.int64)
+def rays_through_the_grid(rng, R, S):
+    """The volume kernels' rays (R, 7) (local origin, local direction, world direction norm) from
+    z = -1.5 towards +z through the local box [-1, 1]³, and their S sorted sample lengths (R, S)."""
     rays = np.zeros((R, 7))
     rays[:, :2] = rng.uniform(-0.5, 0.5, (R, 2))
     rays[:, 2] = -1.5
     rays[:, 3:5] = rng.uniform(-0.1, 0.1, (R, 2))
     rays[:, 5] = 1.0
     rays[:, 6] = np.linalg.norm(rays[:, 3:6], axis=1) * 0.7
-    lengths = np.sort(rng.uniform(0.3, 2.8, (R, S)), axis=1)
+    return rays, np.sort(rng.uniform(0.3, 2.8, (R, S)), axis=1)
+
+
+def volume_scene(rng, s):
+    """Two G^3 grids of density + 3 colours (channels last, flat) and R rays through them."""
+    G, R, S, C = s["G"], s["R"], s["S"], 3
+    grid = np.concatenate([rng.uniform(0.0, 0.3, (2, G, G, G, 1)), rng.uniform(0, 1, (2, G, G, G, C))], -1).ravel()
+    layout = np.array([G, G, G, 1 + C, 1, C], np.int64)
+    rays, lengths = rays_through_the_grid(rng, R, S)
     return grid, layout, np.arange(R) % 2, rays, lengths
 
 

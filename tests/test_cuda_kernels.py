@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from raster_scenes import random_projected_meshes
 
+from benchmarks.gpu_check import rays_through_the_grid
+
 
 @pytest.fixture(
     params=[
@@ -129,13 +131,7 @@ def _volume_case(seed=0, P=6, R=5, C=3):
     rng = np.random.default_rng(seed)
     grid = np.concatenate([rng.uniform(0.05, 0.9, (2, 3, 4, 5, 1)), rng.uniform(0, 1, (2, 3, 4, 5, C))], -1).ravel()
     layout = np.array([3, 4, 5, 1 + C, 1, C], np.int64)
-    rays = np.zeros((R, 7))
-    rays[:, :2] = rng.uniform(-0.5, 0.5, (R, 2))
-    rays[:, 2] = -1.5
-    rays[:, 3:5] = rng.uniform(-0.1, 0.1, (R, 2))
-    rays[:, 5] = 1.0
-    rays[:, 6] = np.linalg.norm(rays[:, 3:6], axis=1) * 0.7
-    lengths = np.sort(rng.uniform(0.3, 2.8, (R, P)), axis=1)
+    rays, lengths = rays_through_the_grid(rng, R, P)
     ray_vol = np.arange(R) % 2
     return grid, layout, ray_vol, rays, lengths
 
