@@ -104,9 +104,10 @@ hub: setup
 	  npm install --no-save --no-package-lock --no-audit --no-fund configurable-http-proxy@5
 	$(PY) -m pytest -q -s -p no:cacheprovider -m hub tests/test_hub.py
 
-## Execute every lesson at full size; HTML with outputs and a timing table in book/.
+## Execute every lesson at full size; HTML with outputs, and each lesson's time and peak memory against
+## its budget (3 min, 1.2 GB) in book/timings.md. STRICT=1: fail when a lesson is over budget.
 book: setup
-	$(PY) -m p3dlab.classroom book course/source book
+	$(PY) -m p3dlab.classroom book course/source book $(if $(STRICT),--strict,)
 
 ## Long fuzzing of the file readers (CI runs 10,000 cases; this runs 4 x P3DLAB_FUZZ_EXAMPLES).
 fuzz: setup

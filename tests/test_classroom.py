@@ -303,3 +303,34 @@ def test_released_lessons_hold_no_solutions(source):
     text = "\n".join(c.source for c in rel.cells)
     assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
     assert all(not c.get("outputs") for c in rel.cells if c.cell_type == "code")
+
+
+def test_the_book_reports_time_peak_memory_and_budget(tmp_path, monkeypatch):
+    """``make book``'s table: each lesson's time, its kernel's peak and final memory, and whether it
+    fits the budget; the memory probe is not left in the exported book."""
+    import nbformat
+
+    from p3dlab.classroom import book
+
+    lessons = tmp_path / "lessons"
+    lessons.mkdir()
+    for name, code in [
+        ("01_small", "x = 1 + 1"),
+        ("02_big", "import numpy as np\nbig = np.ones(40_000_000)  # 320 MB\ndel big"),
+    ]:
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), lessons / f"{name}.ipynb")
+    monkeypatch.setattr(book, "BUDGET_FAST", (0.001, None))  # every lesson over its time budget
+    rows = book.build_book(lessons, tmp_path / "book", timeout=120, fast=True)
+    (small, s_sec, s_status, s_peak, s_end, s_over), (big, b_sec, b_status, b_peak, b_end, b_over) = rows
+    assert (small, big, s_status, b_status) == ("01_small", "02_big", "ok", "ok")
+    assert b_peak > s_peak + 290 and b_end < b_peak - 250  # the array counted at its peak, freed by the end
+    assert s_over == [f"{s_sec:.0f} s > 0 s"] and len(b_over) == 1
+    table = (tmp_path / "book" / "timings.md").read_text()
+    assert "| peak MB | MB at the end | budget |" in table and table.count("| over: ") == 2
+    monkeypatch.setattr(book, "BUDGET_FAST", (60.0, s_peak + 150))  # a memory bound between the two
+    assert book.over_budget(s_sec, s_peak, fast=True) == [] and book.over_budget(b_sec, b_peak, fast=True) == [
+        f"{b_peak:.0f} MB > {s_peak + 150:.0f} MB"
+    ]
+    assert book.over_budget(200.0, 1300.0, fast=False) == ["200 s > 180 s", "1300 MB > 1200 MB"]
+    exported = nbformat.read(tmp_path / "book" / "02_big.ipynb", as_version=4)
+    assert len(exported.cells) == 1 and "P3DLAB_MEMORY" not in (tmp_path / "book" / "02_big.html").read_text()

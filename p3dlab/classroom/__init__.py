@@ -10,7 +10,7 @@ Command line::
     python -m p3dlab.classroom release [SOURCE_DIR] [RELEASE_DIR] [--check]
     python -m p3dlab.classroom validate [SOURCE_DIR]
     python -m p3dlab.classroom summary [SOURCE_DIR]
-    python -m p3dlab.classroom book [LESSONS_DIR] [OUT_DIR] [--fast]
+    python -m p3dlab.classroom book [LESSONS_DIR] [OUT_DIR] [--fast] [--strict]
     python -m p3dlab.classroom warmup
 """
 
@@ -63,7 +63,7 @@ USAGE = """usage:
   python -m p3dlab.classroom release [SOURCE_DIR] [RELEASE_DIR] [--check]   student versions from the sources
   python -m p3dlab.classroom validate [SOURCE_DIR]                          check the sources' grading format
   python -m p3dlab.classroom summary [SOURCE_DIR]                           exercises and points per lesson
-  python -m p3dlab.classroom book [LESSONS_DIR] [OUT_DIR] [--fast]          execute lessons, HTML + timings
+  python -m p3dlab.classroom book [LESSONS_DIR] [OUT_DIR] [--fast] [--strict]  lessons executed: HTML, time, memory
   python -m p3dlab.classroom warmup                                         compile the Numba kernels once
 defaults: SOURCE_DIR=course/source, RELEASE_DIR=lessons"""
 
@@ -80,7 +80,11 @@ def main(argv=None) -> int:
         from p3dlab.classroom.book import build_book
 
         rows = build_book(*(args[:2]), fast="--fast" in argv)
-        return 0 if all(r[2] == "ok" for r in rows) else 1
+        failed = any(r[2] != "ok" for r in rows)
+        over = [r[0] for r in rows if r[5]]
+        if over:
+            print(f"over budget: {', '.join(over)}", file=sys.stderr)
+        return 1 if failed or (over and "--strict" in argv) else 0
     if command == "release":
         from p3dlab.classroom.course import release_course
 
