@@ -15,10 +15,19 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import bench_diffrender, bench_io, bench_nerf, bench_raster, bench_structures, bench_volumes
+from benchmarks import (
+    bench_diffrender,
+    bench_io,
+    bench_lessons,
+    bench_nerf,
+    bench_raster,
+    bench_structures,
+    bench_volumes,
+)
 from benchmarks.harness import format_table, machine_speed
 
-MODULES = [bench_structures, bench_raster, bench_io, bench_diffrender, bench_volumes, bench_nerf]
+# the lessons last: minutes each, and they say whether the course fits its budget
+MODULES = [bench_structures, bench_raster, bench_io, bench_diffrender, bench_volumes, bench_nerf, bench_lessons]
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,7 @@
 """The benchmark harness (``make bench``): paired timings alternate the two functions."""
 
 import math
+import os
 import platform
 import time
 
@@ -48,3 +49,34 @@ def test_release_free_memory_finds_glibcs_malloc_trim():
     harness.release_free_memory()  # nothing where the C library is another: never an error
     if platform.libc_ver()[0] == "glibc":
         assert harness._TRIM is not None
+
+
+def test_the_lesson_budget_benchmark_runs_every_lesson_and_flags_the_ones_over(tmp_path, monkeypatch):
+    """``make bench``'s lesson rows: time against the budget (the speed-up column is the headroom),
+    peak memory in the name, OVER BUDGET when a lesson exceeds either; the lesson's kernel sees the
+    mode the benchmark runs in, and the benchmark leaves P3DLAB_FAST as it found it."""
+    import nbformat
+
+    from benchmarks import bench_lessons
+
+    for name, code in [
+        ("01_fits", "import os\nassert os.environ.get('P3DLAB_FAST') == '1'"),
+        ("02_big", "import numpy as np\nbig = np.ones(40_000_000)  # 320 MB\ndel big"),
+    ]:
+        folder = tmp_path / name
+        folder.mkdir()
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), folder / f"{name}.ipynb")
+    monkeypatch.setattr(bench_lessons, "LESSONS_DIR", tmp_path)
+    monkeypatch.setenv("P3DLAB_FAST", "1")
+    rows = bench_lessons.bench_lesson_budget()
+    assert [r.name.split(" (")[0] for r in rows] == ["lesson 01_fits", "lesson 02_big"]
+    assert all(r.baseline_median_s == 60.0 and r.speedup > 1 and "OVER" not in r.name for r in rows), rows
+    peak_small, peak_big = (float(r.name.split("peak ")[1].split(" MB")[0]) for r in rows)
+    assert peak_big > peak_small + 290
+    assert os.environ["P3DLAB_FAST"] == "1"
+
+    over = bench_lessons.lesson_result("03_slow", 200.0, "ok", 1300.0, fast=False)
+    assert over.speedup < 1 and over.target == "<= 180 s, <= 1200 MB"
+    assert "OVER BUDGET: 200 s > 180 s, 1300 MB > 1200 MB" in over.name
+    failed = bench_lessons.lesson_result("04_broken", 1.0, "FAILED: NameError: x", None, fast=True)
+    assert "peak ?" in failed.name and failed.name.endswith("FAILED: NameError: x")

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from p3dlab.errors import P3DLabValueError
 from p3dlab.nerf import HarmonicEmbedding, NeuralRadianceField, huber, load_checkpoint, psnr, save_checkpoint
 from p3dlab.renderer import (
     FoVPerspectiveCameras,
@@ -161,12 +162,34 @@ def test_constant_density_ball_matches_the_closed_form_transmittance():
     assert err_fine < err_coarse and err_fine < 0.03
 
 
+def test_render_image_chunks_by_field_evaluations(monkeypatch):
+    """The default chunk holds POINTS_PER_CHUNK field evaluations, coarse and fine passes counted."""
+    from p3dlab.nerf import training
+
+    _, test = multiview_dataset(n_views=2, n_test=1, image_size=16)
+    field = HybridRadianceField(grid_size=8, n_features=4, n_hidden=8)
+    seen = []
+
+    def counting(ray_bundle, **kwargs):
+        seen.append(ray_bundle.lengths.shape[:-1].numel() * ray_bundle.lengths.shape[-1])
+        return field(ray_bundle=ray_bundle, **kwargs)
+
+    monkeypatch.setattr(training, "POINTS_PER_CHUNK", 1000)
+    chunked = render_image(counting, test.cameras, (16, 16), 1.5, 3.9, n_coarse=10, n_fine=5)
+    # a ray costs 10 coarse + (10 + 5) fine evaluations: 40 rays a chunk, 7 chunks for 256 rays
+    assert len(seen) == 2 * 7 and max(seen[0], seen[1]) <= 1000 and seen[0] == 40 * 10
+    whole = render_image(field, test.cameras, (16, 16), 1.5, 3.9, n_coarse=10, n_fine=5, chunk=256)
+    assert torch.allclose(chunked, whole, atol=1e-6)
+
+
 def test_render_image_is_independent_of_the_chunk_size_and_hybrid_field_learns():
     train, test = multiview_dataset(n_views=6, n_test=2, image_size=16)
     field = HybridRadianceField(grid_size=16, n_features=4, n_hidden=16)
     a = render_image(field, test.cameras, (16, 16), 1.5, 3.9, n_coarse=16, chunk=100)
     b = render_image(field, test.cameras, (16, 16), 1.5, 3.9, n_coarse=16, chunk=4096)
     assert a.shape == (2, 16, 16, 4) and torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(P3DLabValueError, match="chunk"):
+        render_image(field, test.cameras, (16, 16), 1.5, 3.9, n_coarse=16, chunk=0)
     hist = fit_nerf(field, train, test, iterations=60, rays_per_step=256, n_coarse=24, n_fine=8, eval_every=30)
     assert hist.loss[-1] < 0.3 * hist.loss[0]
     assert hist.test_psnr[-1] > hist.test_psnr[0] + 1.0

@@ -58,41 +58,58 @@ def over_budget(seconds: float, peak_mb: Optional[float], fast: bool) -> List[st
     return over
 
 
-def build_book(lessons_dir="course/source", out_dir="book", timeout: int = 1800, fast: bool = False) -> List[Tuple]:
-    """Execute and export every lesson of ``lessons_dir``; returns (name, seconds, status, peak MB,
-    end MB, over-budget notes) rows.
+def lesson_notebooks(lessons_dir="course/source") -> List[Path]:
+    """The lessons of ``lessons_dir``: notebooks ``NN_*.ipynb`` or, as ``course/source`` has them, one
+    folder per lesson with its notebook inside."""
+    return sorted(Path(lessons_dir).glob("[0-9]*.ipynb")) or sorted(Path(lessons_dir).glob("[0-9]*/[0-9]*.ipynb"))
 
-    ``lessons_dir`` holds the notebooks (``NN_*.ipynb``) or, as ``course/source`` does, one folder per
-    lesson with the notebook inside; the book executes the versions with solutions.
-    """
+
+def execute_lesson(path, timeout: int = 1800, fast: bool = False):
+    """Run one lesson in a fresh kernel (in its own folder), at full size or in fast mode; returns
+    ``(executed notebook, seconds, status, peak MB, end MB)``, status "ok" or "FAILED: ...". The
+    memory probe has been removed from the returned notebook."""
     import nbformat
-    from nbconvert import HTMLExporter
     from nbconvert.preprocessors import ExecutePreprocessor
 
-    lessons = sorted(Path(lessons_dir).glob("[0-9]*.ipynb")) or sorted(Path(lessons_dir).glob("[0-9]*/[0-9]*.ipynb"))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    saved = os.environ.get("P3DLAB_FAST")
     if fast:
         os.environ["P3DLAB_FAST"] = "1"
     else:
         os.environ.pop("P3DLAB_FAST", None)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(_MEMORY_PROBE))
+    t0 = time.perf_counter()
+    status = "ok"
+    try:
+        ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(
+            nb, {"metadata": {"path": str(path.parent)}}
+        )
+    except Exception as exc:  # the caller reports which lesson failed and why
+        text = str(exc).strip()
+        status = f"FAILED: {type(exc).__name__}: {text.splitlines()[-1][:200] if text else ''}"
+    finally:
+        if saved is None:
+            os.environ.pop("P3DLAB_FAST", None)
+        else:
+            os.environ["P3DLAB_FAST"] = saved
+    seconds = time.perf_counter() - t0
+    peak, end = _read_probe(nb)
+    nb.cells.pop()  # the probe is not part of the lesson
+    return nb, seconds, status, peak, end
+
+
+def build_book(lessons_dir="course/source", out_dir="book", timeout: int = 1800, fast: bool = False) -> List[Tuple]:
+    """Execute and export every lesson of ``lessons_dir``; returns (name, seconds, status, peak MB,
+    end MB, over-budget notes) rows. The book executes the versions with solutions."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path in lessons:
-        nb = nbformat.read(path, as_version=4)
-        nb.cells.append(nbformat.v4.new_code_cell(_MEMORY_PROBE))
-        t0 = time.perf_counter()
-        status = "ok"
-        try:
-            ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(
-                nb, {"metadata": {"path": str(path.parent)}}
-            )
-        except Exception as exc:  # keep going: the table says which lesson failed and why
-            status = (
-                f"FAILED: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ''}"
-            )
-        seconds = time.perf_counter() - t0
-        peak, end = _read_probe(nb)
-        nb.cells.pop()  # the probe is not part of the book
+    for path in lesson_notebooks(lessons_dir):
+        nb, seconds, status, peak, end = execute_lesson(path, timeout, fast)
         nbformat.write(nb, out / path.name)
         body, _ = HTMLExporter().from_notebook_node(nb)
         (out / path.with_suffix(".html").name).write_text(body, encoding="utf-8")

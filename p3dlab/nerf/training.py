@@ -54,6 +54,12 @@ def render_rays(
     return result.features, result.opacity, result.depth, coarse.features
 
 
+#: Field evaluations one chunk of ``render_image`` holds at once. Each is a row of every tensor the
+#: field makes: with the book's L = 60 embedding (360 features) a tensor of 2^16 rows is 94 MB, and
+#: an embedding makes about four (phases, sines, cosines, their concatenation).
+POINTS_PER_CHUNK = 2**16
+
+
 def render_image(
     field,
     cameras,
@@ -62,9 +68,18 @@ def render_image(
     far: float,
     n_coarse: int = 64,
     n_fine: int = 0,
-    chunk: int = 4096,
+    chunk: Optional[int] = None,
 ) -> torch.Tensor:
-    """(N, H, W, 4) RGB + opacity renders, ``chunk`` rays at a time, without gradients."""
+    """(N, H, W, 4) RGB + opacity renders, ``chunk`` rays at a time, without gradients.
+
+    ``chunk=None`` takes as many rays as make ``POINTS_PER_CHUNK`` field evaluations (a ray costs
+    ``n_coarse`` of them, plus ``n_coarse + n_fine`` with a fine pass), so memory stays flat however
+    many samples a ray has."""
+    if chunk is None:
+        per_ray = n_coarse + (n_coarse + n_fine if n_fine > 0 else 0)
+        chunk = max(1, POINTS_PER_CHUNK // max(per_ray, 1))
+    elif chunk < 1:
+        raise P3DLabValueError(f"render_image: chunk must be a positive number of rays, got {chunk}")
     H, W = image_size
     x, y = pixel_centres(H, W, cameras.R.dtype, cameras.device)
     xy = torch.stack([x, y], -1).reshape(-1, 2)
