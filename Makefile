@@ -113,9 +113,9 @@ book: setup
 fuzz: setup
 	P3DLAB_FUZZ_EXAMPLES=$${P3DLAB_FUZZ_EXAMPLES:-50000} $(PY) -m pytest -q tests/test_io_fuzz.py
 
-## Benchmarks: table printed and written to bench-results/.
+## Benchmarks: table printed and written to bench-results/. K=name,...: only the benchmarks whose function name contains one of these.
 bench: setup
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run $(if $(K),-k $(K),)
 
 ## On a machine with an NVIDIA GPU: install the CUDA extra (CUDA 13 drivers; CUDA=cuda12 for CUDA 12),
 ## then every CUDA kernel against the CPU kernels on random scenes, with a timing table. A CUDA build

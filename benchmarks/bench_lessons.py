@@ -5,7 +5,7 @@ kernel, its wall time and its kernel's peak memory against the budget of ``p3dla
 One run per lesson (a lesson is minutes, not a micro-benchmark); the "baseline" column is the time
 budget, so the speed-up column is the headroom a lesson has left (below 1.0x it is over). The peak
 memory is in the name; a lesson over either limit has ``OVER BUDGET`` in its name. ``make bench``
-runs it last (``-k lesson`` alone: about 6 minutes at full size here).
+runs it last (``make bench K=lesson`` alone: 5 minutes at full size here).
 """
 
 from __future__ import annotations
