@@ -12,3 +12,10 @@ class P3DLabValueError(P3DLabError, ValueError):
 class P3DLabDeviceError(P3DLabError, RuntimeError):
     """Tensors on a device p3dlab's kernels cannot run on here (a CUDA tensor without a usable CUDA
     target, an MPS tensor, ...). Also a ``RuntimeError``."""
+
+
+class P3DLabMemoryError(P3DLabError, MemoryError):
+    """An operation refused, before allocating anything, to allocate more memory than this process
+    can still take (the machine's, the container's or the address-space limit). The message says
+    how many bytes the operation needs, what is available, and which argument to lower. Also a
+    ``MemoryError``."""

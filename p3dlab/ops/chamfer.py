@@ -10,6 +10,7 @@ Every reduction and edge case follows ``pytorch3d.loss.chamfer_distance`` (0.7.8
   with ``max`` (a squared Hausdorff distance for ``norm=2``), not with ``+``; it refuses normals.
 * A cloud of length 0 contributes 0: its own points are padding, and a point whose target cloud is
   empty gets distance 0 and a zero neighbour normal (cosine 0, so a normal term of 1).
+* float16/bfloat16 clouds are refused (call ``.float()``), like every kernel-backed op's inputs.
 * All-zero ``weights`` give zero for both terms (the normal term too, even without normals), still
   connected to ``x``'s graph so ``backward`` works.
 """
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.checks import check_kernel_dtype
 
 
 def _as_padded(x, lengths, normals, name: str):
@@ -32,6 +34,9 @@ def _as_padded(x, lengths, normals, name: str):
         x = x.points_padded()
     if not isinstance(x, torch.Tensor) or x.ndim != 3:
         raise P3DLabValueError(f"chamfer_distance: {name} must be (N, P, D) or Pointclouds")
+    check_kernel_dtype(x, name, "chamfer_distance")
+    if normals is not None:
+        check_kernel_dtype(normals, f"{name}_normals", "chamfer_distance")
     n, p, _ = x.shape
     if lengths is None:
         lengths = torch.full((n,), p, dtype=torch.int64, device=x.device)

@@ -3,6 +3,12 @@
 The search runs in a Numba kernel on CPU tensors (no P1 x P2 distance matrix) and in blocked torch
 on other devices; the returned distances are recomputed from the chosen neighbours in torch, so
 they are differentiable with respect to both clouds.
+
+Rules at the boundary: float16/bfloat16 and complex clouds are refused (``p3dlab.ops.checks``); an
+empty second cloud (P2 = 0, or a length of 0) is no error: its points have no neighbour, so every
+slot is padding (index -1, distance 0, neighbour 0); a search whose outputs cannot fit in the memory
+this process can still take is refused before anything is allocated (``P3DLabMemoryError`` naming
+``K``); ``knn_gather`` refuses an index outside [-1, P2).
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from typing import NamedTuple, Optional
 import torch
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.checks import check_count, check_index_range, check_kernel_dtype
+from p3dlab.runtime import memory_budget
 
 
 class KNN(NamedTuple):
@@ -27,6 +35,17 @@ def _lengths(lengths, x):
     if lengths.shape != (n,) or (n and (int(lengths.min()) < 0 or int(lengths.max()) > p)):
         raise P3DLabValueError(f"lengths must be (N,) with values in [0, {p}]")
     return lengths.to(device=x.device, dtype=torch.int64)
+
+
+def _check_search_fits(n: int, P1: int, P2: int, K: int, D: int, item: int, on_cpu: bool) -> None:
+    """Refuse a search whose outputs cannot fit: per (cloud, point, neighbour) slot the index and its
+    gather index (int64), the distance twice and the gathered neighbour and its difference (D values
+    each); off the CPU also the blocked torch search's (1024 x P2) distance block per cloud."""
+    need = n * P1 * K * (16 + (2 + 2 * D) * item)
+    if not on_cpu:
+        need += n * min(P1, 1024) * P2 * item
+    what = f"the {n} x {P1} x K={K} nearest neighbours (indices, distances and the {D}-D neighbours)"
+    memory_budget.check_fits("knn_points", need, what, "K (or the number of points of p1)")
 
 
 def _search_torch(p1, p2, len2, K, norm, block=1024):
@@ -51,21 +70,26 @@ def knn_points(
     return_nn: bool = False,
     return_sorted: bool = True,
 ) -> KNN:
-    """The K nearest points of ``p2`` (N, P2, D) for every point of ``p1`` (N, P1, D)."""
+    """The K nearest points of ``p2`` (N, P2, D) for every point of ``p1`` (N, P1, D) (see the
+    module docstring for the rules on dtypes, empty clouds and memory)."""
+    for name, cloud in (("p1", p1), ("p2", p2)):
+        if not torch.is_tensor(cloud):
+            raise P3DLabValueError(f"knn_points: {name} must be a tensor (N, P, D), got {type(cloud).__name__}")
+        check_kernel_dtype(cloud, name, "knn_points")
     if p1.ndim != 3 or p2.ndim != 3 or p1.shape[0] != p2.shape[0] or p1.shape[2] != p2.shape[2]:
         raise P3DLabValueError(
             f"knn_points: p1 (N, P1, D) and p2 (N, P2, D) expected, got {tuple(p1.shape)} and {tuple(p2.shape)}"
         )
     if norm not in (1, 2):
         raise P3DLabValueError("knn_points: norm must be 1 or 2")
-    if not isinstance(K, int) or K < 1:
-        raise P3DLabValueError(f"knn_points: K must be a positive int, got {K!r}")
+    K = check_count(K, "K", "knn_points")
     if p1.device != p2.device:
         raise P3DLabValueError(f"knn_points: clouds on {p1.device} and {p2.device}")
     len1, len2 = _lengths(lengths1, p1), _lengths(lengths2, p2)
     dtype = torch.promote_types(p1.dtype, p2.dtype)
     a, b = p1.detach().to(dtype).contiguous(), p2.detach().to(dtype).contiguous()
-    n, P1, _ = p1.shape
+    n, P1, D = p1.shape
+    _check_search_fits(n, P1, p2.shape[1], K, D, a.element_size(), p1.device.type == "cpu")
     with torch.no_grad():
         if p1.device.type == "cpu":
             from p3dlab.kernels.knn import knn_cpu
@@ -88,9 +112,24 @@ def knn_points(
 
 
 def knn_gather(x: torch.Tensor, idx: torch.Tensor, lengths=None) -> torch.Tensor:
-    """``out[n, i, k] = x[n, idx[n, i, k]]`` (zeros where idx is -1): (N, P1, K, D)."""
+    """``out[n, i, k] = x[n, idx[n, i, k]]`` (zeros where idx is -1): (N, P1, K, D).
+
+    ``idx`` (N, P1, K) integers in [-1, P2) (``knn_points``' indices; -1 is padding), ``x`` (N, P2, D).
+    ``lengths`` is accepted for PyTorch3D compatibility: ``knn_points`` already pads with -1."""
+    if not (
+        torch.is_tensor(x) and x.ndim == 3 and torch.is_tensor(idx) and idx.ndim == 3 and x.shape[0] == idx.shape[0]
+    ):
+        raise P3DLabValueError(
+            f"knn_gather: x (N, P2, D) and idx (N, P1, K) expected, got {getattr(x, 'shape', x)} and "
+            f"{getattr(idx, 'shape', idx)}"
+        )
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise P3DLabValueError(f"knn_gather: idx must be an integer tensor, got {idx.dtype}")
     n, p1, K = idx.shape
     p2, d = x.shape[1], x.shape[2]
+    check_index_range(idx, -1, p2, "idx", "knn_gather", "point", f"x has {p2} points per cloud")
+    if p2 == 0:  # nothing to gather: every index is -1
+        return x.new_zeros((n, p1, K, d))
     flat = (idx.clamp(min=0) + torch.arange(n, device=idx.device)[:, None, None] * p2).reshape(-1)
     out = x.reshape(n * p2, d).index_select(0, flat).reshape(n, p1, K, d)  # backward: index_add
     return out * (idx >= 0)[..., None].to(out.dtype)

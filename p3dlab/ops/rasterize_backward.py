@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from p3dlab.ops.checks import check_saved_indices
 from p3dlab.ops.dispatch import cuda_kernels
 
 
@@ -12,10 +13,13 @@ def rasterize_faces_backward(face_verts, p2f, grad_zbuf, grad_bary, grad_dists, 
 
     Missing upstream gradients count as zero; incoming gradients are made contiguous and cast
     to the dtype of the face vertices before reaching the kernel (docs/kernels.md#how-the-kernels-are-built, rule 3).
-    Zero-size arrays stand for "no gradient" and are skipped by the kernels.
+    Zero-size arrays stand for "no gradient" and are skipped by the kernels. ``p2f`` is checked
+    first (shape, dtype, indices within the faces): the kernel indexes ``face_verts`` with it.
     """
     dt, dev = face_verts.dtype, face_verts.device
     grad = torch.zeros_like(face_verts)
+    shape = next((g.shape[:4] for g in (grad_zbuf, grad_dists, grad_bary) if g is not None), p2f.shape)
+    check_saved_indices(p2f, face_verts.shape[0], (*shape[:1], H, W, K), "pix_to_face", "rasterize_meshes")
     if face_verts.shape[0] == 0 or p2f.numel() == 0:
         return grad
 

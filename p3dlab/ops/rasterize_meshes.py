@@ -17,7 +17,9 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.checks import check_index_range, check_kernel_dtype, check_packed_ranges
 from p3dlab.ops.dispatch import cuda_kernels
+from p3dlab.runtime import memory_budget
 
 MAX_IMAGE_SIDE = 8192
 #: Upper bound on N * H * W * K fragment slots (28 bytes each): about 1.5 GB.
@@ -56,6 +58,19 @@ def check_raster_settings(image_size, blur_radius: float, faces_per_pixel: int, 
     return h, w
 
 
+def check_fragments_fit(
+    op: str, n: int, h: int, w: int, k: int, k_name: str, bytes_per_slot: int, grad_bytes_per_slot: int
+) -> None:
+    """Refuse fragments of ``n * h * w * k`` slots that cannot fit (``memory_budget.check_fits``):
+    ``bytes_per_slot`` for the forward's outputs and, when the inputs need gradients,
+    ``grad_bytes_per_slot`` for the gradients of those outputs that the backward reads."""
+    slots = n * h * w * k
+    per_slot = bytes_per_slot + grad_bytes_per_slot
+    what = f"the fragments of {n} x {h} x {w} x {k_name}={k} slots ({bytes_per_slot} bytes per slot"
+    what += f", {grad_bytes_per_slot} more for their gradients)" if grad_bytes_per_slot else ")"
+    memory_budget.check_fits(op, slots * per_slot, what, f"{k_name}, image_size or the batch size")
+
+
 class _RasterizeFaces(torch.autograd.Function):
     """Fragments of packed face vertices (F, 3, 3). Backward: ``p3dlab.ops.rasterize_backward``."""
 
@@ -81,12 +96,13 @@ class _RasterizeFaces(torch.autograd.Function):
         ctx.save_for_backward(face_verts.detach(), p2f)
         ctx.settings = settings
         ctx.mark_non_differentiable(p2f)
+        ctx.set_materialize_grads(False)  # no (N, H, W, K) zeros for pix_to_face or unused outputs
         return p2f, zbuf, bary, dists
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_p2f, grad_zbuf, grad_bary, grad_dists):
-        from p3dlab.ops.rasterize_backward import rasterize_faces_backward
+        from p3dlab.ops.rasterize_backward import rasterize_faces_backward  # checks the saved pix_to_face
 
         face_verts, p2f = ctx.saved_tensors
         grad = rasterize_faces_backward(face_verts, p2f, grad_zbuf, grad_bary, grad_dists, *ctx.settings)
@@ -129,7 +145,15 @@ def rasterize_meshes(
     ``z_clip_value`` clips faces at view Z = c (perspective cameras). ``verts_xy_homogeneous``
     (sum V, 2) optionally gives (x_ndc Z, y_ndc Z) before the perspective division, so that
     vertices exactly at Z = 0 (which project to infinity) can still be clipped exactly.
+
+    Checked before anything is allocated: vertices float32 or float64 (float16/bfloat16 refused:
+    call ``.float()``), every face index within the packed vertices (faces changed after the
+    ``Meshes`` was built included), and fragments that fit in the memory this process can still take
+    (``8 + 5 x itemsize`` bytes per slot, ``5 x itemsize`` more when the vertices need gradients:
+    28 + 20 bytes in float32);
+    otherwise ``P3DLabValueError`` / ``P3DLabMemoryError`` naming the argument to change.
     """
+    op = "rasterize_meshes"
     H, W = check_raster_settings(image_size, blur_radius, faces_per_pixel, len(meshes))
     if bin_size is not None and (not isinstance(bin_size, int) or bin_size < 0):
         raise P3DLabValueError(f"bin_size must be None or an int >= 0, got {bin_size!r}")
@@ -137,6 +161,7 @@ def rasterize_meshes(
         raise P3DLabValueError(f"z_clip_value must be None or > 0, got {z_clip_value!r}")
     verts = meshes.verts_packed()
     faces = meshes.faces_packed()
+    check_kernel_dtype(verts, "the vertices of meshes", op, "build the Meshes from verts.float()")
     if verts.dtype not in (torch.float32, torch.float64):
         raise P3DLabValueError(f"rasterize_meshes: vertices must be float32 or float64, got {verts.dtype}")
     # Vertices behind the camera may project to inf (their faces are dropped or clipped); any
@@ -145,6 +170,12 @@ def rasterize_meshes(
     if bool(bad.any()):
         k = int(bad.nonzero()[0, 0])
         raise P3DLabValueError(f"rasterize_meshes: projected vertex {k} is not finite: {verts[k].tolist()}")
+    n_verts = verts.shape[0]
+    check_index_range(faces, 0, n_verts, "meshes.faces_packed()", op, "vertex", f"{n_verts} packed vertices")
+    if verts_xy_homogeneous is not None and tuple(verts_xy_homogeneous.shape) != (n_verts, 2):
+        raise P3DLabValueError(
+            f"{op}: verts_xy_homogeneous must be (sum V, 2) = ({n_verts}, 2), got {tuple(verts_xy_homogeneous.shape)}"
+        )
     face_verts = verts[faces]  # (F, 3, 3), differentiable gather
     face_first = meshes.mesh_to_faces_packed_first_idx()
     face_count = meshes.num_faces_per_mesh()
@@ -172,6 +203,13 @@ def rasterize_meshes(
         face_first = torch.cumsum(face_count, 0) - face_count
         sibling = sibling[: face_verts.shape[0]]
 
+    item = verts.element_size()
+    per_slot = 8 + 5 * item  # pix_to_face, zbuf, bary_coords, dists
+    if bary_map is not None:  # clipped faces: their barycentrics mapped back to the original faces
+        per_slot += 8 + 12 * item
+    needs_grad = face_verts.requires_grad and torch.is_grad_enabled()
+    check_fragments_fit(op, len(meshes), H, W, faces_per_pixel, "faces_per_pixel", per_slot, 5 * item * needs_grad)
+    check_packed_ranges(face_first, face_count, face_verts.shape[0], "the faces of meshes", op)
     p2f, zbuf, bary, dists = _RasterizeFaces.apply(
         face_verts.contiguous(),
         sibling.contiguous(),

@@ -7,6 +7,30 @@ from typing import Optional
 import torch
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.checks import check_count, check_index_range, check_kernel_dtype
+from p3dlab.runtime import memory_budget
+
+#: Bytes per sample and mesh: the face drawn and its copy, its 3 vertex indices (int64), r1, r2, the
+#: 4 weights, the 3 vertices gathered, their weighted sums and the samples (float values).
+_INDEX_BYTES, _FLOATS = 8 + 8 + 3 * 8, 2 + 4 + 9 + 9 + 3
+
+
+def _check_samples_fit(n_meshes: int, num_samples: int, item: int) -> None:
+    need = n_meshes * num_samples * (_INDEX_BYTES + _FLOATS * item)
+    what = f"{n_meshes} x num_samples={num_samples:,} samples ({_INDEX_BYTES + _FLOATS * item} bytes each)"
+    memory_budget.check_fits("sample_points_from_meshes", need, what, "num_samples")
+
+
+def _check_areas(areas: torch.Tensor, dtype) -> None:
+    """Every face area finite: a face too large for the vertices' dtype has an infinite (or NaN)
+    area, and no face can be drawn in proportion to it."""
+    bad = ~torch.isfinite(areas)
+    if bool(bad.any()):
+        j = int(bad.nonzero()[0, 0])
+        raise P3DLabValueError(
+            f"sample_points_from_meshes: packed face {j} of meshes has area {float(areas[j])}: its vertices are too "
+            f"far apart for {dtype}; scale the meshes down (or use float64)"
+        )
 
 
 def sample_points_from_meshes(
@@ -26,7 +50,15 @@ def sample_points_from_meshes(
     Returns:
         samples (N, num_samples, 3), plus normals (N, num_samples, 3) (the sampled faces' normals)
         and/or textures (N, num_samples, C) when requested, in that order.
+
+    ``num_samples`` is an int >= 1 (PyTorch3D's ``torch.multinomial`` refuses 0 too); vertices are
+    float32 or float64 (float16/bfloat16 refused: call ``.float()``); every face index must be within
+    the packed vertices (faces changed after the ``Meshes`` was built included) and every face area
+    finite. Samples that cannot fit in the memory this process can still take are refused before
+    anything is allocated (``P3DLabMemoryError`` naming ``num_samples``).
     """
+    op = "sample_points_from_meshes"
+    num_samples = check_count(num_samples, "num_samples", op)
     if meshes.isempty():
         raise P3DLabValueError("sample_points_from_meshes: the meshes are empty")
     if not meshes.valid.all():
@@ -34,8 +66,14 @@ def sample_points_from_meshes(
     if return_textures and meshes.textures is None:
         raise P3DLabValueError("sample_points_from_meshes: return_textures needs meshes with textures")
     verts, faces = meshes.verts_packed(), meshes.faces_packed()
-    areas = meshes.faces_areas_packed().detach()
+    check_kernel_dtype(verts, "the vertices of meshes", op, "build the Meshes from verts.float()")
+    check_index_range(
+        faces, 0, verts.shape[0], "meshes.faces_packed()", op, "vertex", f"{verts.shape[0]} packed vertices"
+    )
     n_meshes = len(meshes)
+    _check_samples_fit(n_meshes, num_samples, verts.element_size())
+    areas = meshes.faces_areas_packed().detach()
+    _check_areas(areas, verts.dtype)
     first = meshes.mesh_to_faces_packed_first_idx().tolist()
     counts = meshes.num_faces_per_mesh().tolist()
     face_idx = []

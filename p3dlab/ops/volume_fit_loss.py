@@ -17,6 +17,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.checks import check_finite_number
 from p3dlab.ops.volume_sampling import _kernel_args, _np, _volume_rays, march_volumes
 from p3dlab.runtime import volume_scratch as scratch
 
@@ -124,6 +125,7 @@ def march_volumes_mse(
     """
     if last_delta not in ("interval", "inf"):
         raise P3DLabValueError("march_volumes_mse: last_delta must be 'interval' or 'inf'")
+    eps = check_finite_number(eps, "eps", "march_volumes_mse", minimum=0.0)
     if raw_density_scale is not None:
         if volumes.features() is None or not (isinstance(raw_density_scale, (int, float)) and raw_density_scale > 0):
             raise P3DLabValueError(

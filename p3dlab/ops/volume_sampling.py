@@ -26,6 +26,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.checks import check_finite_number
 from p3dlab.ops.dispatch import cuda_kernels
 from p3dlab.runtime import volume_scratch as scratch
 
@@ -308,8 +309,9 @@ def _volume_rays(volumes, ray_bundle, name: str):
         raise P3DLabValueError(f"{name}: {len(volumes)} volumes for {n} ray batches")
     if o.device != dens.device:
         raise P3DLabValueError(f"{name}: rays and volumes on different devices")
-    if not (_all_finite(o) and _all_finite(d) and _all_finite(t)):
-        raise P3DLabValueError(f"{name}: ray origins, directions or lengths are not finite")
+    for field, values in (("origins", o), ("directions", d), ("lengths", t)):
+        if not _all_finite(values):
+            raise P3DLabValueError(f"{name}: ray_bundle.{field} is not finite (it holds a NaN or an infinity)")
     P = t.shape[-1]
     if P < 1:
         raise P3DLabValueError(f"{name}: rays need at least one sample")
@@ -358,7 +360,8 @@ def march_volumes(
         mode: "ea" — PyTorch3D's ``EmissionAbsorptionRaymarcher`` (densities are per-sample
             opacities in [0, 1]); "quadrature" — ``QuadratureRaymarcher`` (densities are extinction
             coefficients, steps ``(t_{i+1} - t_i)|d|``).
-        eps: EA's ε in ``T_i = Π (1 + ε - a_j)``.
+        eps: EA's ε in ``T_i = Π (1 + ε - a_j)``: a finite number >= 0 (NaN would make every
+            pixel NaN).
         termination_threshold: stop a ray once its transmittance falls below this (0: never).
             Samples after the stop contribute nothing and get zero gradient (exact gradients of the
             truncated sum, at most ``threshold`` × the remaining colour away from the full one).
@@ -381,6 +384,7 @@ def march_volumes(
         raise P3DLabValueError("march_volumes: last_delta must be 'interval' or 'inf'")
     if not 0.0 <= termination_threshold < 1.0:
         raise P3DLabValueError("march_volumes: termination_threshold must be in [0, 1)")
+    eps = check_finite_number(eps, "eps", "march_volumes", minimum=0.0)
     inputs, shape = _volume_rays(volumes, ray_bundle, "march_volumes")
     dens = inputs[0]
     if mode == "ea":

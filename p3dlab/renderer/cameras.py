@@ -261,6 +261,16 @@ def _row_matrix_from_column(K: torch.Tensor) -> Transform3d:
     return Transform3d(matrix=K.transpose(1, 2).contiguous())
 
 
+def _check_znear(znear) -> None:
+    """A perspective camera's near plane must lie in front of it: ``znear`` finite and > 0."""
+    z = torch.as_tensor(znear)
+    if z.is_complex() or not bool(torch.isfinite(z).all()) or bool((z <= 0).any()):
+        raise P3DLabValueError(
+            "FoVPerspectiveCameras: znear must be finite and > 0, the distance of the near clipping plane in front "
+            f"of the camera (MeshRasterizer clips faces at znear / 2 by default), got znear={z.tolist()}"
+        )
+
+
 class FoVPerspectiveCameras(CamerasBase):
     """OpenGL-style perspective camera (docs/conventions.md#fovperspectivecameras); no image size.
 
@@ -284,6 +294,7 @@ class FoVPerspectiveCameras(CamerasBase):
         device=None,
     ):
         self.degrees = degrees
+        _check_znear(znear)
         super().__init__(device=device, R=R, T=T, znear=znear, zfar=zfar, aspect_ratio=aspect_ratio, fov=fov, K=K)
 
     def clone(self):
@@ -324,6 +335,7 @@ class FoVPerspectiveCameras(CamerasBase):
         f = self._fields(kwargs)
         if f["K"] is not None:
             return _row_matrix_from_column(f["K"])
+        _check_znear(f["znear"])  # a znear passed at call time, or set after construction
         K = self.compute_projection_matrix(
             f["znear"], f["zfar"], f["fov"], f["aspect_ratio"], kwargs.get("degrees", self.degrees)
         )
