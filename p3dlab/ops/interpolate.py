@@ -6,6 +6,7 @@ import torch
 
 from p3dlab.errors import P3DLabValueError
 from p3dlab.ops.checks import check_index_range
+from p3dlab.ops.gather import gather_rows
 from p3dlab.runtime import memory_budget
 
 
@@ -68,5 +69,5 @@ def interpolate_face_attributes(
     out = face_attributes.new_zeros((*pix_to_face.shape, dim), dtype=dtype)
     valid = pix_to_face >= 0
     faces = pix_to_face[valid]
-    vals = (barycentric_coords[valid].to(dtype)[..., None] * face_attributes[faces].to(dtype)).sum(-2)
+    vals = (barycentric_coords[valid].to(dtype)[..., None] * gather_rows(face_attributes, faces).to(dtype)).sum(-2)
     return out.index_put((valid,), vals)

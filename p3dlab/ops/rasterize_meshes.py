@@ -19,6 +19,7 @@ from torch.autograd.function import once_differentiable
 from p3dlab.errors import P3DLabValueError
 from p3dlab.ops.checks import check_index_range, check_kernel_dtype, check_packed_ranges
 from p3dlab.ops.dispatch import cuda_kernels
+from p3dlab.ops.gather import gather_rows
 from p3dlab.runtime import memory_budget
 
 MAX_IMAGE_SIDE = 8192
@@ -176,7 +177,7 @@ def rasterize_meshes(
         raise P3DLabValueError(
             f"{op}: verts_xy_homogeneous must be (sum V, 2) = ({n_verts}, 2), got {tuple(verts_xy_homogeneous.shape)}"
         )
-    face_verts = verts[faces]  # (F, 3, 3), differentiable gather
+    face_verts = gather_rows(verts, faces)  # (F, 3, 3), differentiable gather
     face_first = meshes.mesh_to_faces_packed_first_idx()
     face_count = meshes.num_faces_per_mesh()
     n_faces = face_verts.shape[0]
@@ -190,7 +191,7 @@ def rasterize_meshes(
     if z_clip_value is not None and n_faces and bool((face_verts[..., 2] < z_clip_value).any()):
         from p3dlab.ops.clip_faces import clip_faces_at_z
 
-        face_xy_h = verts_xy_homogeneous[faces] if verts_xy_homogeneous is not None else None
+        face_xy_h = gather_rows(verts_xy_homogeneous, faces) if verts_xy_homogeneous is not None else None
         clipped = clip_faces_at_z(
             face_verts, face_first, face_count, z_clip_value, perspective_correct, keep, face_xy_h
         )

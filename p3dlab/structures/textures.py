@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.gather import gather_rows
 from p3dlab.ops.interpolate import interpolate_face_attributes
 from p3dlab.structures.utils import list_to_padded
 
@@ -106,7 +107,7 @@ class TexturesVertex(_TexturesBase):
 
     def faces_verts_textures_packed(self, faces_packed: torch.Tensor) -> torch.Tensor:
         """(F, 3, C) features of each packed face's vertices."""
-        return self.verts_features_packed()[faces_packed]
+        return gather_rows(self.verts_features_packed(), faces_packed)
 
     def sample_textures(self, fragments, faces_packed: torch.Tensor) -> torch.Tensor:
         return interpolate_face_attributes(
