@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.gather import gather_rows
 
 
 def _per_mesh_mean(values: torch.Tensor, owner: torch.Tensor, n_meshes: int) -> torch.Tensor:
@@ -35,7 +36,7 @@ def mesh_edge_loss(meshes, target_length: float = 0.0) -> torch.Tensor:
         return _zero(meshes)
     v = meshes.verts_packed()
     e = meshes.edges_packed()
-    lengths = (v[e[:, 0]] - v[e[:, 1]]).norm(dim=1)
+    lengths = (gather_rows(v, e[:, 0]) - gather_rows(v, e[:, 1])).norm(dim=1)
     return _per_mesh_mean((lengths - target_length) ** 2, meshes.edges_packed_to_mesh_idx(), len(meshes))
 
 
@@ -64,10 +65,10 @@ def mesh_normal_consistency(meshes) -> torch.Tensor:
     if not pairs_a or sum(p.numel() for p in pairs_a) == 0:
         return _zero(meshes)
     a, b, e = torch.cat(pairs_a), torch.cat(pairs_b), torch.cat(pair_edge)
-    v0, v1 = v[edges[e, 0]], v[edges[e, 1]]
+    v0, v1 = gather_rows(v, edges[e, 0]), gather_rows(v, edges[e, 1])
     edge = v1 - v0
-    n_a = torch.cross(edge, v[a] - v0, dim=1)
-    n_b = -torch.cross(edge, v[b] - v0, dim=1)
+    n_a = torch.cross(edge, gather_rows(v, a) - v0, dim=1)
+    n_b = -torch.cross(edge, gather_rows(v, b) - v0, dim=1)
     loss = 1.0 - F.cosine_similarity(n_a, n_b, dim=1, eps=1e-6)
     owner = meshes.verts_packed_to_mesh_idx()[edges[e, 0]]
     return _per_mesh_mean(loss, owner, len(meshes))
@@ -77,7 +78,7 @@ def cot_laplacian_weights(verts: torch.Tensor, faces: torch.Tensor):
     """Sparse symmetric (V, V) matrix of ``w_ij = cot(alpha_ij) + cot(beta_ij)`` (the angles
     opposite edge ij) and the (V,) summed area of the faces around each vertex."""
     V = verts.shape[0]
-    a, b, c = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    a, b, c = gather_rows(verts, faces).unbind(1)
     cross = torch.cross(b - a, c - a, dim=1)
     area2 = cross.norm(dim=1).clamp(min=1e-12)  # twice the face area
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.gather import gather_rows
 
 
 def subdivide_faces(verts: torch.Tensor, faces: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,7 +102,7 @@ class GraphConv(torch.nn.Module):
             raise P3DLabValueError("GraphConv: edge indices out of range")
         out = self.w0(verts)
         msg = self.w1(verts)
-        agg = torch.zeros_like(out).index_add(0, edges[:, 0], msg[edges[:, 1]])
+        agg = torch.zeros_like(out).index_add(0, edges[:, 0], gather_rows(msg, edges[:, 1]))
         if not self.directed:
-            agg = agg.index_add(0, edges[:, 1], msg[edges[:, 0]])
+            agg = agg.index_add(0, edges[:, 1], gather_rows(msg, edges[:, 0]))
         return out + agg

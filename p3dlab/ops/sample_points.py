@@ -8,6 +8,7 @@ import torch
 
 from p3dlab.errors import P3DLabValueError
 from p3dlab.ops.checks import check_count, check_index_range, check_kernel_dtype
+from p3dlab.ops.gather import gather_rows
 from p3dlab.runtime import memory_budget
 
 #: Bytes per sample and mesh: the face drawn and its copy, its 3 vertex indices (int64), r1, r2, the
@@ -88,10 +89,11 @@ def sample_points_from_meshes(
     s1 = r1.sqrt()
     w0, w1, w2 = 1.0 - s1, s1 * (1.0 - r2), s1 * r2
     f = faces[face_idx]  # (N, S, 3)
-    samples = w0 * verts[f[..., 0]] + w1 * verts[f[..., 1]] + w2 * verts[f[..., 2]]
+    corners = gather_rows(verts, f)  # (N, S, 3 corners, 3)
+    samples = w0 * corners[..., 0, :] + w1 * corners[..., 1, :] + w2 * corners[..., 2, :]
     out = [samples]
     if return_normals:
-        out.append(meshes.faces_normals_packed()[face_idx])
+        out.append(gather_rows(meshes.faces_normals_packed(), face_idx))
     if return_textures:
         feats = _texture_at(meshes, face_idx, torch.cat([w0, w1, w2], -1))
         out.append(feats)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.gather import gather_rows
 from p3dlab.structures.utils import list_to_padded, packed_to_list
 
 _NORMAL_EPS = 1e-6
@@ -372,7 +373,7 @@ class Meshes:
         def build():
             v = self.verts_packed()
             f = self.faces_packed()
-            v0, v1, v2 = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+            v0, v1, v2 = gather_rows(v, f).unbind(1)
             return torch.cross(v1 - v0, v2 - v0, dim=1)
 
         return self._cached("face_cross", build)

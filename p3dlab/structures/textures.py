@@ -188,7 +188,7 @@ class TexturesUV(_TexturesBase):
 
     def faces_verts_uvs_packed(self) -> torch.Tensor:
         """(F, 3, 2) UVs of each packed face's corners."""
-        return torch.cat([vu[fu.long()] for fu, vu in zip(self._faces_uvs, self._verts_uvs)], 0)
+        return torch.cat([gather_rows(vu, fu.long()) for fu, vu in zip(self._faces_uvs, self._verts_uvs)], 0)
 
     def sample_textures(self, fragments, faces_packed: torch.Tensor = None) -> torch.Tensor:
         p2f = fragments.pix_to_face
@@ -289,7 +289,8 @@ class TexturesAtlas(_TexturesBase):
         lower = (w - ij).sum(-1) <= 1.0  # in its lower-left half
         i = torch.where(lower, ij[..., 0], r - 1 - ij[..., 0])
         j = torch.where(lower, ij[..., 1], r - 1 - ij[..., 1])
-        out = atlas[p2f.clamp(min=0), j, i]
+        texel = (p2f.clamp(min=0) * r + j) * r + i  # the (f, j, i) entry of the atlas, flattened
+        out = gather_rows(atlas.reshape(-1, atlas.shape[-1]), texel)
         return out * (p2f >= 0)[..., None].to(out.dtype)
 
     def join_scene(self) -> "TexturesAtlas":
