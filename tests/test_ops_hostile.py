@@ -318,3 +318,19 @@ def test_znear_zero_is_refused_naming_znear():
     rasterizer = MeshRasterizer(FoVPerspectiveCameras(), RasterizationSettings(image_size=8))
     with pytest.raises(P3DLabValueError, match=r"znear must be finite and > 0.*got znear=\[0.0\]"):
         rasterizer(_triangle(z=3.0), znear=0.0)
+
+
+def test_padded_faces_accept_only_trailing_rows_of_minus_one():
+    from p3dlab.structures import Meshes
+
+    verts = torch.rand(2, 4, 3)
+    faces = torch.tensor([[[0, 1, 2], [1, 2, 3]], [[0, 1, 3], [-1, -1, -1]]])
+    m = Meshes(verts, faces)
+    assert m.num_faces_per_mesh().tolist() == [2, 1]
+    assert torch.equal(m.faces_padded(), faces)
+    with pytest.raises(P3DLabValueError, match=r"mesh 1, row 1 is \[-2, -2, -2\]"):
+        Meshes(verts, torch.tensor([[[0, 1, 2], [1, 2, 3]], [[0, 1, 3], [-2, -2, -2]]]))
+    with pytest.raises(P3DLabValueError, match=r"mesh 0, row 0 is \[0, -1, 2\]"):
+        Meshes(verts, torch.tensor([[[0, -1, 2], [1, 2, 3]], [[0, 1, 3], [-1, -1, -1]]]))
+    with pytest.raises(P3DLabValueError, match="padding must come after every face"):
+        Meshes(verts, torch.tensor([[[-1, -1, -1], [1, 2, 3]], [[0, 1, 3], [-1, -1, -1]]]))

@@ -121,11 +121,9 @@ def test_losses_sampling_and_graph_conv_gradients_repeat_bitwise(two_threads):
         "mesh_normal_consistency": lambda v: mesh_normal_consistency(mesh(v)),
         "mesh_laplacian_smoothing (cot)": lambda v: mesh_laplacian_smoothing(mesh(v), method="cot"),
         "faces_normals_packed": lambda v: mesh(v).faces_normals_packed().pow(2).sum(),
-        "sample_points_from_meshes": lambda v: sample_points_from_meshes(
-            mesh(v), 50_000, generator=torch.Generator().manual_seed(0)
-        )
-        .pow(2)
-        .sum(),
+        "sample_points_from_meshes": lambda v: (
+            sample_points_from_meshes(mesh(v), 50_000, generator=torch.Generator().manual_seed(0)).pow(2).sum()
+        ),
         "GraphConv": lambda v: conv(v, mesh(v).edges_packed()).pow(2).sum(),
     }
     for name, fn in cases.items():

@@ -70,6 +70,30 @@ def _check_faces(i: int, f, num_verts: int) -> torch.Tensor:
     return f
 
 
+def _unpad_faces(i: int, f: torch.Tensor) -> torch.Tensor:
+    """The faces of mesh ``i`` of a padded (N, F, 3) tensor: its rows before the padding. A padding
+    row is three -1 (what ``faces_padded()`` writes) and comes after every face; a row with another
+    negative index, or a face after a padding row, is refused rather than dropped (PyTorch3D drops
+    any row with a negative index)."""
+    if f.numel() == 0 or f.is_floating_point() or f.is_complex() or f.dtype == torch.bool:
+        return f  # _check_faces says what is wrong with the dtype
+    padding = (f == -1).all(dim=1)
+    bad = ((f < 0).any(dim=1) & ~padding).nonzero()
+    if bad.numel():
+        j = int(bad[0, 0])
+        raise P3DLabValueError(
+            f"Meshes: padded faces of mesh {i}, row {j} is {f[j].tolist()}: a row is a face (indices >= 0) "
+            "or padding (-1, -1, -1)"
+        )
+    n_faces = int((~padding).sum())
+    if bool(padding[:n_faces].any()):
+        raise P3DLabValueError(
+            f"Meshes: padded faces of mesh {i} have a face after padding (row {int(padding.nonzero()[0, 0])} is "
+            "-1, -1, -1): padding must come after every face"
+        )
+    return f[:n_faces]
+
+
 class Meshes:
     """A batch of triangle meshes, possibly of different sizes (PyTorch3D-compatible).
 
@@ -90,7 +114,7 @@ class Meshes:
         if len(verts_list) != len(faces_list):
             raise P3DLabValueError(f"Meshes: got {len(verts_list)} vertex tensors but {len(faces_list)} face tensors")
         if padded_faces:
-            faces_list = [f[(f >= 0).all(dim=1)] if f.numel() else f for f in faces_list]
+            faces_list = [_unpad_faces(i, f) for i, f in enumerate(faces_list)]
         if _validate:
             devices = {t.device for t in verts_list + faces_list if isinstance(t, torch.Tensor)}
             if len(devices) > 1:
