@@ -19,3 +19,8 @@ class P3DLabMemoryError(P3DLabError, MemoryError):
     can still take (the machine's, the container's or the address-space limit). The message says
     how many bytes the operation needs, what is available, and which argument to lower. Also a
     ``MemoryError``."""
+
+
+class P3DLabProcessError(P3DLabError, RuntimeError):
+    """An operation that cannot run in this process as it was started (a child forked from a
+    process whose OpenMP threads it cannot use); the message says what to set instead."""

@@ -9,14 +9,17 @@ from __future__ import annotations
 import torch
 
 from p3dlab.errors import P3DLabDeviceError
+from p3dlab.runtime.fork_safety import check_cpu_kernels
 
 
 def cuda_kernels(tensor: torch.Tensor, op: str):
     """The CUDA launchers (``p3dlab.kernels.cuda_adapter``) when ``tensor`` is on a CUDA device,
-    ``None`` when it is on the CPU. Raises ``P3DLabDeviceError``, naming ``op`` and what to
+    ``None`` when it is on the CPU (after ``check_cpu_kernels``: a forked child that cannot run them
+    gets a ``P3DLabProcessError`` saying what to set). Raises ``P3DLabDeviceError``, naming ``op`` and what to
     install or do, for a CUDA tensor without a usable CUDA target and for any other device."""
     kind = tensor.device.type
     if kind == "cpu":
+        check_cpu_kernels(op)
         return None
     if kind != "cuda":
         raise P3DLabDeviceError(

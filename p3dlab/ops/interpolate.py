@@ -8,6 +8,7 @@ from p3dlab.errors import P3DLabValueError
 from p3dlab.ops.checks import check_index_range
 from p3dlab.ops.gather import gather_rows
 from p3dlab.runtime import memory_budget
+from p3dlab.runtime.fork_safety import check_cpu_kernels
 
 
 def _check_output_fits(slots: int, dim: int, item: int, fast: bool) -> None:
@@ -57,6 +58,8 @@ def interpolate_face_attributes(
     _check_output_fits(pix_to_face.numel(), dim, torch.empty((), dtype=dtype).element_size(), fast)
     if fast:
         from p3dlab.kernels.interpolate import interpolate_cpu
+
+        check_cpu_kernels("interpolate_face_attributes")
 
         out = torch.empty((*pix_to_face.shape, dim), dtype=dtype)
         interpolate_cpu(

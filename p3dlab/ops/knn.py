@@ -20,6 +20,7 @@ import torch
 from p3dlab.errors import P3DLabValueError
 from p3dlab.ops.checks import check_count, check_index_range, check_kernel_dtype
 from p3dlab.runtime import memory_budget
+from p3dlab.runtime.fork_safety import check_cpu_kernels
 
 
 class KNN(NamedTuple):
@@ -93,6 +94,8 @@ def knn_points(
     with torch.no_grad():
         if p1.device.type == "cpu":
             from p3dlab.kernels.knn import knn_cpu
+
+            check_cpu_kernels("knn_points")
 
             idx = torch.full((n, P1, K), -1, dtype=torch.int64)
             dist = torch.zeros((n, P1, K), dtype=dtype)

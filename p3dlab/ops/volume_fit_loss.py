@@ -20,6 +20,7 @@ from p3dlab.errors import P3DLabValueError
 from p3dlab.ops.checks import check_finite_number
 from p3dlab.ops.volume_sampling import _kernel_args, _np, _volume_rays, march_volumes
 from p3dlab.runtime import volume_scratch as scratch
+from p3dlab.runtime.fork_safety import check_cpu_kernels
 
 
 class _MarchVolumesMSE(torch.autograd.Function):
@@ -34,6 +35,8 @@ class _MarchVolumesMSE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dens, feats, rays, lengths, ray_vol, order, target_f, target_o, eps, align, last_inf, raw_scale):
         from p3dlab.kernels import volume_cpu as vc
+
+        check_cpu_kernels("march_volumes_mse")
 
         dt = dens.dtype
         V, _, D, H, W = dens.shape
