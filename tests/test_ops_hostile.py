@@ -334,3 +334,15 @@ def test_padded_faces_accept_only_trailing_rows_of_minus_one():
         Meshes(verts, torch.tensor([[[0, -1, 2], [1, 2, 3]], [[0, 1, 3], [-1, -1, -1]]]))
     with pytest.raises(P3DLabValueError, match="padding must come after every face"):
         Meshes(verts, torch.tensor([[[-1, -1, -1], [1, 2, 3]], [[0, 1, 3], [-1, -1, -1]]]))
+
+
+@pytest.mark.parametrize("bad", [10**6, -1])
+def test_mesh_losses_refuse_faces_changed_after_the_mesh_was_built(bad):
+    from p3dlab import data
+    from p3dlab.loss import mesh_edge_loss, mesh_laplacian_smoothing, mesh_normal_consistency
+
+    for loss in (mesh_edge_loss, mesh_normal_consistency, mesh_laplacian_smoothing):
+        mesh = data.ico_sphere(1)
+        mesh.faces_packed()[3, 1] = bad  # in place, after validation (faces_list shares the storage)
+        with pytest.raises(P3DLabValueError, match=rf"{loss.__name__}: meshes.faces_packed\(\) refers to vertex {bad}"):
+            loss(mesh)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.checks import check_index_range
 from p3dlab.ops.gather import gather_rows
 
 
@@ -19,6 +20,14 @@ def _per_mesh_mean(values: torch.Tensor, owner: torch.Tensor, n_meshes: int) -> 
     sums = torch.zeros(n_meshes, dtype=values.dtype, device=values.device).index_add(0, owner, values)
     counts = torch.bincount(owner, minlength=n_meshes).clamp(min=1).to(values.dtype)
     return (sums / counts).mean()
+
+
+def _check_faces(meshes, op: str) -> None:
+    """The packed faces index the packed vertices: a ``Meshes`` checks that when it is built, but its
+    faces can be changed in place afterwards (one min/max reduction)."""
+    n_verts = meshes.verts_packed().shape[0]
+    faces = meshes.faces_packed()
+    check_index_range(faces, 0, n_verts, "meshes.faces_packed()", op, "vertex", f"{n_verts} packed vertices")
 
 
 def _zero(meshes) -> torch.Tensor:
@@ -34,6 +43,7 @@ def mesh_edge_loss(meshes, target_length: float = 0.0) -> torch.Tensor:
     """
     if meshes.isempty():
         return _zero(meshes)
+    _check_faces(meshes, "mesh_edge_loss")
     v = meshes.verts_packed()
     e = meshes.edges_packed()
     lengths = (gather_rows(v, e[:, 0]) - gather_rows(v, e[:, 1])).norm(dim=1)
@@ -47,6 +57,7 @@ def mesh_normal_consistency(meshes) -> torch.Tensor:
     a, b). Mean per mesh, then over meshes: 0 for coplanar neighbours, 2 for folded ones."""
     if meshes.isempty():
         return _zero(meshes)
+    _check_faces(meshes, "mesh_normal_consistency")
     v = meshes.verts_packed()
     faces = meshes.faces_packed()
     f2e = meshes.faces_packed_to_edges_packed()  # (F, 3): edge opposite vertex k
@@ -112,6 +123,7 @@ def mesh_laplacian_smoothing(meshes, method: str = "uniform") -> torch.Tensor:
         raise P3DLabValueError(f"mesh_laplacian_smoothing: unknown method {method!r}")
     if meshes.isempty():
         return _zero(meshes)
+    _check_faces(meshes, "mesh_laplacian_smoothing")
     verts = meshes.verts_packed()
     faces = meshes.faces_packed()
     if method == "uniform":
