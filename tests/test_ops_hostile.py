@@ -346,3 +346,13 @@ def test_mesh_losses_refuse_faces_changed_after_the_mesh_was_built(bad):
         mesh.faces_packed()[3, 1] = bad  # in place, after validation (faces_list shares the storage)
         with pytest.raises(P3DLabValueError, match=rf"{loss.__name__}: meshes.faces_packed\(\) refers to vertex {bad}"):
             loss(mesh)
+
+
+@pytest.mark.parametrize("eps", [float("nan"), -1e-3, float("inf")])
+def test_ea_raymarcher_refuses_a_non_finite_or_negative_eps(eps):
+    from p3dlab.renderer import EmissionAbsorptionRaymarcher
+
+    densities, features = torch.full((2, 5, 1), 0.3), torch.rand(2, 5, 3)
+    with pytest.raises(P3DLabValueError, match="EmissionAbsorptionRaymarcher: eps"):
+        EmissionAbsorptionRaymarcher()(densities, features, eps=eps)
+    assert torch.isfinite(EmissionAbsorptionRaymarcher()(densities, features)).all()

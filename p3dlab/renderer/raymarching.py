@@ -19,6 +19,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.checks import check_finite_number
 
 
 def _terminate(T: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -54,6 +55,7 @@ class EmissionAbsorptionRaymarcher(torch.nn.Module):
         self, rays_densities: torch.Tensor, rays_features: torch.Tensor, eps: float = 1e-10, **kwargs
     ) -> torch.Tensor:
         _check(rays_densities, rays_features)
+        eps = check_finite_number(eps, "eps", "EmissionAbsorptionRaymarcher", minimum=0.0)
         a = rays_densities[..., 0]
         if bool(((a < 0) | (a > 1)).any()):
             warnings.warn("EmissionAbsorptionRaymarcher: densities outside [0, 1]", stacklevel=2)
