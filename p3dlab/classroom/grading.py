@@ -12,7 +12,8 @@ is still the stub (``None``, ``...``, or a function that raises ``NotImplemented
 message "write your solution ...".
 
 Setting ``P3DLAB_GRADING_LOG`` to a file path makes every check append one JSON line (its name, pass
-or fail, its message and the expected values), so tests can prove no message leaks an answer.
+or fail, its message, the expected values and the kernel's working folder, which tells the students
+of one ``nbgrader autograde`` apart), so tests can prove no message leaks an answer.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def _log(name: str, passed: bool, message: str, expected) -> None:
         except Exception:
             numbers.append(str(e))
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"name": name, "passed": passed, "message": message, "expected": numbers}) + "\n")
+        entry = {"name": name, "passed": passed, "message": message, "expected": numbers, "cwd": os.getcwd()}
+        f.write(json.dumps(entry) + "\n")
 
 
 def _fail(name: str, message: str, expected=None, hint: Optional[str] = None):
