@@ -8,10 +8,12 @@ One pass over the slots, parallel over disjoint output rows; no temporaries.
 
 from __future__ import annotations
 
-from numba import njit, prange
+from numba import prange
+
+from p3dlab.kernels.parallel_jit import parallel_njit
 
 
-@njit(cache=True, parallel=True)
+@parallel_njit(cache=True)
 def interpolate_cpu(p2f, bary, attr, out):
     """p2f (S,) int, bary (S, 3), attr (F, 3, D), out (S, D) (written for every slot)."""
     S = p2f.shape[0]

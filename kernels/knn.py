@@ -8,10 +8,12 @@ the points of cloud 1 (no write conflicts).
 
 from __future__ import annotations
 
-from numba import njit, prange
+from numba import prange
+
+from p3dlab.kernels.parallel_jit import parallel_njit
 
 
-@njit(cache=True, parallel=True)
+@parallel_njit(cache=True)
 def knn_cpu(p1, p2, len1, len2, K, norm, out_idx, out_dist):
     """Fill ``out_idx`` (N, P1, K) int64 and ``out_dist`` (N, P1, K) (pre-filled with -1 / 0)."""
     N, P1, D = p1.shape

@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from p3dlab.kernels import mesh_raster_math as rm
+from p3dlab.kernels.parallel_jit import parallel_njit
 
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line changes with mesh_raster_math.py (tests/test_kernel_cache.py enforces it), so
@@ -48,28 +49,23 @@ def _pixel_range(lo, hi, n, s):
     return first, last
 
 
-@njit(cache=True, parallel=True)
-def face_pixel_boxes(fv, H, W, blur, cull):
-    """(F, 4) int64 [row_first, row_last, col_first, col_last] of the pixels inside each face's
-    blur-grown bounding box; empty for faces the kernel never draws (a vertex at view Z < 1e-8,
-    zero area, or back-facing when culling)."""
-    F = fv.shape[0]
-    s = float(min(H, W))
-    r = math.sqrt(blur)
-    out = np.empty((F, 4), np.int64)
-    for f in prange(F):
-        x0, y0, x1, y1, x2, y2 = fv[f, 0, 0], fv[f, 0, 1], fv[f, 1, 0], fv[f, 1, 1], fv[f, 2, 0], fv[f, 2, 1]
-        zmin = min(fv[f, 0, 2], fv[f, 1, 2], fv[f, 2, 2])
-        area = (x0 - x1) * (y2 - y1) - (y0 - y1) * (x2 - x1)
-        if not zmin >= 1e-8 or not abs(area) > 1e-8 or (cull and area < 0.0):  # "not" also catches NaN
-            out[f, 0], out[f, 1], out[f, 2], out[f, 3] = 1, 0, 1, 0
-            continue
-        out[f, 0], out[f, 1] = _pixel_range(min(y0, y1, y2) - r, max(y0, y1, y2) + r, H, s)
-        out[f, 2], out[f, 3] = _pixel_range(min(x0, x1, x2) - r, max(x0, x1, x2) + r, W, s)
-    return out
+@njit(cache=True)
+def face_pixel_box(fv, f, H, W, s, r, cull, out):
+    """``out[f]`` = [row_first, row_last, col_first, col_last] of the pixels inside face f's bounding
+    box grown by r = sqrt(blur); empty for a face the kernel never draws (a vertex at view Z < 1e-8,
+    zero area, or back-facing when culling). Called in a ``prange`` over the faces: a parallel kernel
+    of its own could not be called from ``rasterize_meshes_cpu`` (kernels/parallel_jit.py)."""
+    x0, y0, x1, y1, x2, y2 = fv[f, 0, 0], fv[f, 0, 1], fv[f, 1, 0], fv[f, 1, 1], fv[f, 2, 0], fv[f, 2, 1]
+    zmin = min(fv[f, 0, 2], fv[f, 1, 2], fv[f, 2, 2])
+    area = (x0 - x1) * (y2 - y1) - (y0 - y1) * (x2 - x1)
+    if not zmin >= 1e-8 or not abs(area) > 1e-8 or (cull and area < 0.0):  # "not" also catches NaN
+        out[f, 0], out[f, 1], out[f, 2], out[f, 3] = 1, 0, 1, 0
+        return
+    out[f, 0], out[f, 1] = _pixel_range(min(y0, y1, y2) - r, max(y0, y1, y2) + r, H, s)
+    out[f, 2], out[f, 3] = _pixel_range(min(x0, x1, x2) - r, max(x0, x1, x2) + r, W, s)
 
 
-@njit(cache=True, parallel=True)
+@parallel_njit(cache=True)
 def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, persp, clip, cull, p2f, zbuf, bary, dists):
     """Fill the K nearest faces of every pixel (outputs pre-filled with -1 by the caller).
 
@@ -81,7 +77,10 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
     """
     N = face_first.shape[0]
     s = float(min(H, W))
-    boxes = face_pixel_boxes(fv, H, W, blur, cull)
+    r = math.sqrt(blur)
+    boxes = np.empty((fv.shape[0], 4), np.int64)
+    for f in prange(fv.shape[0]):
+        face_pixel_box(fv, f, H, W, s, r, cull, boxes)
     n_bands = (H + BAND - 1) // BAND
     for task in prange(N * n_bands):
         n = task // n_bands
@@ -103,7 +102,7 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
                         )
 
 
-@njit(cache=True, parallel=True)
+@parallel_njit(cache=True)
 def rasterize_meshes_cpu_naive(
     fv, sibling, face_first, face_count, H, W, K, blur, persp, clip, cull, p2f, zbuf, bary, dists
 ):
@@ -122,7 +121,7 @@ def rasterize_meshes_cpu_naive(
 slot_backward = _dev.slot_backward
 
 
-@njit(cache=True, parallel=True)
+@parallel_njit(cache=True)
 def rasterize_meshes_backward_cpu(
     fv, p2f, grad_zbuf, grad_bary, grad_dists, H, W, blur, persp, clip, grad_fv, n_threads
 ):

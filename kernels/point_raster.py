@@ -16,6 +16,7 @@ from numba import njit, prange
 
 from p3dlab.kernels.mesh_raster_cpu import _pixel_range
 from p3dlab.kernels.mesh_raster_math import _pixel_ndc
+from p3dlab.kernels.parallel_jit import parallel_njit
 
 
 def build(jit):
@@ -67,7 +68,7 @@ _rasterize_pixel = _dev.rasterize_pixel
 BAND = 8
 
 
-@njit(cache=True, parallel=True)
+@parallel_njit(cache=True)
 def rasterize_points_cpu(pts, radius, first_idx, counts, H, W, K, idx, zbuf, dists):
     """pts (P, 3) = (x_ndc, y_ndc, Z_view); radius (P,); outputs (N, H, W, K) pre-filled with -1."""
     N = first_idx.shape[0]
@@ -99,7 +100,7 @@ def rasterize_points_cpu(pts, radius, first_idx, counts, H, W, K, idx, zbuf, dis
                         count[i - i0, j] = _insert(idx, zbuf, dists, n, i, j, c, K, p, pts[p, 2], d2)
 
 
-@njit(cache=True, parallel=True)
+@parallel_njit(cache=True)
 def rasterize_points_cpu_naive(pts, radius, first_idx, counts, H, W, K, idx, zbuf, dists):
     """One task per pixel looping over all points of its cloud (the GPU layout), for tests."""
     N = first_idx.shape[0]
@@ -108,7 +109,7 @@ def rasterize_points_cpu_naive(pts, radius, first_idx, counts, H, W, K, idx, zbu
         _rasterize_pixel(pts, radius, first_idx[n], counts[n], n, (t // W) % H, t % W, H, W, K, idx, zbuf, dists)
 
 
-@njit(cache=True, parallel=True)
+@parallel_njit(cache=True)
 def rasterize_points_backward_cpu(pts, idx, grad_zbuf, grad_dists, H, W, grad_pts, n_threads):
     """dL/dpts (P, 3); per-task buffers summed in a fixed order (no races, deterministic)."""
     N, _, _, K = idx.shape

@@ -19,6 +19,8 @@ from types import SimpleNamespace
 
 from numba import njit, prange
 
+from p3dlab.kernels.parallel_jit import parallel_njit
+
 MASK32 = 0xFFFFFFFF
 
 
@@ -73,7 +75,7 @@ uniform = _dev.uniform
 jitter_ray = _dev.jitter_ray
 
 
-@njit(cache=True, parallel=True)
+@parallel_njit(cache=True)
 def stratified_jitter_cpu(lengths, seed, out):
     """``out`` (R, P) = the lengths (R, P ≥ 2) of every ray jittered by the hash of ``seed`` (a
     32-bit integer)."""

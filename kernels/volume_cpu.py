@@ -22,6 +22,7 @@ from p3dlab.kernels import activations
 from p3dlab.kernels import volume_fast as vf
 from p3dlab.kernels import volume_math as vm
 from p3dlab.kernels.exp_neg import exp_neg
+from p3dlab.kernels.parallel_jit import parallel_njit
 from p3dlab.kernels.simd4 import add4, axpy4, prefetch_w
 
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
@@ -71,7 +72,7 @@ def _volume_of(n, grid, layout):
 _BLOCKS = 64  # work items per volume of the layout copies
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def pack_channels_last(src, V, C, dst, K, first):
     """Copy ``src``, a flat (V, C, D, H, W) grid, into channels ``first … first + C - 1`` of ``dst``,
     a flat (V, D, H, W, K) grid: ``dst[(v DHW + x) K + first + c] = src[(v C + c) DHW + x]``."""
@@ -84,7 +85,7 @@ def pack_channels_last(src, V, C, dst, K, first):
                 dst[(v * dhw + x) * K + first + c] = src[(v * C + c) * dhw + x]
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def pack_rgb(density, rgb, dst, V):
     """``pack_channels_last`` of a density grid (V, 1, D, H, W) and an RGB grid (V, 3, D, H, W) into
     one density + RGB grid (V, D, H, W, 4) in a single pass that writes each voxel's 16 bytes at
@@ -100,7 +101,7 @@ def pack_rgb(density, rgb, dst, V):
             dst[4 * x + 3] = rgb[2 * v * dhw + 2 * dhw + x]
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def unpack_channels_sum(buffers, K, split, first, second, V):
     """The inverse of ``pack_channels_last``, summed over tasks in a fixed order, in one pass over
     ``buffers`` (n_tasks, V·DHW·K): channels 0 … split - 1 go to ``first`` (V, split, DHW) and
@@ -155,7 +156,7 @@ def _sum_rgb_block(buffers, first, second, v, dhw, lo, hi, K, off):
             second[2 * v * dhw + 2 * dhw + x] += src[K * x + off + 3]
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def unpack_rgb_sum(buffers, first, second, V):
     """``unpack_channels_sum`` for density + RGB grids (K = 4, split 1), 4x faster: the 4 channels of
     a voxel are read together (``_sum_rgb_block``). Same order of summation, so the same bits."""
@@ -167,7 +168,7 @@ def unpack_rgb_sum(buffers, first, second, V):
         )
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def pack_rgb_work(density, rgb, work, V):
     """Each task's row of ``work`` (n_tasks, V·DHW·8) gets a density (V, 1, D, H, W) and RGB (V, 3, D,
     H, W) grid interleaved with zeroed gradient accumulators, 8 channels a voxel: (σ, r, g, b, ∂σ,
@@ -191,7 +192,7 @@ def pack_rgb_work(density, rgb, work, V):
 _ACT_CHUNK = 512  # voxels whose activations pack_rgb_work_activated computes at a time
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def pack_rgb_work_activated(raw_density, raw_rgb, scale, work, sig_density, V):
     """``pack_rgb_work`` (float32) of the grids σ = scale · softplus(raw_density) and
     sigmoid(raw_rgb) (a ``VoxelRadianceField``'s parameters, (V, 1, D, H, W) and (V, 3, D, H, W)):
@@ -228,7 +229,7 @@ def pack_rgb_work_activated(raw_density, raw_rgb, scale, work, sig_density, V):
                         row[8 * j + 4 + c] = 0.0
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def unpack_rgb_work_sum_activated(work, sig_density, scale, first, second, V):
     """``unpack_rgb_work_sum`` of ``pack_rgb_work_activated``'s grids, then the chain rule into the
     raw parameters, block by block while the block is in cache: ``∂L/∂raw_density = ∂L/∂σ · scale
@@ -287,7 +288,7 @@ def _chain_voxel(grads, x, g, colours, sig_density, scale):
     second[2 * v * dhw + 2 * dhw + x] = g[3] * (c3 * (1.0 - c3))
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def unpack_rgb_work_sum(work, first, second, V):
     """The gradient channels 4 … 7 of ``work`` (``pack_rgb_work``) summed over tasks in task order,
     into ``first`` (V, 1, DHW) and ``second`` (V, 3, DHW) (``_sum_rgb_block``)."""
@@ -299,7 +300,7 @@ def unpack_rgb_work_sum(work, first, second, V):
         )
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def sample_volume_cpu(grid, layout, points, align, out):
     """``out[n, m, c] = V_c(points[n, m])``: channels-last grid (N or 1, D, H, W, C) with ``layout``
     (D, H, W, C, 0, C), local points (N, M, 3)."""
@@ -311,7 +312,7 @@ def sample_volume_cpu(grid, layout, points, align, out):
         sample_point(grid, layout, b, points[n, m, 0], points[n, m, 1], points[n, m, 2], align, out[n], m)
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def sample_volume_backward_cpu(grid, layout, points, align, grad_out, buffers, grad_points):
     """Scatter ``grad_out`` (N, M, C) into ``buffers`` (n_tasks, grid.size; zeroed here) and write
     ``grad_points`` (N, M, 3)."""
@@ -340,7 +341,7 @@ def _task_rays(order, task, n_tasks):
     return order[R * task // n_tasks : R * (task + 1) // n_tasks]
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def march_volume_cpu(
     grid, layout, ray_vol, rays, lengths, mode, eps, t_min, align, last_inf, out_f, out_o, out_z, n_used, samples,
     order, n_tasks=1,
@@ -390,7 +391,7 @@ def _ray_scratch(P, grid):
     )
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def march_volume_backward_cpu(
     grid, layout, ray_vol, rays, lengths, mode, eps, align, last_inf, S_total, T_P, G_f, g_o, g_z, n_used,
     ray_grad, samples, buffers, grad_rays, order, prefetch=0,
@@ -432,7 +433,7 @@ def march_volume_backward_cpu(
             )  # fmt: skip
 
 
-@njit(parallel=True, **_JIT)
+@parallel_njit(**_JIT)
 def march_volume_mse_cpu(
     work, layout, ray_vol, rays, lengths, eps, align, last_inf, target_f, target_o, scale_f, scale_o, out_f, out_o,
     out_z, n_used, err, order, prefetch=0,

@@ -14,9 +14,11 @@ from p3dlab.runtime.fork_safety import check_cpu_kernels
 
 def cuda_kernels(tensor: torch.Tensor, op: str):
     """The CUDA launchers (``p3dlab.kernels.cuda_adapter``) when ``tensor`` is on a CUDA device,
-    ``None`` when it is on the CPU (after ``check_cpu_kernels``: a forked child that cannot run them
-    gets a ``P3DLabProcessError`` saying what to set). Raises ``P3DLabDeviceError``, naming ``op`` and what to
-    install or do, for a CUDA tensor without a usable CUDA target and for any other device."""
+    ``None`` when it is on the CPU (after ``check_cpu_kernels``: the CPU kernels run in forked
+    children too, serially where the parent had started GNU OpenMP; only a child forked before the
+    kernels were loaded into a parent running GNU OpenMP gets a ``P3DLabProcessError`` saying what
+    to set). Raises ``P3DLabDeviceError``, naming ``op`` and what to install or do, for a CUDA tensor
+    without a usable CUDA target and for any other device."""
     kind = tensor.device.type
     if kind == "cpu":
         check_cpu_kernels(op)
