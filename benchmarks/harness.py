@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 import torch
+
+from p3dlab.runtime.heap import release_free_heap
 
 
 @dataclass
@@ -70,22 +70,10 @@ def paired_median_times(fn: Callable[[], object], baseline: Callable[[], object]
     return statistics.median(ours), statistics.median(base)
 
 
-def _glibc_trim():
-    """``malloc_trim`` of the C library when it is glibc's, else None."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_TRIM = _glibc_trim()
-
-
 def release_free_memory():
     """Hand the heaps' free memory back to the system now (glibc's ``malloc_trim(0)``; nothing
     where the C library is another)."""
-    if _TRIM is not None:
-        _TRIM(0)
+    release_free_heap()
 
 
 def machine_speed(mb: int = 32, n: int = 1024, repeats: int = 15) -> Tuple[float, float]:

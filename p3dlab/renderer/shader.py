@@ -9,11 +9,21 @@ accepts overrides at call time (``cameras=``, ``lights=``, ``R=``, ``T=``, ...).
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.interpolate import interpolate_face_attributes
 from p3dlab.renderer.blending import BlendParams, hard_rgb_blend, sigmoid_alpha_blend, softmax_rgb_blend
 from p3dlab.renderer.lighting import Materials, PointLights
-from p3dlab.renderer.shading import flat_shading, gouraud_shading, phong_shading
+from p3dlab.renderer.mesh_rasterizer import Fragments
+from p3dlab.renderer.shading import (
+    flat_face_attributes,
+    flat_lighting,
+    gouraud_face_colors,
+    phong_face_attributes,
+    phong_lighting,
+)
+from p3dlab.runtime.heap import release_free_heap
 
 
 class ShaderBase(torch.nn.Module):
@@ -55,14 +65,114 @@ def _znear_zfar(cameras, kwargs):
     return (1.0 if znear is None else znear), (100.0 if zfar is None else zfar)
 
 
+#: Renders of up to this many face-slots (N·H·W·K) are shaded in one pass (about 400 bytes a slot
+#: while autograd records: 0.8 GB at most) ...
+SHADE_SLOTS_AT_ONCE = 2**21
+#: ... larger ones in bands of rows of at most this many slots.
+SHADE_SLOTS_PER_BAND = 2**18
+
+
+def shade_in_bands(shade, fragments):
+    """``shade(fragments) -> (N, H, W, C)``; beyond ``SHADE_SLOTS_AT_ONCE`` face-slots computed in
+    bands of image rows of at most ``SHADE_SLOTS_PER_BAND`` face-slots each, then joined: shading and
+    blending are per pixel, so the image is the same. While autograd records, each band is
+    checkpointed: its forward keeps only the band's image, and the backward recomputes that band's
+    shading before differentiating it. Shading then holds one band's intermediates (a dozen
+    (N, H_band, W, K, 3) tensors) instead of every face-slot's, and the fragments' gradients are
+    written band by band into one set of buffers (``_BandGradients``): a large render's memory per
+    face-slot is close to the rasterizer's, PyTorch3D's model
+    (docs/conventions.md#shader-memory)."""
+    n, h, w, k = fragments.pix_to_face.shape
+    rows = max(1, SHADE_SLOTS_PER_BAND // max(1, n * w * k))
+    if n * h * w * k <= SHADE_SLOTS_AT_ONCE or rows >= h:
+        return shade(fragments)
+    starts = range(0, h, rows)
+    if not torch.is_grad_enabled():
+        images = []
+        for r in starts:
+            images.append(shade(Fragments(*(t[:, r : r + rows] for t in fragments))))
+            release_free_heap()
+        return torch.cat(images, 1)
+
+    gradients = _BandGradients(len(starts))
+
+    def shade_band(*band):
+        return shade(Fragments(*band))
+
+    images = []
+    for r in starts:
+        zbuf, bary, dists = _RowBand.apply(gradients, r, r + rows, *fragments[1:])
+        band = (fragments.pix_to_face[:, r : r + rows], zbuf, bary, dists)
+        images.append(checkpoint(shade_band, *band, use_reentrant=False, preserve_rng_state=False))
+        release_free_heap()
+    return torch.cat(images, 1)
+
+
+class _BandGradients:
+    """The fragments' gradients of one backward pass, gathered band by band. ``torch.split`` would
+    hold every band's gradient until the last band is done and then concatenate them: twice the
+    gradients' memory. Here each band writes its rows into full-size buffers as soon as its backward
+    runs, and the last band to run hands the buffers on (autograd runs the rasterizer's backward only
+    after every band's)."""
+
+    def __init__(self, n_bands: int):
+        self.n_bands = n_bands
+        self.pending = n_bands
+        self.buffers = None
+
+    def add(self, r0: int, r1: int, layouts, grads):
+        """Write one band's gradients (rows ``r0:r1``); ``layouts``: (shape, dtype, device) of the full
+        tensors. Returns the full gradients from the last band of the pass, Nones before."""
+        if self.buffers is None:  # the first band of this backward pass
+            self.buffers = [None] * len(grads)
+        for i, g in enumerate(grads):
+            if g is not None:
+                if self.buffers[i] is None:
+                    shape, dtype, device = layouts[i]
+                    self.buffers[i] = torch.zeros(shape, dtype=dtype, device=device)
+                self.buffers[i][:, r0:r1] = g
+        self.pending -= 1
+        release_free_heap()  # the band's recomputed shading, freed
+        if self.pending:
+            return (None,) * len(grads)
+        full, self.buffers, self.pending = tuple(self.buffers), None, self.n_bands  # ready for another pass
+        return full
+
+
+class _RowBand(torch.autograd.Function):
+    """Rows ``r0:r1`` of ``zbuf``, ``bary_coords`` and ``dists`` (views); backward: ``_BandGradients``."""
+
+    @staticmethod
+    def forward(ctx, gradients, r0, r1, *tensors):
+        ctx.gradients, ctx.r0, ctx.r1 = gradients, r0, r1
+        ctx.layouts = [(t.shape, t.dtype, t.device) for t in tensors]
+        ctx.set_materialize_grads(False)
+        return tuple(t[:, r0:r1] for t in tensors)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, None, None) + ctx.gradients.add(ctx.r0, ctx.r1, ctx.layouts, grads)
+
+
+def nearest_fragments(fragments) -> Fragments:
+    """Slot 0 of every pixel, the only one a hard blend reads: a hard shader shades K = 1, not K."""
+    return Fragments(*(t[:, :, :, :1] for t in fragments))
+
+
 class HardPhongShader(ShaderBase):
     """Per-pixel Phong lighting of the nearest face; hard edges."""
 
     def forward(self, fragments, meshes, **kwargs):
         cameras, lights, materials, blend = self._parts(kwargs)
-        texels = meshes.sample_textures(fragments)
-        colors = phong_shading(meshes, fragments, lights, cameras, materials, texels, **self._extra(kwargs))
-        return hard_rgb_blend(colors, fragments, blend)
+        face_points, face_normals = phong_face_attributes(meshes)
+        extra = self._extra(kwargs)
+
+        def shade(part):
+            texels = meshes.sample_textures(part)
+            colors = phong_lighting(part, face_points, face_normals, texels, lights, cameras, materials, **extra)
+            return hard_rgb_blend(colors, part, blend)
+
+        return shade_in_bands(shade, nearest_fragments(fragments))
 
 
 class SoftPhongShader(ShaderBase):
@@ -70,10 +180,16 @@ class SoftPhongShader(ShaderBase):
 
     def forward(self, fragments, meshes, **kwargs):
         cameras, lights, materials, blend = self._parts(kwargs)
-        texels = meshes.sample_textures(fragments)
-        colors = phong_shading(meshes, fragments, lights, cameras, materials, texels, **self._extra(kwargs))
+        face_points, face_normals = phong_face_attributes(meshes)
         znear, zfar = _znear_zfar(cameras, kwargs)
-        return softmax_rgb_blend(colors, fragments, blend, znear=znear, zfar=zfar)
+        extra = self._extra(kwargs)
+
+        def shade(part):
+            texels = meshes.sample_textures(part)
+            colors = phong_lighting(part, face_points, face_normals, texels, lights, cameras, materials, **extra)
+            return softmax_rgb_blend(colors, part, blend, znear=znear, zfar=zfar)
+
+        return shade_in_bands(shade, fragments)
 
 
 class HardGouraudShader(ShaderBase):
@@ -81,8 +197,13 @@ class HardGouraudShader(ShaderBase):
 
     def forward(self, fragments, meshes, **kwargs):
         cameras, lights, materials, blend = self._parts(kwargs)
-        colors = gouraud_shading(meshes, fragments, lights, cameras, materials, **self._extra(kwargs))
-        return hard_rgb_blend(colors, fragments, blend)
+        face_colors = gouraud_face_colors(meshes, lights, cameras, materials, **self._extra(kwargs))
+
+        def shade(part):
+            colors = interpolate_face_attributes(part.pix_to_face, part.bary_coords, face_colors)
+            return hard_rgb_blend(colors, part, blend)
+
+        return shade_in_bands(shade, nearest_fragments(fragments))
 
 
 class SoftGouraudShader(ShaderBase):
@@ -90,9 +211,14 @@ class SoftGouraudShader(ShaderBase):
 
     def forward(self, fragments, meshes, **kwargs):
         cameras, lights, materials, blend = self._parts(kwargs)
-        colors = gouraud_shading(meshes, fragments, lights, cameras, materials, **self._extra(kwargs))
+        face_colors = gouraud_face_colors(meshes, lights, cameras, materials, **self._extra(kwargs))
         znear, zfar = _znear_zfar(cameras, kwargs)
-        return softmax_rgb_blend(colors, fragments, blend, znear=znear, zfar=zfar)
+
+        def shade(part):
+            colors = interpolate_face_attributes(part.pix_to_face, part.bary_coords, face_colors)
+            return softmax_rgb_blend(colors, part, blend, znear=znear, zfar=zfar)
+
+        return shade_in_bands(shade, fragments)
 
 
 class HardFlatShader(ShaderBase):
@@ -100,9 +226,15 @@ class HardFlatShader(ShaderBase):
 
     def forward(self, fragments, meshes, **kwargs):
         cameras, lights, materials, blend = self._parts(kwargs)
-        texels = meshes.sample_textures(fragments)
-        colors = flat_shading(meshes, fragments, lights, cameras, materials, texels, **self._extra(kwargs))
-        return hard_rgb_blend(colors, fragments, blend)
+        face_centroids, face_normals = flat_face_attributes(meshes)
+        extra = self._extra(kwargs)
+
+        def shade(part):
+            texels = meshes.sample_textures(part)
+            colors = flat_lighting(part, face_centroids, face_normals, texels, lights, cameras, materials, **extra)
+            return hard_rgb_blend(colors, part, blend)
+
+        return shade_in_bands(shade, nearest_fragments(fragments))
 
 
 class SoftSilhouetteShader(ShaderBase):
@@ -114,9 +246,13 @@ class SoftSilhouetteShader(ShaderBase):
 
     def forward(self, fragments, meshes, **kwargs):
         blend = kwargs.get("blend_params", self.blend_params)
-        d = fragments.dists
-        ones = torch.ones(d.shape[:-1] + (1, 3), dtype=d.dtype, device=d.device)  # only slot 0's colour is read
-        return sigmoid_alpha_blend(ones, fragments, blend)
+
+        def shade(part):
+            d = part.dists
+            ones = torch.ones(d.shape[:-1] + (1, 3), dtype=d.dtype, device=d.device)  # only slot 0's colour is read
+            return sigmoid_alpha_blend(ones, part, blend)
+
+        return shade_in_bands(shade, fragments)
 
 
 class HardDepthShader(ShaderBase):
