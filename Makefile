@@ -62,14 +62,18 @@ lab: lab-setup
 
 ## Lint, unit tests, CUDA-simulator kernel tests, the lessons in fast mode, the widgets in a real
 ## Chromium (skipped when /usr/bin/chromium is missing) and the Binder install reproduced.
+UNIT_WORKERS ?= 2
+
 test: setup lint unit cudasim lessons course browser binder
 
 lint: setup
 	$(VENV)/bin/ruff check p3dlab kernels tests benchmarks
 	$(VENV)/bin/ruff format --check p3dlab kernels tests benchmarks
 
+## Two processes (tests/conftest.py says how the files are shared out); UNIT_WORKERS=0 runs them in this one.
 unit: setup
-	$(PY) -m pytest -q -m "not cudasim and not browser and not binder and not course and not hub" tests
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n $(UNIT_WORKERS) --dist loadgroup \
+	  -m "not cudasim and not browser and not binder and not course and not hub" tests
 
 ## Only the files with simulator tests: collecting the whole suite under the simulator took minutes.
 cudasim: setup
@@ -109,7 +113,7 @@ hub: setup
 book: setup
 	$(PY) -m p3dlab.classroom book course/source book $(if $(STRICT),--strict,)
 
-## Long fuzzing of the file readers (CI runs 10,000 cases; this runs 4 x P3DLAB_FUZZ_EXAMPLES).
+## Long fuzzing of the file readers (CI runs 5,000 cases; this runs 4 x P3DLAB_FUZZ_EXAMPLES).
 fuzz: setup
 	P3DLAB_FUZZ_EXAMPLES=$${P3DLAB_FUZZ_EXAMPLES:-50000} $(PY) -m pytest -q tests/test_io_fuzz.py
 

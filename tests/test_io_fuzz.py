@@ -11,7 +11,7 @@ a ``FileFormatError`` whose ``line`` or ``offset`` is set: any other exception, 
 place, content the grammar refuses, or a case over ``deadline`` fails. ``--hypothesis-show-statistics``
 counts the outcomes.
 
-CI runs 4 x 2,500 = 10,000 cases (fixed seed); ``make fuzz`` runs P3DLAB_FUZZ_EXAMPLES (default
+CI runs 4 x 1,250 = 5,000 cases (fixed seed); ``make fuzz`` runs P3DLAB_FUZZ_EXAMPLES (default
 50,000) each.
 """
 
@@ -47,7 +47,7 @@ from p3dlab.io import (
     save_ply,
 )
 
-EXAMPLES = int(os.environ.get("P3DLAB_FUZZ_EXAMPLES", "2500"))
+EXAMPLES = int(os.environ.get("P3DLAB_FUZZ_EXAMPLES", "1250"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=timedelta(seconds=10),  # a hang; the cases are a few kilobytes
