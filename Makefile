@@ -18,11 +18,12 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # NO_BROWSER=1: print the address instead of opening a browser (a remote machine, a container)
 BROWSER_FLAG := $(if $(NO_BROWSER),--no-browser,)
 
-# Numba's default threading layer (OpenMP where the machine has it, as on Binder: the libgomp torch
-# already loaded, one pool for both) is used everywhere. On this 2-core VM the fit step took 24-30
-# ms with it against 40-43 ms with Numba's workqueue layer, the EA render 78 against 92-105 ms. A
-# program that forks workers which call p3dlab's kernels must set NUMBA_THREADING_LAYER=workqueue
-# itself (README): GNU OpenMP terminates such children.
+# Numba's default threading layer (GNU OpenMP) runs p3dlab's kernels; torch brings its own copy of
+# libgomp, so a process has two OpenMP pools, and idle threads must sleep rather than spin against
+# each other. p3dlab sets OMP_WAIT_POLICY=PASSIVE when it is imported (p3dlab/runtime/threads.py),
+# which reaches torch's pool only when torch loads after p3dlab: `make lab` sets it for its kernels,
+# whose lessons import torch first. Forked workers run serial builds of the kernels
+# (kernels/parallel_jit.py).
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup lab-setup torch lab test lint unit cudasim lessons course release browser binder hub book bench fuzz gpu-check clean
@@ -58,7 +59,7 @@ $(DEV_STAMP): pyproject.toml $(LAB_STAMP)
 ## Start JupyterLab on the lessons: it opens a browser, or prints its address with a login token
 ## (http://127.0.0.1:$(PORT)/lab?token=...) with NO_BROWSER=1.
 lab: lab-setup
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=lessons $(BROWSER_FLAG) $(ROOT_FLAG)
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=lessons $(BROWSER_FLAG) $(ROOT_FLAG)
 
 ## Lint, unit tests, CUDA-simulator kernel tests, the lessons in fast mode, the widgets in a real
 ## Chromium (skipped when /usr/bin/chromium is missing) and the Binder install reproduced.

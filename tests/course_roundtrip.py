@@ -102,7 +102,8 @@ def roundtrip(source: Path, workdir: Path) -> dict:
     # nbgrader runs `alembic` from PATH: the interpreter's own bin folder first
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     # OMP_WAIT_POLICY=PASSIVE: torch's and Numba's OpenMP pools do not spin against each other in
-    # the grading kernels (on a loaded 2-core machine a spinning pair stalled one run for minutes)
+    # the grading kernels (on a loaded 2-core machine a spinning pair stalled one run for minutes).
+    # ``import p3dlab`` sets it too, but the lessons import torch first: torch's pool needs it here.
     env = dict(os.environ, P3DLAB_FAST="1", PYTHONWARNINGS="ignore", PATH=path)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     t0 = time.perf_counter()

@@ -69,8 +69,14 @@ def test_binder_files_build_an_environment_that_runs_a_lesson(tmp_path):
     assert len(cached) > 5, "postBuild's warm-up left no Numba cache"
     _run([py, "-m", "pip", "install", "-q", "pytest", "nbval"], repo, env)
     env["P3DLAB_FAST"] = "1"
+    env.pop("OMP_WAIT_POLICY", None)
+    # binder/start runs before the server: its kernels inherit what it exports
+    res = _run(["bash", "binder/start", py, "-c", "import os; print(os.environ['OMP_WAIT_POLICY'])"], repo, env)
+    assert res.stdout.strip() == "PASSIVE"
     res = _run(
         [
+            "bash",
+            "binder/start",
             py,
             "-m",
             "pytest",

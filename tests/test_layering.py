@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # structures/transforms -> renderer/loss -> data/volumes/nerf/... -> widgets/classroom -> lessons.
 # Decisions this table records:
 # - errors and config are leaves that import nothing of p3dlab, so everything (kernels included)
-#   may use them; the top-level ``p3dlab`` namespace (version, base error) sits just above them.
+#   may use them.
+# - the top-level ``p3dlab`` namespace (version, base error) applies the process's thread policy at
+#   import (p3dlab.runtime.threads), so it sits above runtime; nothing in the package imports it.
 # - common (device helpers, the fit history shared by volumes and nerf) is torch code below ops.
 # - io reads files into structures; it sits with the renderer and losses, below the data sets.
 # - data sits above the renderer: data.multiview renders its multi-view training sets with it.
@@ -35,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: Dict[str, int] = {
     "errors": 0,
     "config": 0,
-    "p3dlab": 1,  # the top-level namespace, p3dlab/__init__.py
     "kernels": 1,
     "common": 2,
-    "runtime": 2,  # memory pools, huge pages, memory limits, the volume kernels' scratch policy
+    "runtime": 2,  # memory pools, huge pages, memory limits, the volume kernels' scratch policy, threads
+    "p3dlab": 3,  # the top-level namespace, p3dlab/__init__.py
     "ops": 3,
     "structures": 4,
     "transforms": 4,
