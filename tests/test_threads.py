@@ -203,3 +203,23 @@ def test_the_budget_is_the_affinity_mask_capped_by_the_quota(tmp_path):
     root, own = _cgroup(tmp_path, "0::/", {"cpu.max": "max 100000"})
     assert cpu_budget({}, root, own) == CpuBudget(affinity_cpus(), "CPU affinity")
     assert cpu_budget({"P3DLAB_NUM_THREADS": "5"}, root, own) == CpuBudget(5, "P3DLAB_NUM_THREADS")
+
+
+def test_every_lesson_imports_p3dlab_before_torch():
+    """torch's OpenMP runtime reads OMP_WAIT_POLICY when ``import torch`` loads it: a lesson that imports
+    torch first keeps torch's idle threads spinning against the kernels' in any Jupyter that was not
+    started with the variable (``make lab``, Binder's ``start`` and the hub set it)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sources = sorted((root / "course" / "source").glob("*/*.ipynb"))
+    assert len(sources) >= 9
+    for path in sources:
+        cells = json.loads(path.read_text())["cells"]
+        first = "".join(next(c for c in cells if c["cell_type"] == "code")["source"]).splitlines()
+        p3dlab_line = next(
+            (i for i, line in enumerate(first) if line.startswith(("import p3dlab", "from p3dlab"))), None
+        )
+        torch_line = next((i for i, line in enumerate(first) if line.startswith(("import torch", "from torch"))), None)
+        assert p3dlab_line is not None and torch_line is not None, path.name
+        assert p3dlab_line < torch_line, f"{path.name}: import p3dlab before torch in the first code cell"
