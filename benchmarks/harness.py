@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
@@ -19,6 +23,8 @@ class Result:
     baseline_name: Optional[str] = None
     baseline_median_s: Optional[float] = None
     target: str = ""
+    worst_s: Optional[float] = None  # the slowest of the timed calls, where a row reports it
+    baseline_worst_s: Optional[float] = None
 
     @property
     def speedup(self) -> Optional[float]:
@@ -70,6 +76,38 @@ def paired_median_times(fn: Callable[[], object], baseline: Callable[[], object]
     return statistics.median(ours), statistics.median(base)
 
 
+def paired_call_times(fn: Callable[[], object], baseline: Callable[[], object], repeats: int = 15):
+    """Wall times of ``repeats`` calls of ``fn`` and of ``baseline``, in alternation (after one untimed
+    call of each): two lists, for a median and a worst call."""
+    fn()
+    baseline()
+    ours, base = [], []
+    for _ in range(repeats):
+        for f, times in ((fn, ours), (baseline, base)):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+    return ours, base
+
+
+@contextmanager
+def competing_load(processes: Optional[int] = None, seconds: float = 300.0):
+    """One busy Python process per core (or ``processes``) while the block runs: a student's browser,
+    the other kernels of a hub. Each stops by itself after ``seconds``, so that a benchmark that dies
+    leaves nothing running, and all are killed when the block ends."""
+    n = processes if processes is not None else (os.cpu_count() or 1)
+    code = f"import time\nend = time.monotonic() + {float(seconds)}\nwhile time.monotonic() < end:\n    pass\n"
+    busy = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
+    try:
+        time.sleep(0.2)  # the processes are running before the first timed call
+        yield busy
+    finally:
+        for p in busy:
+            p.kill()
+        for p in busy:
+            p.wait()
+
+
 def release_free_memory():
     """Hand the heaps' free memory back to the system now (glibc's ``malloc_trim(0)``; nothing
     where the C library is another)."""
@@ -89,18 +127,16 @@ def machine_speed(mb: int = 32, n: int = 1024, repeats: int = 15) -> Tuple[float
 
 
 def format_table(results: List[Result]) -> str:
-    rows = [("benchmark", "median", "baseline", "baseline median", "speed-up", "target")]
+    worst = any(r.worst_s is not None for r in results)  # worst-call columns only where a row has them
+    head = ("benchmark", "median") + (("worst",) if worst else ()) + ("baseline", "baseline median")
+    rows = [head + (("baseline worst",) if worst else ()) + ("speed-up", "target")]
     for r in results:
-        rows.append(
-            (
-                r.name,
-                _fmt(r.median_s),
-                r.baseline_name or "-",
-                _fmt(r.baseline_median_s) if r.baseline_median_s is not None else "-",
-                f"{r.speedup:.1f}x" if r.speedup is not None else "-",
-                r.target or "-",
-            )
-        )
+        row = (r.name, _fmt(r.median_s))
+        row += (_fmt(r.worst_s) if r.worst_s is not None else "-",) if worst else ()
+        row += (r.baseline_name or "-", _fmt(r.baseline_median_s) if r.baseline_median_s is not None else "-")
+        row += (_fmt(r.baseline_worst_s) if r.baseline_worst_s is not None else "-",) if worst else ()
+        row += (f"{r.speedup:.1f}x" if r.speedup is not None else "-", r.target or "-")
+        rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))

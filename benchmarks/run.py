@@ -19,6 +19,7 @@ from benchmarks import (
     bench_diffrender,
     bench_io,
     bench_lessons,
+    bench_load,
     bench_nerf,
     bench_raster,
     bench_structures,
@@ -26,8 +27,18 @@ from benchmarks import (
 )
 from benchmarks.harness import format_table, machine_speed
 
-# the lessons last: minutes each, and they say whether the course fits its budget
-MODULES = [bench_structures, bench_raster, bench_io, bench_diffrender, bench_volumes, bench_nerf, bench_lessons]
+# the main rows under load after the rest (its busy processes end with it); the lessons last: minutes
+# each, and they say whether the course fits its budget
+MODULES = [
+    bench_structures,
+    bench_raster,
+    bench_io,
+    bench_diffrender,
+    bench_volumes,
+    bench_nerf,
+    bench_load,
+    bench_lessons,
+]
 
 
 def main(argv=None) -> int:

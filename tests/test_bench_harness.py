@@ -81,3 +81,44 @@ def test_the_lesson_budget_benchmark_runs_every_lesson_and_flags_the_ones_over(t
     assert "OVER BUDGET: 200 s > 180 s, 1300 MB > 1200 MB" in over.name
     failed = bench_lessons.lesson_result("04_broken", 1.0, "FAILED: NameError: x", None, fast=True)
     assert "peak ?" in failed.name and failed.name.endswith("FAILED: NameError: x")
+
+
+def test_competing_load_runs_one_busy_process_each_and_leaves_none():
+    import psutil
+
+    with harness.competing_load(processes=2, seconds=30) as busy:
+        assert len(busy) == 2
+        time.sleep(0.3)
+        assert all(p.poll() is None for p in busy)  # running
+        cpu = [psutil.Process(p.pid).cpu_times().user for p in busy]
+        assert min(cpu) > 0.05  # and busy
+    assert all(p.poll() is not None for p in busy)  # killed when the block ends
+    with harness.competing_load(processes=1, seconds=0.3) as busy:
+        busy[0].wait(timeout=20)  # stops by itself: a benchmark that dies leaves nothing behind
+        assert busy[0].returncode == 0
+
+
+def test_load_rows_compare_the_loaded_calls_with_the_quiet_median_and_flag_a_miss():
+    from benchmarks.bench_load import load_rows
+
+    quiet = ([1.0, 1.0, 1.2], [10.0, 11.0, 12.0])
+    within = ([2.0, 2.4, 3.9], [20.0, 21.0, 30.0])  # median 2.4x, worst 3.9x: within 2.5x and 4x
+    rows = load_rows("w", quiet, within, "base", 2)
+    assert [r.median_s for r in rows] == [1.0, 2.4] and [r.worst_s for r in rows] == [1.2, 3.9]
+    assert rows[1].baseline_median_s == 21.0 and rows[1].baseline_worst_s == 30.0
+    assert "median 2.4x, worst 3.9x quiet" in rows[1].name and "OVER" not in rows[1].name
+    slow_tail = ([2.0, 2.4, 4.5], None)  # worst 4.5x quiet: a miss, and no baseline
+    rows = load_rows("w", (quiet[0], None), slow_tail, None, 2)
+    assert rows[1].name.endswith("OVER TARGET") and rows[1].baseline_median_s is None
+    table = harness.format_table(rows)
+    assert "worst" in table.splitlines()[0] and "4.50 s" in table
+
+
+def test_bench_under_load_times_each_workload_quiet_and_loaded():
+    from benchmarks.bench_load import bench_under_load
+
+    chosen = [("sleep", lambda: time.sleep(0.001), "nothing", lambda: None), ("alone", lambda: None, None, None)]
+    rows = bench_under_load(processes=1, repeats=3, chosen=chosen)
+    assert [r.name.split(" (")[0] for r in rows] == ["sleep", "sleep", "alone", "alone"]
+    assert rows[0].median_s >= 0.001 and rows[0].baseline_name == "nothing"
+    assert rows[2].baseline_median_s is None and "(1 busy process)" in rows[3].name
