@@ -6,7 +6,7 @@ import torch
 
 from benchmarks.harness import Result, median_time
 from p3dlab.data import ico_sphere
-from p3dlab.ops import chamfer_distance
+from p3dlab.ops import chamfer_distance, knn_points
 from p3dlab.structures import Meshes
 from p3dlab.transforms import random_rotations, so3_log_map
 
@@ -57,4 +57,18 @@ def bench_chamfer() -> Result:
     return Result("chamfer 5k x 5k fwd+bwd", median_time(ours), "dense cdist", median_time(dense))
 
 
-ALL = [bench_edges, bench_so3_log, bench_chamfer]
+def bench_knn() -> Result:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 5000, 3, generator=g, requires_grad=True)
+    y = torch.rand(1, 5000, 3, generator=g, requires_grad=True)
+
+    def ours():
+        knn_points(x, y, K=10).dists.sum().backward()
+
+    def dense():  # the full 5k x 5k distance matrix and its 10 smallest entries per row
+        torch.cdist(x, y).pow(2).topk(10, dim=2, largest=False).values.sum().backward()
+
+    return Result("knn_points 5k x 5k K=10 fwd+bwd", median_time(ours), "dense cdist", median_time(dense))
+
+
+ALL = [bench_edges, bench_so3_log, bench_chamfer, bench_knn]

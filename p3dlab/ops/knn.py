@@ -1,14 +1,19 @@
 """``knn_points`` / ``knn_gather`` (PyTorch3D names): exact K nearest neighbours.
 
-The search runs in a Numba kernel on CPU tensors (no P1 x P2 distance matrix) and in blocked torch
+The search runs in Numba kernels on CPU tensors (no P1 x P2 distance matrix) and in blocked torch
 on other devices; the returned distances are recomputed from the chosen neighbours in torch, so
-they are differentiable with respect to both clouds.
+they are differentiable with respect to both clouds. On the CPU, clouds of 1 to 3 dimensions whose
+second cloud has ``GRID_MIN_POINTS`` points or more are searched through a uniform grid
+(``kernels/knn_grid.py``), the others by brute force (``kernels/knn.py``); both return the same
+neighbours (ties: the lower index first).
 
 Rules at the boundary: float16/bfloat16 and complex clouds are refused (``p3dlab.ops.checks``); an
 empty second cloud (P2 = 0, or a length of 0) is no error: its points have no neighbour, so every
 slot is padding (index -1, distance 0, neighbour 0); a search whose outputs cannot fit in the memory
 this process can still take is refused before anything is allocated (``P3DLabMemoryError`` naming
-``K``); ``knn_gather`` refuses an index outside [-1, P2).
+``K``); ``knn_gather`` refuses an index outside [-1, P2). Non-finite coordinates (NaN, inf) are not
+refused: the brute force searches such clouds whatever their size (a grid cannot bin them), and the
+neighbours of a point whose distances are NaN are unspecified.
 """
 
 from __future__ import annotations
@@ -41,9 +46,13 @@ def _lengths(lengths, x):
 def _check_search_fits(n: int, P1: int, P2: int, K: int, D: int, item: int, on_cpu: bool) -> None:
     """Refuse a search whose outputs cannot fit: per (cloud, point, neighbour) slot the index and its
     gather index (int64), the distance twice and the gathered neighbour and its difference (D values
-    each); off the CPU also the blocked torch search's (1024 x P2) distance block per cloud."""
+    each); on the CPU also the grid search's float64 distances (8 bytes a slot), float64 copies of the
+    clouds and, per point of p2, its sorted copy, index, cell and cell start (8 D + 32 bytes); off the
+    CPU the blocked torch search's (1024 x P2) distance block per cloud."""
     need = n * P1 * K * (16 + (2 + 2 * D) * item)
-    if not on_cpu:
+    if on_cpu:
+        need += n * P1 * K * 8 + n * (P1 + P2) * D * 8 + n * P2 * (8 * D + 32)
+    else:
         need += n * min(P1, 1024) * P2 * item
     what = f"the {n} x {P1} x K={K} nearest neighbours (indices, distances and the {D}-D neighbours)"
     memory_budget.check_fits("knn_points", need, what, "K (or the number of points of p1)")
@@ -58,6 +67,39 @@ def _search_torch(p1, p2, len2, K, norm, block=1024):
         d = d.pow(2) if norm == 2 else d
         out.append(d.masked_fill(invalid, float("inf")).topk(min(K, q), dim=2, largest=False, sorted=True).indices)
     return torch.cat(out, 1)
+
+
+# The grid search (kernels/knn_grid.py) replaces the brute force on the CPU for clouds of 1 to 3
+# dimensions from this many points in the second cloud: below, building the grid costs more than it
+# saves (docs/performance.md#other-operations).
+GRID_MIN_POINTS = 256
+
+
+def _grid_pays(a, b) -> bool:
+    """Whether the grid search should run: D <= 3, cloud 2 large enough, and finite coordinates (a grid
+    cannot bin NaN or inf; the brute force takes those clouds whatever their size)."""
+    return (
+        a.shape[2] <= 3
+        and b.shape[1] >= GRID_MIN_POINTS
+        and bool(torch.isfinite(a).all())
+        and bool(torch.isfinite(b).all())
+    )
+
+
+def _search_grid(a, b, len1, len2, K, norm, idx, dist, points_per_cell=2.0):
+    """``knn_cpu``'s search through a uniform grid over each cloud of ``b`` (``kernels/knn_grid.py``):
+    the same neighbours and distances, written into ``idx`` / ``dist``.
+
+    The grid kernels take float64 clouds only (float32 coordinates convert exactly, and the distances
+    are float64 in any case): one build of them for both dtypes, whose compilation takes seconds."""
+    from p3dlab.kernels.knn_grid import build_grids, knn_grid_cpu
+
+    a64, b64 = a.to(torch.float64).numpy(), b.to(torch.float64).numpy()
+    dist64 = dist if dist.dtype == torch.float64 else torch.zeros(dist.shape, dtype=torch.float64)
+    grids = build_grids(b64, len2.numpy(), float(points_per_cell))
+    knn_grid_cpu(a64, len1.numpy(), len2.numpy(), K, norm, *grids, idx.numpy(), dist64.numpy())
+    if dist64 is not dist:
+        dist.copy_(dist64)
 
 
 def knn_points(
@@ -97,16 +139,20 @@ def knn_points(
 
             check_cpu_kernels("knn_points")
 
+            # both kernels leave the slots beyond the clouds' lengths at -1
             idx = torch.full((n, P1, K), -1, dtype=torch.int64)
             dist = torch.zeros((n, P1, K), dtype=dtype)
-            knn_cpu(a.numpy(), b.numpy(), len1.numpy(), len2.numpy(), K, norm, idx.numpy(), dist.numpy())
+            if _grid_pays(a, b):
+                _search_grid(a, b, len1, len2, K, norm, idx, dist)
+            else:
+                knn_cpu(a.numpy(), b.numpy(), len1.numpy(), len2.numpy(), K, norm, idx.numpy(), dist.numpy())
         else:
             idx = _search_torch(a, b, len2, K, norm)
             if idx.shape[2] < K:
                 idx = torch.cat([idx, idx.new_full((n, P1, K - idx.shape[2]), -1)], 2)
-        # slots beyond the clouds' lengths stay -1
-        idx = torch.where(torch.arange(K, device=idx.device)[None, None] < len2[:, None, None], idx, -1)
-        idx = torch.where((torch.arange(P1, device=idx.device)[None, :, None] < len1[:, None, None]), idx, -1)
+            # slots beyond the clouds' lengths stay -1
+            idx = torch.where(torch.arange(K, device=idx.device)[None, None] < len2[:, None, None], idx, -1)
+            idx = torch.where((torch.arange(P1, device=idx.device)[None, :, None] < len1[:, None, None]), idx, -1)
     nn = knn_gather(p2, idx)
     diff = p1[:, :, None, :] - nn
     dists = diff.pow(2).sum(-1) if norm == 2 else diff.abs().sum(-1)
