@@ -22,5 +22,6 @@ class P3DLabMemoryError(P3DLabError, MemoryError):
 
 
 class P3DLabProcessError(P3DLabError, RuntimeError):
-    """An operation that cannot run in this process as it was started (a child forked from a
-    process whose OpenMP threads it cannot use); the message says what to set instead."""
+    """An operation that cannot run in this process as it was started: a child forked from a process
+    whose own Numba code started GNU OpenMP before p3dlab's kernels were loaded (other forked children
+    run serial builds of the kernels); the message says what to set instead."""
