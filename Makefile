@@ -72,9 +72,11 @@ lint: setup
 	$(VENV)/bin/ruff check p3dlab kernels tests benchmarks
 	$(VENV)/bin/ruff format --check p3dlab kernels tests benchmarks
 
-## Two processes (tests/conftest.py says how the files are shared out); UNIT_WORKERS=0 runs them in this one.
+## Two processes (pytest-xdist): most of a fresh clone's unit run is Numba compiling kernels on one
+## core. Tests are handed out one by one (--dist load; its groups do not work with pytest 9).
+## UNIT_WORKERS=0 runs them in this process.
 unit: setup
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n $(UNIT_WORKERS) --dist loadgroup \
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n $(UNIT_WORKERS) --dist load \
 	  -m "not cudasim and not browser and not binder and not course and not hub" tests
 
 ## Only the files with simulator tests: collecting the whole suite under the simulator took minutes.

@@ -24,15 +24,3 @@ def testdata():
         pytest.skip("shared test data not available")
     return TESTDATA
 
-
-# ``make unit`` runs the tests in two processes (pytest-xdist, ``--dist loadgroup``): most of a fresh
-# clone's unit run is Numba compiling kernels on one core. Each test file stays in one process, so a
-# kernel a file builds for its own checks (tests/gpu_serial.py, the fast paths' core) is compiled once;
-# the files that execute notebooks share one group, so two Jupyter kernels never start at once.
-NOTEBOOK_FILES = {"test_classroom.py", "test_bench_harness.py", "test_deploy.py"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("notebooks" if name in NOTEBOOK_FILES else name))
