@@ -23,4 +23,3 @@ def testdata():
     if not TESTDATA.is_dir():
         pytest.skip("shared test data not available")
     return TESTDATA
-
