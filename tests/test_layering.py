@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # - io reads files into structures; it sits with the renderer and losses, below the data sets.
 # - data sits above the renderer: data.multiview renders its multi-view training sets with it.
 #   (The README's one-line layering, "structures/transforms/data -> renderer", predates that.)
+# - the Part 3 models (body, meshrcnn, giraffe, synsin) and Gaussian splatting's training sit with the
+#   widgets: they build on the data sets, volumes and NeRF fields below them and are independent of
+#   each other; lessons combine them with the widgets.
 # - utils and vis are PyTorch3D-named facades over what is below them: utils re-exports data's
 #   icosphere and the renderer's camera conversions; vis draws with the widgets, so it sits on top.
 LAYERS: Dict[str, int] = {
@@ -54,6 +57,12 @@ LAYERS: Dict[str, int] = {
     "widgets": 7,
     "classroom": 7,
     "utils": 7,
+    # the book's Part 3 and Gaussian splatting: models built on the data sets, fields and renderers
+    "body": 7,  # a procedural SMPL-like body model and SMPLify (chapter 8)
+    "meshrcnn": 7,  # Mesh R-CNN's voxel and mesh-refinement heads on procedural shapes (chapter 10)
+    "giraffe": 7,  # compositional neural feature fields (chapter 7)
+    "synsin": 7,  # single-image view synthesis by point splatting (chapter 9)
+    "splatting": 7,  # 3D Gaussian splatting: training, densification
     "vis": 8,
 }
 
