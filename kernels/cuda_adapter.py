@@ -24,6 +24,7 @@ import importlib.util
 
 import numba
 
+from p3dlab.kernels import gaussian_splat as _gs
 from p3dlab.kernels import gpu_threads
 from p3dlab.kernels import volume_math as _vm
 
@@ -256,3 +257,46 @@ def _stratified_jitter_kernel(lengths, seed, out):
 def stratified_jitter_cuda(lengths, seed, out):
     """One thread per ray; arguments as for ``stratified.stratified_jitter_cpu``."""
     _stratified_jitter_kernel[_blocks(lengths.shape[0]), THREADS](as_array(lengths), seed, as_array(out))
+
+
+# ----------------------------------------------------------------------------- Gaussian splatting
+_splat = _gs.build(lambda fn: cuda.jit(device=True)(fn), _atomic_add)
+
+
+@cuda.jit
+def _composite_gaussians_kernel(
+    tile_starts, ids, means2d, conics, opacities, colors, H, W, alpha_min, t_min, color_out, t_out, last_out
+):
+    _splat.composite_thread(
+        cuda.grid(1), tile_starts, ids, means2d, conics, opacities, colors, H, W, alpha_min, t_min, color_out, t_out,
+        last_out,
+    )  # fmt: skip
+
+
+def composite_gaussians_cuda(
+    tile_starts, ids, means2d, conics, opacities, colors, H, W, alpha_min, t_min, color_out, t_out, last_out
+):
+    """One thread per pixel; arguments as for ``gaussian_splat.composite_cpu``."""
+    args = [as_array(a) for a in (tile_starts, ids, means2d, conics, opacities, colors)]
+    outs = [as_array(a) for a in (color_out, t_out, last_out)]
+    _composite_gaussians_kernel[_blocks(H * W), THREADS](*args, H, W, alpha_min, t_min, *outs)
+
+
+@cuda.jit
+def _composite_gaussians_backward_kernel(
+    tile_starts, ids, means2d, conics, opacities, colors, H, W, alpha_min, t_final, last, grad_color, grad_t, grads
+):
+    _splat.composite_backward_thread(
+        cuda.grid(1), tile_starts, ids, means2d, conics, opacities, colors, H, W, alpha_min, t_final, last,
+        grad_color, grad_t, grads,
+    )  # fmt: skip
+
+
+def composite_gaussians_backward_cuda(
+    tile_starts, ids, means2d, conics, opacities, colors, H, W, alpha_min, t_final, last, grad_color, grad_t, grads
+):
+    """One thread per pixel, atomically adding into ``grads`` (N, 9), zeroed by the caller; arguments as
+    for ``gaussian_splat.composite_backward_cpu`` (without ``n_threads``)."""
+    args = [as_array(a) for a in (tile_starts, ids, means2d, conics, opacities, colors)]
+    grads_in = [as_array(a) for a in (t_final, last, grad_color, grad_t, grads)]
+    _composite_gaussians_backward_kernel[_blocks(H * W), THREADS](*args, H, W, alpha_min, *grads_in)

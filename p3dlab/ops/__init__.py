@@ -1,6 +1,8 @@
 """Differentiable operations on tensors and structures (pure torch or Numba kernels behind autograd)."""
 
 from p3dlab.ops.chamfer import chamfer_distance
+from p3dlab.ops.gaussian_splat import project_gaussians, rasterize_gaussians, spherical_harmonics_colors
+from p3dlab.ops.gaussian_splat_reference import rasterize_gaussians_reference
 from p3dlab.ops.interpolate import interpolate_face_attributes
 from p3dlab.ops.knn import KNN, knn_gather, knn_points
 from p3dlab.ops.marching_cubes import marching_cubes
@@ -22,8 +24,12 @@ __all__ = [
     "march_volumes",
     "march_volumes_mse",
     "marching_cubes",
+    "project_gaussians",
+    "rasterize_gaussians",
+    "rasterize_gaussians_reference",
     "sample_grid",
     "sample_points_from_meshes",
+    "spherical_harmonics_colors",
     "stratified_jitter",
     "subdivide_faces",
     "vert_align",

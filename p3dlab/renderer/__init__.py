@@ -77,6 +77,7 @@ from p3dlab.renderer.shader import (
     SoftSilhouetteShader,
 )
 from p3dlab.renderer.shading import gouraud_shading, phong_shading
+from p3dlab.renderer.splatting import GaussianRender, render_gaussians
 from p3dlab.renderer.volume_renderer import ImplicitRenderer, VolumeRenderer, VolumeRendering, VolumeSampler
 from p3dlab.structures.textures import TexturesAtlas, TexturesUV, TexturesVertex
 
@@ -91,6 +92,7 @@ __all__ = [
     "FoVOrthographicCameras",
     "FoVPerspectiveCameras",
     "Fragments",
+    "GaussianRender",
     "GridRaysampler",
     "HardDepthShader",
     "HardFlatShader",
@@ -161,6 +163,7 @@ __all__ = [
     "rasterize_points",
     "ray_aabb_intersection",
     "ray_bundle_to_ray_points",
+    "render_gaussians",
     "sigmoid_alpha_blend",
     "softmax_rgb_blend",
 ]

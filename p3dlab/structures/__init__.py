@@ -1,5 +1,6 @@
 """Batched 3D structures: ``Meshes``, ``Pointclouds`` and mesh textures (PyTorch3D names)."""
 
+from p3dlab.structures.gaussians import GaussianSplats
 from p3dlab.structures.meshes import Meshes, join_meshes_as_batch, join_meshes_as_scene
 from p3dlab.structures.pointclouds import Pointclouds, join_pointclouds_as_batch, join_pointclouds_as_scene
 from p3dlab.structures.textures import TexturesAtlas, TexturesUV, TexturesVertex
@@ -7,6 +8,7 @@ from p3dlab.structures.utils import list_to_packed, list_to_padded, packed_to_li
 from p3dlab.structures.volumes import Volumes
 
 __all__ = [
+    "GaussianSplats",
     "Meshes",
     "Pointclouds",
     "TexturesAtlas",

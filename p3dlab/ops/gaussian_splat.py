@@ -1,0 +1,358 @@
+"""Gaussian splatting as torch operations (docs/kernels.md#gaussian-splatting).
+
+Three steps, each differentiable:
+
+1. ``spherical_harmonics_colors``: view-dependent colours from SH coefficients (torch).
+2. ``project_gaussians``: 3D means and covariances to screen-space means (pixels), conics (inverse
+   2D covariances), radii and depths, with the EWA Jacobian of the camera's projection and a
+   low-pass dilation (torch: a handful of small per-Gaussian matrix products that autograd
+   differentiates for free, including through the camera).
+3. ``rasterize_gaussians``: tile binning, depth ordering and front-to-back compositing, forward and
+   backward in the Numba kernels of ``p3dlab.kernels.gaussian_splat`` (CPU, or CUDA by the tensors'
+   device), wrapped in ``_RasterizeGaussians``. ``rasterize_gaussians_reference``
+   (``gaussian_splat_reference``) computes the same image densely in torch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Tuple
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.checks import check_finite_number, check_kernel_dtype
+from p3dlab.ops.dispatch import cuda_kernels
+from p3dlab.runtime import memory_budget
+
+__all__ = [
+    "ALPHA_MAX",
+    "SH_C0",
+    "TILE_SIZE",
+    "GaussianProjection",
+    "project_gaussians",
+    "rasterize_gaussians",
+    "spherical_harmonics_colors",
+]
+
+TILE_SIZE = 16
+ALPHA_MAX = 0.99
+CUTOFF = 9.0  # q = d^T conic d <= 9: the 3-sigma ellipse
+FRUSTUM_MARGIN = 1.3  # a centre beyond 1.3 x the image's NDC extent is culled
+
+# Real spherical harmonics, in the order (l, m) = (0, 0), (1, -1), (1, 0), (1, 1), (2, -2), ...
+SH_C0 = 0.28209479177387814  # 1 / (2 sqrt(pi))
+SH_C1 = 0.4886025119029199  # sqrt(3 / (4 pi))
+SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+SH_C3 = (
+    -0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
+    -0.4570457994644658, 1.445305721320277, -0.5900435899266435,
+)  # fmt: skip
+
+
+def spherical_harmonics_colors(sh: torch.Tensor, directions: torch.Tensor, degree: int) -> torch.Tensor:
+    """(N, 3) colours ``max(0.5 + sum_{l <= degree} sum_m Y_lm(d) sh_lm, 0)`` for unit view
+    directions ``d`` (N, 3) (from the camera to each Gaussian) and coefficients ``sh`` (N, K, 3),
+    K >= (degree + 1)^2. The basis is the real SH with the signs of 3DGS (``Y_1 = -C1 y, C1 z,
+    -C1 x``...), so coefficients trained elsewhere mean the same colours."""
+    if not 0 <= degree <= 3 or sh.shape[1] < (degree + 1) ** 2:
+        raise P3DLabValueError(f"spherical_harmonics_colors: degree {degree} needs (d + 1)^2 <= {sh.shape[1]}")
+    basis = [torch.full_like(directions[:, 0], SH_C0)]
+    if degree >= 1:
+        x, y, z = directions.unbind(1)
+        basis += [-SH_C1 * y, SH_C1 * z, -SH_C1 * x]
+        if degree >= 2:
+            xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+            basis += [
+                SH_C2[0] * xy,
+                SH_C2[1] * yz,
+                SH_C2[2] * (2.0 * zz - xx - yy),
+                SH_C2[3] * xz,
+                SH_C2[4] * (xx - yy),
+            ]
+            if degree >= 3:
+                basis += [
+                    SH_C3[0] * y * (3.0 * xx - yy),
+                    SH_C3[1] * xy * z,
+                    SH_C3[2] * y * (4.0 * zz - xx - yy),
+                    SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy),
+                    SH_C3[4] * x * (4.0 * zz - xx - yy),
+                    SH_C3[5] * z * (xx - yy),
+                    SH_C3[6] * x * (xx - 3.0 * yy),
+                ]
+    k = len(basis)
+    result = (torch.stack(basis, 1)[:, :, None] * sh[:, :k]).sum(1)
+    return (result + 0.5).clamp_min(0.0)
+
+
+class GaussianProjection(NamedTuple):
+    """Screen-space Gaussians. ``means2d`` (N, 2) in pixels (u = column, v = row; pixel (i, j) has its
+    centre at (j, i)); ``conics`` (N, 3) = (a, b, c), the inverse of the 2D covariance
+    ``[[a, b], [b, c]]``; ``radii`` (N,) int64 pixel radius of the 3-sigma footprint, 0 = culled;
+    ``depths`` (N,) view-space z; ``cov2d`` (N, 2, 2) the dilated 2D covariance (pixels^2)."""
+
+    means2d: torch.Tensor
+    conics: torch.Tensor
+    radii: torch.Tensor
+    depths: torch.Tensor
+    cov2d: torch.Tensor
+
+
+def project_gaussians(
+    means: torch.Tensor,
+    covariances: torch.Tensor,
+    world_to_ndc: torch.Tensor,
+    world_to_view: torch.Tensor,
+    image_size: Tuple[int, int],
+    low_pass: float = 0.3,
+    near_plane: float = 0.01,
+) -> GaussianProjection:
+    """Project 3D Gaussians (means (N, 3), covariances (N, 3, 3), world) to the screen.
+
+    ``world_to_ndc`` (4, 4) and ``world_to_view`` (4, 4) are row-vector matrices (``[X, 1] @ M``): the
+    camera's full projection to NDC (a projective map: ``x_ndc = h_0 / h_3``, ``y_ndc = h_1 / h_3``,
+    ``h = [X, 1] M``) and its world-to-view transform. Pixel coordinates follow the rasterizers'
+    centres (``p3dlab.ops.pixels``): ``u = (W - 1 - s x_ndc) / 2``, ``v = (H - 1 - s y_ndc) / 2``,
+    s = min(H, W). The EWA approximation linearises the projection at the mean:
+
+        J = d(u, v)/dX = -(s / 2) (M_{:3,k} h_3 - h_k M_{:3,3}) / h_3^2,  k = 0, 1   (2 x 3)
+        Sigma_2D = J Sigma J^T + low_pass I,      conic = Sigma_2D^{-1}
+
+    (the world-to-view rotation is inside M, so J already includes it). ``radius = ceil(3
+    sqrt(lambda_max(Sigma_2D)))``. A Gaussian is culled (radius 0) when its view depth is below
+    ``near_plane``, its centre lies beyond 1.3 times the image's NDC extent, its 2D covariance is
+    degenerate, or its 3-sigma box misses the image.
+    """
+    H, W = image_size
+    s = float(min(H, W))
+    dt = means.dtype
+    M = world_to_ndc.to(dt)
+    V = world_to_view.to(dt)
+    depths = means @ V[:3, 2] + V[3, 2]
+    h = means @ M[:3] + M[3]  # (N, 4)
+    valid = depths > near_plane
+    w = torch.where(valid, h[:, 3], torch.ones_like(h[:, 3]))
+    ndc = h[:, :2] / w[:, None]
+    valid = valid & (ndc[:, 0].abs() <= FRUSTUM_MARGIN * W / s) & (ndc[:, 1].abs() <= FRUSTUM_MARGIN * H / s)
+    jac_ndc = (M[:3, :2].T[None] * w[:, None, None] - h[:, :2, None] * M[:3, 3][None, None, :]) / (w * w)[:, None, None]
+    J = -0.5 * s * jac_ndc  # (N, 2, 3)
+    u = (W - 1.0 - s * ndc[:, 0]) * 0.5
+    v = (H - 1.0 - s * ndc[:, 1]) * 0.5
+    means2d = torch.stack([u, v], -1)
+    # J Sigma J^T as broadcast products: faster than batched matmuls of 2 x 3 matrices
+    JS = (J[:, :, :, None] * covariances[:, None, :, :]).sum(2)  # (N, 2, 3)
+    cov2d = (JS[:, :, None, :] * J[:, None, :, :]).sum(3)
+    cov2d = cov2d + low_pass * torch.eye(2, dtype=dt, device=means.device)
+    a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
+    det = a * c - b * b
+    valid = valid & (det > 0) & torch.isfinite(det)
+    det_safe = torch.where(valid, det, torch.ones_like(det))
+    conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], -1)
+    with torch.no_grad():
+        mid = 0.5 * (a + c)
+        lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.0))
+        radius = torch.ceil(3.0 * torch.sqrt(lam.clamp_min(0.0)))
+        radius = torch.where(valid & torch.isfinite(radius), radius, torch.zeros_like(radius))
+        # the 3-sigma box must meet the image (a huge or non-finite box is culled)
+        box_ok = (u + radius >= 0) & (u - radius <= W - 1) & (v + radius >= 0) & (v - radius <= H - 1)
+        radius = torch.where(box_ok & (radius > 0), radius, torch.zeros_like(radius))
+        radius = radius.clamp_max(float(4 * max(H, W)))  # huge footprints cover the image; keep ints small
+        radii = radius.to(torch.int64)
+    return GaussianProjection(means2d, conics, radii, depths, cov2d)
+
+
+def check_screen_gaussians(means2d, conics, opacities, colors, depths, radii, image_size, op: str):
+    """The arguments of ``rasterize_gaussians``: shapes, one float dtype and device, finite values and
+    positive-definite conics where a Gaussian is visible (radius > 0). Returns (H, W)."""
+    if not (isinstance(image_size, (tuple, list)) and len(image_size) == 2):
+        raise P3DLabValueError(f"{op}: image_size must be (H, W), got {image_size!r}")
+    H, W = (int(x) for x in image_size)
+    if H < 1 or W < 1 or H * W > 2**28:
+        raise P3DLabValueError(f"{op}: image_size must be positive and at most 2^28 pixels, got {(H, W)}")
+    n = means2d.shape[0] if isinstance(means2d, torch.Tensor) and means2d.ndim == 2 else -1
+    shapes = {"means2d": (n, 2), "conics": (n, 3), "opacities": (n,), "colors": (n, 3), "depths": (n,), "radii": (n,)}
+    tensors = {"means2d": means2d, "conics": conics, "opacities": opacities, "colors": colors, "depths": depths}
+    tensors["radii"] = radii
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shapes[name]:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise P3DLabValueError(f"{op}: {name} must have shape {shapes[name]}, got {got}")
+        if t.device != means2d.device:
+            raise P3DLabValueError(f"{op}: {name} is on {t.device} but means2d on {means2d.device}")
+    if radii.is_floating_point() or radii.is_complex() or radii.dtype == torch.bool:
+        raise P3DLabValueError(f"{op}: radii must be an integer tensor, got {radii.dtype}")
+    for name in ("means2d", "conics", "opacities", "colors", "depths"):
+        check_kernel_dtype(tensors[name], name, op)
+        if tensors[name].dtype != means2d.dtype:
+            raise P3DLabValueError(f"{op}: {name} is {tensors[name].dtype} but means2d is {means2d.dtype}")
+    if not means2d.is_floating_point():
+        raise P3DLabValueError(f"{op}: means2d must be float32 or float64, got {means2d.dtype}")
+    visible = radii > 0
+    for name in ("means2d", "conics", "opacities", "colors", "depths"):
+        t = tensors[name].detach()
+        if bool(torch.isfinite(t.sum())):  # one reduction: NaN or inf anywhere would show in the sum
+            continue
+        finite = torch.isfinite(t)
+        bad = visible & ~(finite if finite.ndim == 1 else finite.all(1))
+        if bool(bad.any()):
+            k = int(bad.nonzero()[0, 0])
+            raise P3DLabValueError(f"{op}: {name} of visible Gaussian {k} is not finite: {t[k].tolist()}")
+    cn = conics.detach()
+    not_pd = visible & ~((cn[:, 0] > 0) & (cn[:, 0] * cn[:, 2] - cn[:, 1] * cn[:, 1] > 0))
+    if bool(not_pd.any()):
+        k = int(not_pd.nonzero()[0, 0])
+        raise P3DLabValueError(
+            f"{op}: the conic of visible Gaussian {k}, {cn[k].tolist()}, is not positive definite "
+            "(need a > 0 and a c - b^2 > 0: the inverse of a 2D covariance)"
+        )
+    return H, W
+
+
+def draw_order(depths: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """Indices of the visible Gaussians (radius > 0) by ascending depth, ties by index."""
+    visible = (radii > 0).nonzero()[:, 0]
+    order = torch.sort(depths.detach()[visible], stable=True).indices
+    return visible[order]
+
+
+def tile_rects(means2d: torch.Tensor, radii: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """(N, 4) int64 inclusive tile ranges (ty0, ty1, tx0, tx1) of each Gaussian's box ``[u - r, u + r]
+    x [v - r, v + r]`` clipped to the image; meaningful where radius > 0 (then the box meets the image)."""
+    r = radii.to(means2d.dtype)
+    m = means2d.detach()
+    j0 = torch.ceil(m[:, 0] - r).clamp(0, W - 1)
+    j1 = torch.floor(m[:, 0] + r).clamp(0, W - 1)
+    i0 = torch.ceil(m[:, 1] - r).clamp(0, H - 1)
+    i1 = torch.floor(m[:, 1] + r).clamp(0, H - 1)
+    rects = torch.stack([i0, i1, j0, j1], -1).to(torch.int64) // TILE_SIZE
+    return torch.where((radii > 0)[:, None], rects, torch.zeros_like(rects))
+
+
+def bin_gaussians_torch(order: torch.Tensor, rects: torch.Tensor, H: int, W: int):
+    """Tile lists in torch (any device; the CUDA path): every (tile, Gaussian) pair of ``order``,
+    stably sorted by tile so each tile keeps the drawing order. Same result as the CPU kernel's
+    counting sort ``bin_gaussians_cpu``. Returns (tile_starts (T + 1,), ids)."""
+    tiles_x = (W + TILE_SIZE - 1) // TILE_SIZE
+    n_tiles = tiles_x * ((H + TILE_SIZE - 1) // TILE_SIZE)
+    rr = rects[order]
+    rows = rr[:, 1] - rr[:, 0] + 1
+    cols = rr[:, 3] - rr[:, 2] + 1
+    per = rows * cols
+    ids = torch.repeat_interleave(order, per)
+    first = torch.repeat_interleave(torch.cumsum(per, 0) - per, per)
+    local = torch.arange(ids.shape[0], device=order.device) - first
+    rep_rr = torch.repeat_interleave(rr, per, dim=0)
+    rep_cols = torch.repeat_interleave(cols, per)
+    tile = (rep_rr[:, 0] + local // rep_cols) * tiles_x + rep_rr[:, 2] + local % rep_cols
+    sort = torch.sort(tile, stable=True).indices
+    ids = ids[sort]
+    counts = torch.bincount(tile, minlength=n_tiles)
+    tile_starts = torch.zeros(n_tiles + 1, dtype=torch.int64, device=order.device)
+    tile_starts[1:] = torch.cumsum(counts, 0)
+    return tile_starts, ids
+
+
+def _tile_pairs(rects: torch.Tensor, order: torch.Tensor) -> int:
+    rr = rects[order]
+    return int(((rr[:, 1] - rr[:, 0] + 1) * (rr[:, 3] - rr[:, 2] + 1)).sum()) if order.numel() else 0
+
+
+class _RasterizeGaussians(torch.autograd.Function):
+    """(color (H, W, 3), T (H, W)) of screen-space Gaussians; backward through the kernels."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, colors, order, rects, H, W, alpha_min, t_min):
+        dev, dt = means2d.device, means2d.dtype
+        color = torch.zeros((H, W, 3), dtype=dt, device=dev)
+        t_final = torch.ones((H, W), dtype=dt, device=dev)
+        last = torch.zeros((H, W), dtype=torch.int64, device=dev)
+        tiles_x = (W + TILE_SIZE - 1) // TILE_SIZE
+        n_tiles = tiles_x * ((H + TILE_SIZE - 1) // TILE_SIZE)
+        inputs = [t.detach().contiguous() for t in (means2d, conics, opacities, colors)]
+        gpu = cuda_kernels(means2d, "rasterize_gaussians")
+        if gpu:
+            tile_starts, ids = bin_gaussians_torch(order, rects, H, W)
+            gpu.composite_gaussians_cuda(tile_starts, ids, *inputs, H, W, alpha_min, t_min, color, t_final, last)
+        else:
+            import numba
+
+            from p3dlab.kernels.gaussian_splat import bin_gaussians_cpu, composite_cpu
+
+            starts_np, ids_np = bin_gaussians_cpu(order.numpy(), rects.numpy(), n_tiles, tiles_x)
+            tile_starts, ids = torch.from_numpy(starts_np), torch.from_numpy(ids_np)
+            arrays = [t.numpy() for t in inputs]
+            composite_cpu(
+                starts_np, ids_np, *arrays, H, W, alpha_min, t_min, color.numpy(), t_final.numpy(), last.numpy(),
+                numba.get_num_threads(),
+            )  # fmt: skip
+        ctx.save_for_backward(*inputs, tile_starts, ids, t_final, last)
+        ctx.settings = (H, W, alpha_min)
+        ctx.mark_non_differentiable(last)
+        return color, t_final, last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_color, grad_t, _grad_last):
+        means2d, conics, opacities, colors, tile_starts, ids, t_final, last = ctx.saved_tensors
+        H, W, alpha_min = ctx.settings
+        dt = means2d.dtype
+        gc = torch.zeros_like(t_final)[..., None].expand(H, W, 3) if grad_color is None else grad_color
+        gt = torch.zeros_like(t_final) if grad_t is None else grad_t
+        gc, gt = gc.to(dt).contiguous(), gt.to(dt).contiguous()
+        grads = torch.zeros((means2d.shape[0], 9), dtype=dt, device=means2d.device)
+        gpu = cuda_kernels(means2d, "rasterize_gaussians (backward)")
+        args = (tile_starts, ids, means2d, conics, opacities, colors)
+        if gpu:
+            gpu.composite_gaussians_backward_cuda(*args, H, W, alpha_min, t_final, last, gc, gt, grads)
+        else:
+            import numba
+
+            from p3dlab.kernels.gaussian_splat import composite_backward_cpu
+
+            composite_backward_cpu(
+                *[a.numpy() for a in args], H, W, alpha_min, t_final.numpy(), last.numpy(), gc.numpy(), gt.numpy(),
+                grads.numpy(), numba.get_num_threads(),
+            )  # fmt: skip
+        return grads[:, 0:2], grads[:, 2:5], grads[:, 5], grads[:, 6:9], None, None, None, None, None, None
+
+
+def check_thresholds(alpha_min, transmittance_min, op: str) -> Tuple[float, float]:
+    """``alpha_min`` in [0, 0.99] and ``transmittance_min`` in [0, 1): finite numbers."""
+    a = check_finite_number(alpha_min, "alpha_min", op, 0.0)
+    t = check_finite_number(transmittance_min, "transmittance_min", op, 0.0)
+    if a > ALPHA_MAX or t >= 1.0:
+        raise P3DLabValueError(f"{op}: need 0 <= alpha_min <= 0.99 and 0 <= transmittance_min < 1, got {a}, {t}")
+    return a, t
+
+
+def rasterize_gaussians(
+    means2d: torch.Tensor,
+    conics: torch.Tensor,
+    opacities: torch.Tensor,
+    colors: torch.Tensor,
+    depths: torch.Tensor,
+    radii: torch.Tensor,
+    image_size: Tuple[int, int],
+    alpha_min: float = 1.0 / 255.0,
+    transmittance_min: float = 1e-4,
+):
+    """Composite screen-space Gaussians (``project_gaussians``' output, colours (N, 3)) front to back.
+
+    Gaussians with radius 0 are skipped; the others are drawn in ascending depth (ties: lower index)
+    from 16 x 16 tile lists. At pixel centre (j, i), Gaussian n contributes ``alpha = min(0.99, o
+    exp(-q/2))``, ``q = d^T conic d``, ``d = means2d_n - (j, i)``, where ``q <= 9`` and ``alpha >=
+    alpha_min``; compositing stops before the first Gaussian that would bring the transmittance below
+    ``transmittance_min``. Returns ``(color (H, W, 3), transmittance (H, W))``: the image over a black
+    background and the light let through (``alpha = 1 - T``; over a background b the image is
+    ``color + T b``). Differentiable in means2d, conics, opacities and colors.
+    """
+    op = "rasterize_gaussians"
+    H, W = check_screen_gaussians(means2d, conics, opacities, colors, depths, radii, image_size, op)
+    a_min, t_min = check_thresholds(alpha_min, transmittance_min, op)
+    with torch.no_grad():
+        order = draw_order(depths, radii)
+        rects = tile_rects(means2d, radii, H, W)
+        pairs = _tile_pairs(rects, order)
+    memory_budget.check_fits(op, 8 * 2 * pairs, f"the tile lists of {pairs} (tile, Gaussian) pairs", "image_size")
+    color, t_final, _ = _RasterizeGaussians.apply(means2d, conics, opacities, colors, order, rects, H, W, a_min, t_min)
+    return color, t_final
