@@ -10,7 +10,8 @@ import time
 
 def warmup() -> float:
     """Run tiny forward + backward passes through the mesh and point rasterizers, fragment
-    interpolation, KNN/Chamfer and the volume kernels in float32 and float64. Returns the seconds
+    interpolation, KNN/Chamfer, the volume kernels and the Gaussian splatting kernels in float32 and
+    float64. Returns the seconds
     it took."""
     import torch
 
@@ -24,8 +25,9 @@ def warmup() -> float:
         PointsRasterizer,
         RasterizationSettings,
         look_at_view_transform,
+        render_gaussians,
     )
-    from p3dlab.structures import Pointclouds, Volumes
+    from p3dlab.structures import GaussianSplats, Pointclouds, Volumes
 
     t0 = time.perf_counter()
     R, T = look_at_view_transform(2.7, 10.0, 20.0)
@@ -51,4 +53,14 @@ def warmup() -> float:
             vol = Volumes(torch.rand(1, 1, 4, 4, 4, dtype=dtype, requires_grad=True) * 0.5, grid, voxel_size=0.5)
             f, o, _, _ = march_volumes(vol, bundle, mode)
             (f.sum() + o.sum()).backward()
+        means = (torch.rand(6, 3, dtype=dtype) - 0.5).requires_grad_()
+        one = torch.ones(6, dtype=dtype)
+        splats = GaussianSplats(
+            means,
+            0.2 * torch.ones(6, 3, dtype=dtype),
+            torch.tensor([[1.0, 0, 0, 0]], dtype=dtype).expand(6, 4),
+            0.5 * one,
+            torch.rand(6, 1, 3, dtype=dtype),
+        )
+        render_gaussians(splats, cams, 8).image.sum().backward()
     return time.perf_counter() - t0
