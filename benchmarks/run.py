@@ -16,13 +16,18 @@ from pathlib import Path
 import torch
 
 from benchmarks import (
+    bench_body,
     bench_diffrender,
+    bench_giraffe,
     bench_io,
     bench_lessons,
     bench_load,
+    bench_meshrcnn,
     bench_nerf,
     bench_raster,
+    bench_splatting,
     bench_structures,
+    bench_synsin,
     bench_volumes,
 )
 from benchmarks.harness import format_table, machine_speed
@@ -36,6 +41,11 @@ MODULES = [
     bench_diffrender,
     bench_volumes,
     bench_nerf,
+    bench_splatting,
+    bench_body,
+    bench_meshrcnn,
+    bench_giraffe,
+    bench_synsin,
     bench_load,
     bench_lessons,
 ]
