@@ -79,9 +79,10 @@ unit: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n $(UNIT_WORKERS) --dist load \
 	  -m "not cudasim and not browser and not binder and not course and not hub" tests
 
-## Only the files with simulator tests: collecting the whole suite under the simulator took minutes.
+## Only the files with simulator tests (the cudasim mark, or the conftest's ``gpu`` fixture):
+## collecting the whole suite under the simulator took minutes.
 cudasim: setup
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cudasim $$(grep -l "pytest.mark.cudasim" tests/*.py)
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cudasim $$(grep -lE 'pytest.mark.cudasim|def test_.*\bgpu\b' tests/test_*.py)
 
 ## The lessons with their solutions (course/source) under nbval, in fast mode.
 lessons: setup

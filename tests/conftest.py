@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import numba
 import pytest
 import torch
 
@@ -23,3 +24,28 @@ def testdata():
     if not TESTDATA.is_dir():
         pytest.skip("shared test data not available")
     return TESTDATA
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(
+            "simulator",
+            marks=[
+                pytest.mark.cudasim,
+                pytest.mark.skipif(
+                    not numba.config.ENABLE_CUDASIM, reason="needs NUMBA_ENABLE_CUDASIM=1 (make cudasim)"
+                ),
+            ],
+        ),
+        "serial",
+    ]
+)
+def gpu(request):
+    """The CUDA launchers: the adapter's under the simulator, or their serial njit stand-ins."""
+    if request.param == "simulator":
+        from p3dlab.kernels import cuda_adapter
+
+        return cuda_adapter
+    import gpu_serial
+
+    return gpu_serial

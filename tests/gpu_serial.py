@@ -6,11 +6,13 @@ CUDA-equals-CPU tests run on the simulator and on this alike."""
 import numba
 import numpy as np
 
+from p3dlab.kernels import gaussian_splat as gs
 from p3dlab.kernels import gpu_threads
 from p3dlab.kernels import volume_math as vm
 
 _jit = numba.njit(cache=True)
 _thread = gpu_threads.build(_jit, _jit(gpu_threads._add_serial))
+_gaussian = gs.build(_jit, _jit(gs._add_serial))
 
 
 def _launch(body, n_threads, *args):
@@ -78,3 +80,20 @@ def march_volume_backward_cuda(
 
 def stratified_jitter_cuda(lengths, seed, out):
     _launch(_thread.stratified_jitter, lengths.shape[0], lengths, seed, out)
+
+
+def _arrays(args):
+    """Tensors as their NumPy views, as the adapter's ``as_array`` takes them under the simulator."""
+    return [a.detach().numpy() if hasattr(a, "detach") else a for a in args]
+
+
+def composite_gaussians_cuda(*args):
+    args = _arrays(args)
+    H, W = args[6], args[7]
+    _launch(_gaussian.composite_thread, H * W, *args)
+
+
+def composite_gaussians_backward_cuda(*args):
+    args = _arrays(args)
+    H, W = args[6], args[7]
+    _launch(_gaussian.composite_backward_thread, H * W, *args)

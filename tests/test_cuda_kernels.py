@@ -2,37 +2,11 @@
 (``make cudasim``: the real launchers of ``cuda_adapter``) and serially, with their per-thread
 bodies compiled by ``numba.njit`` (``gpu_serial``: no CUDA package needed)."""
 
-import numba
 import numpy as np
 import pytest
 from raster_scenes import random_projected_meshes
 
 from benchmarks.gpu_check import rays_through_the_grid
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(
-            "simulator",
-            marks=[
-                pytest.mark.cudasim,
-                pytest.mark.skipif(
-                    not numba.config.ENABLE_CUDASIM, reason="needs NUMBA_ENABLE_CUDASIM=1 (make cudasim)"
-                ),
-            ],
-        ),
-        "serial",
-    ]
-)
-def gpu(request):
-    """The CUDA launchers: the adapter's under the simulator, or their serial njit stand-ins."""
-    if request.param == "simulator":
-        from p3dlab.kernels import cuda_adapter
-
-        return cuda_adapter
-    import gpu_serial
-
-    return gpu_serial
 
 
 def _raster_outputs(N, H, W, K, dtype):

@@ -5,7 +5,7 @@ and serial) against the CPU ones, an analytic Gaussian, early termination, culli
 import math
 import re
 
-import numba
+import gpu_serial
 import numpy as np
 import pytest
 import torch
@@ -268,55 +268,6 @@ def test_means2d_gradient_is_retained_and_deterministic():
 
 
 # ----------------------------------------------------------------------------- CUDA kernels
-_jit = numba.njit(cache=True)
-_serial = gs.build(_jit, _jit(gs._add_serial))
-
-
-def _np(args):
-    return [a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in args]
-
-
-class _SerialCuda:
-    """The CUDA launchers run serially: the per-thread bodies compiled with njit, a loop for the grid
-    (tensors taken as their NumPy views, as the adapter's ``as_array`` does under the simulator)."""
-
-    @staticmethod
-    def composite_gaussians_cuda(*args):
-        args = _np(args)
-        H, W = args[6], args[7]
-        for t in range(H * W):
-            _serial.composite_thread(t, *args)
-
-    @staticmethod
-    def composite_gaussians_backward_cuda(*args):
-        args = _np(args)
-        H, W = args[6], args[7]
-        for t in range(H * W):
-            _serial.composite_backward_thread(t, *args)
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(
-            "simulator",
-            marks=[
-                pytest.mark.cudasim,
-                pytest.mark.skipif(
-                    not numba.config.ENABLE_CUDASIM, reason="needs NUMBA_ENABLE_CUDASIM=1 (make cudasim)"
-                ),
-            ],
-        ),
-        "serial",
-    ]
-)
-def gpu(request):
-    if request.param == "simulator":
-        from p3dlab.kernels import cuda_adapter
-
-        return cuda_adapter
-    return _SerialCuda
-
-
 def test_torch_binning_equals_cpu_binning():
     means2d, conics, opacities, colors, depths, radii = _screen_scene(n=70, H=50, W=70, seed=12)
     order = draw_order(depths, radii)
@@ -369,7 +320,7 @@ def test_per_gaussian_cpu_kernels_equal_the_per_pixel_loop(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cuda_composite_equals_cpu_forward_and_backward(dtype, gpu):
-    if gpu is _SerialCuda and dtype == np.float32:
+    if gpu is gpu_serial and dtype == np.float32:
         pytest.skip("float32 runs on the simulator; the serial bodies' float64 build covers the mapping")
     H, W = 21, 35
     starts, ids, arrays = _kernel_inputs(H, W, 50, 13, dtype)
