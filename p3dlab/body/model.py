@@ -95,7 +95,7 @@ def _apply_to_batch(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(-1, N, C).permute(1, 0, 2)
 
 
-def lbs(betas, full_pose, v_template, shapedirs, J_regressor, weights, parents):
+def lbs(betas, full_pose, v_template, shapedirs, J_regressor, weights, parents, joint_blend=None):
     """The body function: shape, regress joints, pose, skin.
 
     ``v_shaped = T + S beta`` (T: ``v_template`` (V, 3), S: ``shapedirs`` (V, 3, B)),
@@ -103,10 +103,18 @@ def lbs(betas, full_pose, v_template, shapedirs, J_regressor, weights, parents):
     ``A = forward_kinematics(R, J)`` and ``v_i = sum_j w_ij A_j [v_shaped_i; 1]``, evaluated as
     ``v_shaped_i + sum_j w_ij (A_j - I) [v_shaped_i; 1]`` so that the rest pose returns the shaped
     template exactly (the weights sum to 1 only up to rounding).
+
+    ``joint_blend``: optional ``(J_regressor T, J_regressor S)`` precomputed; then
+    ``J = J_regressor T + (J_regressor S) beta``, the same joints without a product over all vertices.
     Returns the posed vertices (N, V, 3) and joints (N, J, 3)."""
     N, V = betas.shape[0], v_template.shape[0]
     v_shaped = v_template + (betas @ shapedirs.reshape(V * 3, -1).T).reshape(N, V, 3)
-    joints = _apply_to_batch(J_regressor, v_shaped)
+    if joint_blend is None:
+        joints = _apply_to_batch(J_regressor, v_shaped)
+    else:
+        joint_template, joint_shapedirs = joint_blend
+        J = joint_template.shape[0]
+        joints = joint_template + (betas @ joint_shapedirs.reshape(J * 3, -1).T).reshape(N, J, 3)
     rotations = rodrigues(full_pose)
     posed_joints, A = forward_kinematics(rotations, joints, parents)
     J = A.shape[1]
@@ -223,7 +231,14 @@ class BodyModel(torch.nn.Module):
     def forward(self, betas=None, body_pose=None, global_orient=None, transl=None) -> BodyOutput:
         betas, full_pose, transl = self._arguments(betas, body_pose, global_orient, transl)
         verts, joints = lbs(
-            betas, full_pose, self.v_template, self.shapedirs, self.J_regressor, self.weights, self._parent_tuple
+            betas,
+            full_pose,
+            self.v_template,
+            self.shapedirs,
+            self.J_regressor,
+            self.weights,
+            self._parent_tuple,
+            joint_blend=(self.J_template, self.J_shapedirs),
         )
         if transl is not None:
             verts = verts + transl[:, None]
