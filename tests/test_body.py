@@ -94,7 +94,8 @@ def test_one_joint_moves_only_its_vertices_and_descendants(model):
     assert joint_moved.nonzero().flatten().tolist() == [j for j in subtree if j != elbow]
 
 
-def test_gradcheck_of_the_body_function_on_a_reduced_body(model):
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["fast path", "torch"])
+def test_gradcheck_of_the_body_function_on_a_reduced_body(model, use_kernels):
     keep = torch.arange(0, model.num_vertices, 500)
     data = dict(
         v_template=model.v_template[keep],
@@ -109,7 +110,7 @@ def test_gradcheck_of_the_body_function_on_a_reduced_body(model):
     pose.data[0, 5] = 0.0  # one joint at exactly zero rotation: the gradient there must be right too
 
     def body(b, p):
-        return lbs(b, p, **data)
+        return lbs(b, p, **data, use_kernels=use_kernels)
 
     assert torch.autograd.gradcheck(body, (betas, pose), eps=1e-6, atol=1e-6)
 

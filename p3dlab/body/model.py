@@ -17,6 +17,7 @@ from p3dlab.body.skeleton import JOINT_NAMES, NUM_BODY_JOINTS, NUM_JOINTS
 from p3dlab.body.template import BodyModelData, build_body_model_data
 from p3dlab.errors import P3DLabValueError
 from p3dlab.io import save_obj
+from p3dlab.ops.body_kinematics import linear_blend_skinning, pose_chain
 from p3dlab.structures import Meshes
 
 
@@ -95,7 +96,26 @@ def _apply_to_batch(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(-1, N, C).permute(1, 0, 2)
 
 
-def lbs(betas, full_pose, v_template, shapedirs, J_regressor, weights, parents, joint_blend=None):
+def _kernels_apply(*tensors) -> bool:
+    """Whether the pose chain and skinning of ``p3dlab.ops.body_kinematics`` can stand in for the torch
+    code: CPU tensors of float32/float64, and no gradient wanted for the model's own data (the
+    kernels give gradients of the pose, the shape and the joints only, and first derivatives only)."""
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors)
+
+
+def _pose_and_skin(full_pose, joints, v_shaped, weights, parents, use_kernels):
+    if use_kernels:
+        A, posed_joints = pose_chain(full_pose, joints, parents)
+        return linear_blend_skinning(v_shaped, A, weights), posed_joints
+    posed_joints, A = forward_kinematics(rodrigues(full_pose), joints, parents)
+    N, J = A.shape[:2]
+    eye = torch.eye(3, 4, dtype=A.dtype, device=A.device)
+    T = _apply_to_batch(weights, (A[:, :, :3] - eye).reshape(N, J, 12)).reshape(N, -1, 3, 4)  # blended [R - I | t]
+    verts = v_shaped + (T[..., :3] * v_shaped[:, :, None, :]).sum(-1) + T[..., 3]
+    return verts, posed_joints
+
+
+def lbs(betas, full_pose, v_template, shapedirs, J_regressor, weights, parents, joint_blend=None, use_kernels=None):
     """The body function: shape, regress joints, pose, skin.
 
     ``v_shaped = T + S beta`` (T: ``v_template`` (V, 3), S: ``shapedirs`` (V, 3, B)),
@@ -106,8 +126,14 @@ def lbs(betas, full_pose, v_template, shapedirs, J_regressor, weights, parents, 
 
     ``joint_blend``: optional ``(J_regressor T, J_regressor S)`` precomputed; then
     ``J = J_regressor T + (J_regressor S) beta``, the same joints without a product over all vertices.
+    ``use_kernels``: None picks the Numba pose chain and hand-written skinning backward of
+    ``p3dlab.ops.body_kinematics`` for CPU tensors whose model data need no gradient; False keeps
+    this plain torch code (the reference; also what gives second derivatives).
     Returns the posed vertices (N, V, 3) and joints (N, J, 3)."""
     N, V = betas.shape[0], v_template.shape[0]
+    data = (v_template, shapedirs, J_regressor, weights) + tuple(joint_blend or ())
+    if use_kernels is None:
+        use_kernels = _kernels_apply(betas, full_pose, *data) and not any(t.requires_grad for t in data)
     v_shaped = v_template + (betas @ shapedirs.reshape(V * 3, -1).T).reshape(N, V, 3)
     if joint_blend is None:
         joints = _apply_to_batch(J_regressor, v_shaped)
@@ -115,13 +141,7 @@ def lbs(betas, full_pose, v_template, shapedirs, J_regressor, weights, parents, 
         joint_template, joint_shapedirs = joint_blend
         J = joint_template.shape[0]
         joints = joint_template + (betas @ joint_shapedirs.reshape(J * 3, -1).T).reshape(N, J, 3)
-    rotations = rodrigues(full_pose)
-    posed_joints, A = forward_kinematics(rotations, joints, parents)
-    J = A.shape[1]
-    eye = torch.eye(3, 4, dtype=A.dtype, device=A.device)
-    T = _apply_to_batch(weights, (A[:, :, :3] - eye).reshape(N, J, 12)).reshape(N, V, 3, 4)  # blended [R - I | t]
-    verts = v_shaped + (T[..., :3] * v_shaped[:, :, None, :]).sum(-1) + T[..., 3]
-    return verts, posed_joints
+    return _pose_and_skin(full_pose, joints, v_shaped, weights, parents, use_kernels)
 
 
 class BodyOutput(NamedTuple):
@@ -252,7 +272,10 @@ class BodyModel(torch.nn.Module):
         betas, full_pose, transl = self._arguments(betas, body_pose, global_orient, transl)
         J = self.J_template.shape[0]
         joints = self.J_template + (betas @ self.J_shapedirs.reshape(J * 3, -1).T).reshape(-1, J, 3)
-        posed, _ = forward_kinematics(rodrigues(full_pose), joints, self._parent_tuple)
+        if _kernels_apply(joints) and not any(t.requires_grad for t in (self.J_template, self.J_shapedirs)):
+            _, posed = pose_chain(full_pose, joints, self._parent_tuple)
+        else:
+            posed, _ = forward_kinematics(rodrigues(full_pose), joints, self._parent_tuple)
         return posed if transl is None else posed + transl[:, None]
 
     def rest_joints(self, betas=None) -> torch.Tensor:
