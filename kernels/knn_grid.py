@@ -24,6 +24,15 @@ at least 1e-300), far more than the rounding of the binning, of the cell bounds 
 stays below the computed distance of every point it stands for. Hence no point that belongs in the
 K best is ever left out, and the K best pairs are the brute force's, bit for bit.
 
+Stragglers. The box is not always the bounding box: per axis, the points between the 1st and 99th
+percentiles span [l, h], and the box is [l - (h - l), h + (h - l)] (within the bounding box). The
+points outside it, the stragglers, are not binned: they are kept in one list after the cells, and
+every query examines all of them before the shells. One far outlier would otherwise stretch the box
+until nearly every point shares a cell (a brute force in disguise). Where the stragglers would be
+more than ``len2 / 64`` (and 16) of the points, the box is the bounding box and there are none. The
+bounds of the search speak only of binned points, and the stragglers have been examined before any
+bound is used, so the search stays exact.
+
 Cost: O(len2) to build the grid, then per query about the points of the few cells around it when
 the clouds have comparable densities; a query far from cloud 2 visits more, empty or skipped, cells.
 """
@@ -45,6 +54,7 @@ MATH_SOURCE_SHA256 = "5df2c88f799c0274"
 
 _MARGIN = 1e-9  # the margin of every bound, relative to the axis' scale (see the module's docstring)
 _MARGIN_FLOOR = 1e-300  # and at least this: far above the rounding of subnormal numbers
+_MAX_STRAGGLERS = 16  # points left out of the grid's box: at most this many, or len2 / 64
 _QUERIES_PER_TASK = 32  # queries one parallel task runs with one set of scratch arrays
 
 
@@ -104,15 +114,45 @@ def _cell_axis_term(q, lo, size, k, margin, norm):
 
 
 @njit(cache=True)
+def _box(cloud, m, lo, hi):
+    """The box the grid covers, of the first m points of ``cloud`` (P, D): per axis, the 1st-99th
+    percentile range [l, h] widened by its length on both sides, within the bounding box, unless more
+    than ``max(16, m / 64)`` points would fall outside it; then the bounding box (module docstring)."""
+    D = cloud.shape[1]
+    if m == 0:
+        return
+    for a in range(D):
+        coords = np.sort(cloud[:m, a])
+        low, high = coords[m // 100], coords[m - 1 - m // 100]
+        lo[a] = max(coords[0], low - (high - low))
+        hi[a] = min(coords[m - 1], high + (high - low))
+    outside = 0
+    for j in range(m):
+        for a in range(D):
+            if not (lo[a] <= cloud[j, a] <= hi[a]):
+                outside += 1
+                break
+    if outside > max(_MAX_STRAGGLERS, m // 64):
+        for a in range(D):
+            lo[a] = cloud[0, a]
+            hi[a] = cloud[0, a]
+            for j in range(1, m):
+                lo[a] = min(lo[a], cloud[j, a])
+                hi[a] = max(hi[a], cloud[j, a])
+
+
+@njit(cache=True)
 def build_grids(p2, len2, points_per_cell):
     """The grid of every cloud of ``p2`` (N, P2, D) float64, and its points sorted by cell (a counting sort).
 
     Returns ``(box_lo, cell_size, res, cell_offset, cell_start, sorted_pts, sorted_j)``: per cloud n the
     box's low corner ``box_lo[n]``, the cells' size ``cell_size[n]`` and count ``res[n]`` (int64) along
     the 3 axes (an axis beyond D: 0, 0, 1); cloud n's cells are numbers ``cell_offset[n]`` to
-    ``cell_offset[n + 1] - 1`` of all the clouds' cells. The points of its cell c = (k0 r1 + k1) r2 + k2
-    are ``sorted_pts`` / ``sorted_j`` [cell_start[cell_offset[n] + c], cell_start[cell_offset[n] + c + 1]):
-    the clouds' points one after the other, with their indices in their cloud, ascending in a cell."""
+    ``cell_offset[n + 1] - 2`` of all the clouds' cells, and number ``cell_offset[n + 1] - 1`` holds its
+    stragglers (the points outside the box, see the module's docstring). The points of its cell c =
+    (k0 r1 + k1) r2 + k2 are ``sorted_pts`` / ``sorted_j`` [cell_start[cell_offset[n] + c],
+    cell_start[cell_offset[n] + c + 1]): the clouds' points one after the other, with their indices in
+    their cloud, ascending in a cell."""
     N, P2, D = p2.shape
     box_lo = np.zeros((N, 3))
     cell_size = np.zeros((N, 3))
@@ -120,21 +160,18 @@ def build_grids(p2, len2, points_per_cell):
     cell_offset = np.zeros(N + 1, dtype=np.int64)
     first_point = np.zeros(N + 1, dtype=np.int64)
     extent = np.zeros(3)
+    box_hi = np.zeros((N, 3))
     for n in range(N):
         m = len2[n]
         for a in range(3):
             extent[a] = 0.0
+        _box(p2[n], m, box_lo[n], box_hi[n])
         for a in range(D if m > 0 else 0):
-            lo = hi = p2[n, 0, a]
-            for j in range(1, m):
-                lo = min(lo, p2[n, j, a])
-                hi = max(hi, p2[n, j, a])
-            box_lo[n, a] = lo
-            extent[a] = hi - lo
+            extent[a] = box_hi[n, a] - box_lo[n, a]
         grid_resolution(extent, m, points_per_cell, res[n])
         for a in range(3):
             cell_size[n, a] = extent[a] / res[n, a]
-        cell_offset[n + 1] = cell_offset[n] + res[n, 0] * res[n, 1] * res[n, 2]
+        cell_offset[n + 1] = cell_offset[n] + res[n, 0] * res[n, 1] * res[n, 2] + 1  # + the stragglers
         first_point[n + 1] = first_point[n] + m
 
     cell_start = np.empty(cell_offset[N] + 1, dtype=np.int64)
@@ -155,6 +192,9 @@ def build_grids(p2, len2, points_per_cell):
                     t = (p2[n, j, a] - box_lo[n, a]) / cell_size[n, a]
                     k = min(max(int(t), 0), res[n, a] - 1)
                 c = c * res[n, a] + k
+            for a in range(D):
+                if not (box_lo[n, a] <= p2[n, j, a] <= box_hi[n, a]):
+                    c = cells - 1  # a straggler
             cell_of[j] = c
             fill[c] += 1
         pos = first_point[n]
@@ -188,6 +228,7 @@ def _search_block(x, first_query, stop_query, norm, lo, size, res, base, cell_st
     margin = np.zeros(3)  # per axis: what every bound gives away to rounding
     reach = np.zeros(3)  # per axis: the query's term of distance to the box, a lower bound for every point
     cq = np.zeros(3, dtype=np.int64)  # the query's cell, clamped into the grid
+    stragglers = base + res[0] * res[1] * res[2]  # the "cell" after the grid's: the points outside the box
     for i in range(first_query, stop_query):
         for a in range(3):
             q[a] = np.float64(x[i, a]) if a < D else 0.0
@@ -199,6 +240,9 @@ def _search_block(x, first_query, stop_query, norm, lo, size, res, base, cell_st
         c0, c1, c2 = cq[0], cq[1], cq[2]
         last_shell = max(c0, res[0] - 1 - c0, c1, res[1] - 1 - c1, c2, res[2] - 1 - c2)
         count = 0
+        for p in range(cell_start[stragglers], cell_start[stragglers + 1]):  # before any bound is used
+            d = point_distance(x, i, sorted_pts, p, D, norm)
+            count = insert_neighbour(best_d, best_j, count, K, d, sorted_j[p])
         for s in range(last_shell + 1):
             for k0 in range(max(0, c0 - s), min(res[0] - 1, c0 + s) + 1):
                 lb0 = _cell_axis_term(q[0], lo[0], size[0], k0, margin[0], norm)

@@ -134,3 +134,26 @@ def test_the_grid_kernel_carries_the_hash_of_the_brute_force_it_inlines():
     """Numba's cache does not see changes to knn.py's helpers inside knn_grid.py's kernels: the stamp does."""
     digest = hashlib.sha256((KERNELS / "knn.py").read_bytes()).hexdigest()[:16]
     assert MATH_SOURCE_SHA256 == digest, f'knn.py changed: set MATH_SOURCE_SHA256 = "{digest}" in kernels/knn_grid.py'
+
+
+def test_far_outliers_are_searched_as_stragglers_and_leave_the_grid_fine():
+    """Far points are kept out of the grid's box (one list every query examines): the other points
+    still get cells of about two points, and queries next to an outlier find it."""
+    g = torch.Generator().manual_seed(11)
+    p2 = torch.rand(2, 2000, 3, generator=g, dtype=torch.float64)
+    p2[0, :3] = torch.tensor([[1e4, 0.5, 0.5], [-3e3, 2e3, 0.0], [0.5, 0.5, -7e2]])
+    p2[1, :100] = torch.rand(100, 3, generator=g, dtype=torch.float64) * 1e4  # too many to leave out
+    p1 = torch.rand(2, 64, 3, generator=g, dtype=torch.float64)
+    p1[:, :3] = p2[0, :3] + 0.5  # queries beside the outliers
+    len1, len2 = torch.tensor([64, 64]), torch.tensor([2000, 2000])
+    box_lo, cell_size, res = build_grids(p2.numpy(), len2.numpy(), 2.0)[:3]
+    assert res[0].prod() >= 2000 / 2 / 8 and (cell_size[0] < 0.5).all()  # the outliers did not stretch it
+    assert (box_lo[1] + cell_size[1] * res[1] >= p2[1].max(0).values.numpy() - 1e-9).all()  # the whole box
+    for K in (1, 10):
+        idx = torch.full((2, 64, K), -1, dtype=torch.int64)
+        dist = torch.zeros((2, 64, K), dtype=torch.float64)
+        knn_ops._search_grid(p1, p2, len1, len2, K, 2, idx, dist)
+        ref_idx, ref_dist = idx.clone().fill_(-1), dist.clone().zero_()
+        knn_cpu(p1.numpy(), p2.numpy(), len1.numpy(), len2.numpy(), K, 2, ref_idx.numpy(), ref_dist.numpy())
+        assert torch.equal(idx, ref_idx) and torch.equal(dist, ref_dist)
+    assert idx[0, :3, 0].tolist() == [0, 1, 2]
