@@ -300,3 +300,68 @@ def composite_gaussians_backward_cuda(
     args = [as_array(a) for a in (tile_starts, ids, means2d, conics, opacities, colors)]
     grads_in = [as_array(a) for a in (t_final, last, grad_color, grad_t, grads)]
     _composite_gaussians_backward_kernel[_blocks(H * W), THREADS](*args, H, W, alpha_min, *grads_in)
+
+
+# ----------------------------------------------------------------------------- Gaussian projection
+from p3dlab.kernels import gaussian_project as _gp  # noqa: E402  (appended section; the module is light)
+
+_project = _gp.build(lambda fn: cuda.jit(device=True)(fn))
+
+
+@cuda.jit
+def _project_gaussians_kernel(means, covs, M, V, H, W, low_pass, near_plane, means2d, conics, depths, cov2d, radii):
+    _project.project_thread(
+        cuda.grid(1), means, covs, M, V, H, W, low_pass, near_plane, means2d, conics, depths, cov2d, radii
+    )
+
+
+def project_gaussians_cuda(means, covs, M, V, H, W, low_pass, near_plane, means2d, conics, depths, cov2d, radii):
+    """One thread per Gaussian; arguments as for ``gaussian_project.project_gaussians_cpu``."""
+    args = [as_array(a) for a in (means, covs, M, V)]
+    outs = [as_array(a) for a in (means2d, conics, depths, cov2d, radii)]
+    _project_gaussians_kernel[_blocks(means.shape[0]), THREADS](*args, H, W, low_pass, near_plane, *outs)
+
+
+@cuda.jit
+def _project_gaussians_backward_kernel(
+    means, covs, M, V, H, W, low_pass, near_plane, grad_means2d, grad_conics, grad_depths, grad_cov2d, grad_means,
+    grad_covs,
+):  # fmt: skip
+    _project.project_backward_thread(
+        cuda.grid(1), means, covs, M, V, H, W, low_pass, near_plane, grad_means2d, grad_conics, grad_depths,
+        grad_cov2d, grad_means, grad_covs,
+    )  # fmt: skip
+
+
+def project_gaussians_backward_cuda(
+    means, covs, M, V, H, W, low_pass, near_plane, grad_means2d, grad_conics, grad_depths, grad_cov2d, grad_means,
+    grad_covs,
+):  # fmt: skip
+    """One thread per Gaussian, each writing its own rows of ``grad_means`` and ``grad_covs``; arguments
+    as for ``gaussian_project.project_gaussians_backward_cpu``."""
+    args = [as_array(a) for a in (means, covs, M, V, grad_means2d, grad_conics, grad_depths, grad_cov2d)]
+    _project_gaussians_backward_kernel[_blocks(means.shape[0]), THREADS](
+        *args[:4], H, W, low_pass, near_plane, *args[4:], as_array(grad_means), as_array(grad_covs)
+    )
+
+
+@cuda.jit
+def _sh_colors_kernel(sh, directions, n_basis, colors):
+    _project.sh_color_thread(cuda.grid(1), sh, directions, n_basis, colors)
+
+
+def sh_colors_cuda(sh, directions, n_basis, colors):
+    """One thread per Gaussian; arguments as for ``gaussian_project.sh_colors_cpu``."""
+    _sh_colors_kernel[_blocks(sh.shape[0]), THREADS](as_array(sh), as_array(directions), n_basis, as_array(colors))
+
+
+@cuda.jit
+def _sh_colors_backward_kernel(sh, directions, n_basis, grad_colors, grad_sh, grad_directions):
+    _project.sh_color_backward_thread(cuda.grid(1), sh, directions, n_basis, grad_colors, grad_sh, grad_directions)
+
+
+def sh_colors_backward_cuda(sh, directions, n_basis, grad_colors, grad_sh, grad_directions):
+    """One thread per Gaussian; arguments as for ``gaussian_project.sh_colors_backward_cpu``."""
+    args = [as_array(a) for a in (sh, directions)]
+    outs = [as_array(a) for a in (grad_colors, grad_sh, grad_directions)]
+    _sh_colors_backward_kernel[_blocks(sh.shape[0]), THREADS](*args, n_basis, *outs)

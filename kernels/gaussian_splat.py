@@ -2,7 +2,7 @@
 (docs/kernels.md#gaussian-splatting).
 
 The projection of the 3D Gaussians to the screen (EWA Jacobian, low-pass dilation, conics, radii)
-is torch code in ``p3dlab.ops.gaussian_splat``; these kernels take its output. Pixel (i, j) has its
+is ``gaussian_project.py``'s; these kernels take its output. Pixel (i, j) has its
 centre at screen position (u, v) = (j, i) (column, row). Gaussian n on screen: mean (u_n, v_n),
 conic (a_n, b_n, c_n) = the inverse of its 2D covariance ``[[a, b], [b, c]]``, opacity o_n, colour
 c_n (3 channels). For a pixel, with ``d = (u_n - j, v_n - i)``:

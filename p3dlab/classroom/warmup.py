@@ -10,9 +10,8 @@ import time
 
 def warmup() -> float:
     """Run tiny forward + backward passes through the mesh and point rasterizers, fragment
-    interpolation, KNN/Chamfer, the volume kernels and the Gaussian splatting kernels in float32 and
-    float64. Returns the seconds
-    it took."""
+    interpolation, KNN/Chamfer, the volume kernels and the Gaussian splatting kernels (projection,
+    binning, compositing) in float32 and float64. Returns the seconds it took."""
     import torch
 
     from p3dlab import data
@@ -62,5 +61,5 @@ def warmup() -> float:
             0.5 * one,
             torch.rand(6, 1, 3, dtype=dtype),
         )
-        render_gaussians(splats, cams, 8).image.sum().backward()
+        render_gaussians(splats, cams, 8).image.sum().backward()  # the projection's kernels too: means need grad
     return time.perf_counter() - t0

@@ -2,11 +2,15 @@
 
 Three steps, each differentiable:
 
-1. ``spherical_harmonics_colors``: view-dependent colours from SH coefficients (torch).
+1. ``spherical_harmonics_colors``: view-dependent colours from SH coefficients, forward and backward
+   in the Numba kernels of ``p3dlab.kernels.gaussian_project`` (``_SphericalHarmonicsColors``);
+   ``spherical_harmonics_colors_torch`` is the same in torch, the kernels' reference.
 2. ``project_gaussians``: 3D means and covariances to screen-space means (pixels), conics (inverse
    2D covariances), radii and depths, with the EWA Jacobian of the camera's projection and a
-   low-pass dilation (torch: a handful of small per-Gaussian matrix products that autograd
-   differentiates for free, including through the camera).
+   low-pass dilation: forward and backward in the Numba kernels of ``p3dlab.kernels.gaussian_project``
+   (CPU, or CUDA by the tensors' device), wrapped in ``_ProjectGaussians``; when the camera's matrices
+   require grad, ``project_gaussians_torch`` (the same math in torch, the kernels' reference), which
+   autograd differentiates through the camera too.
 3. ``rasterize_gaussians``: tile binning, depth ordering and front-to-back compositing, forward and
    backward in the Numba kernels of ``p3dlab.kernels.gaussian_splat`` (CPU, or CUDA by the tensors'
    device), wrapped in ``_RasterizeGaussians``. ``rasterize_gaussians_reference``
@@ -21,7 +25,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
-from p3dlab.ops.checks import check_finite_number, check_kernel_dtype
+from p3dlab.ops import dispatch
+from p3dlab.ops.checks import check_count, check_finite_number, check_kernel_dtype
 from p3dlab.ops.dispatch import cuda_kernels
 from p3dlab.runtime import memory_budget
 
@@ -51,10 +56,79 @@ SH_C3 = (
 
 
 def spherical_harmonics_colors(sh: torch.Tensor, directions: torch.Tensor, degree: int) -> torch.Tensor:
+    """``spherical_harmonics_colors_torch`` (see there for the formula) in the Numba kernels of
+    ``p3dlab.kernels.gaussian_project`` (CPU, or CUDA by the tensors' device), differentiable in ``sh``
+    and ``directions`` (``_SphericalHarmonicsColors``). Checks its inputs first: ``sh`` (N, K, 3) and
+    ``directions`` (N, 3), one float dtype and device, finite values, ``degree`` an int in [0, 3] with
+    (degree + 1)^2 <= K."""
+    op = "spherical_harmonics_colors"
+    if not isinstance(sh, torch.Tensor) or sh.ndim != 3 or sh.shape[2] != 3:
+        got = tuple(sh.shape) if isinstance(sh, torch.Tensor) else type(sh).__name__
+        raise P3DLabValueError(f"{op}: sh must have shape (N, K, 3), got {got}")
+    if not isinstance(directions, torch.Tensor) or tuple(directions.shape) != (sh.shape[0], 3):
+        got = tuple(directions.shape) if isinstance(directions, torch.Tensor) else type(directions).__name__
+        raise P3DLabValueError(f"{op}: directions must have shape {(sh.shape[0], 3)}, got {got}")
+    if isinstance(degree, bool) or not isinstance(degree, int) or not 0 <= degree <= 3:
+        raise P3DLabValueError(f"{op}: degree must be an int in [0, 3], got {degree!r}")
+    if sh.shape[1] < (degree + 1) ** 2:
+        raise P3DLabValueError(
+            f"{op}: degree {degree} needs (d + 1)^2 = {(degree + 1) ** 2} coefficients, sh has {sh.shape[1]}"
+        )
+    check_kernel_dtype(sh, "sh", op)
+    if not sh.is_floating_point():
+        raise P3DLabValueError(f"{op}: sh must be float32 or float64, got {sh.dtype}")
+    if directions.dtype != sh.dtype or directions.device != sh.device:
+        raise P3DLabValueError(
+            f"{op}: directions are {directions.dtype} on {directions.device} but sh {sh.dtype} on {sh.device}"
+        )
+    for name, t in (("sh", sh), ("directions", directions)):
+        if not bool(torch.isfinite(t.detach().sum())) and not bool(torch.isfinite(t.detach()).all()):
+            raise P3DLabValueError(f"{op}: {name} holds NaN or inf")
+    return _SphericalHarmonicsColors.apply(sh, directions, (degree + 1) ** 2)
+
+
+class _SphericalHarmonicsColors(torch.autograd.Function):
+    """(N, 3) colours from SH coefficients; forward and backward in the kernels."""
+
+    @staticmethod
+    def forward(ctx, sh, directions, n_basis):
+        sh, directions = sh.detach().contiguous(), directions.detach().contiguous()
+        colors = torch.empty((sh.shape[0], 3), dtype=sh.dtype, device=sh.device)
+        gpu = dispatch.cuda_kernels(sh, "spherical_harmonics_colors")
+        if gpu:
+            gpu.sh_colors_cuda(sh, directions, n_basis, colors)
+        else:
+            from p3dlab.kernels.gaussian_project import sh_colors_cpu
+
+            sh_colors_cpu(sh.numpy(), directions.numpy(), n_basis, colors.numpy())
+        ctx.save_for_backward(sh, directions)
+        ctx.n_basis = n_basis
+        return colors
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_colors):
+        sh, directions = ctx.saved_tensors
+        grad_colors = grad_colors.to(sh.dtype).contiguous()
+        grad_sh = torch.empty_like(sh)
+        grad_directions = torch.empty_like(directions)
+        gpu = dispatch.cuda_kernels(sh, "spherical_harmonics_colors (backward)")
+        if gpu:
+            gpu.sh_colors_backward_cuda(sh, directions, ctx.n_basis, grad_colors, grad_sh, grad_directions)
+        else:
+            from p3dlab.kernels.gaussian_project import sh_colors_backward_cpu
+
+            arrays = [t.numpy() for t in (sh, directions)]
+            sh_colors_backward_cpu(*arrays, ctx.n_basis, grad_colors.numpy(), grad_sh.numpy(), grad_directions.numpy())
+        return grad_sh, grad_directions, None
+
+
+def spherical_harmonics_colors_torch(sh: torch.Tensor, directions: torch.Tensor, degree: int) -> torch.Tensor:
     """(N, 3) colours ``max(0.5 + sum_{l <= degree} sum_m Y_lm(d) sh_lm, 0)`` for unit view
     directions ``d`` (N, 3) (from the camera to each Gaussian) and coefficients ``sh`` (N, K, 3),
     K >= (degree + 1)^2. The basis is the real SH with the signs of 3DGS (``Y_1 = -C1 y, C1 z,
-    -C1 x``...), so coefficients trained elsewhere mean the same colours."""
+    -C1 x``...), so coefficients trained elsewhere mean the same colours. In torch: the reference for the
+    kernels that ``spherical_harmonics_colors`` runs (which checks its inputs; this checks only the degree)."""
     if not 0 <= degree <= 3 or sh.shape[1] < (degree + 1) ** 2:
         raise P3DLabValueError(f"spherical_harmonics_colors: degree {degree} needs (d + 1)^2 <= {sh.shape[1]}")
     basis = [torch.full_like(directions[:, 0], SH_C0)]
@@ -107,7 +181,135 @@ def project_gaussians(
     low_pass: float = 0.3,
     near_plane: float = 0.01,
 ) -> GaussianProjection:
-    """Project 3D Gaussians (means (N, 3), covariances (N, 3, 3), world) to the screen.
+    """Project 3D Gaussians (means (N, 3), covariances (N, 3, 3), world) to the screen: the math of
+    ``project_gaussians_torch`` (see there), in the Numba kernels of ``p3dlab.kernels.gaussian_project``
+    (CPU, or CUDA by the tensors' device), differentiable in ``means`` and ``covariances``
+    (``_ProjectGaussians``). Where ``world_to_ndc`` or ``world_to_view`` requires grad (a camera being
+    optimised) it runs ``project_gaussians_torch``, which autograd differentiates through the camera
+    too. The outputs are the same either way (radii equal, values to rounding).
+
+    The inputs are checked first: shapes, float32/float64 means (covariances in the same dtype, the
+    matrices cast to it), one device, finite values, a positive image size, ``low_pass >= 0`` and a
+    finite ``near_plane``; a ``P3DLabValueError`` says what is wrong.
+    """
+    op = "project_gaussians"
+    H, W, low_pass, near_plane = check_projection_inputs(
+        means, covariances, world_to_ndc, world_to_view, image_size, low_pass, near_plane, op
+    )
+    dt = means.dtype
+    M, V = world_to_ndc.to(dt), world_to_view.to(dt)
+    if M.requires_grad or V.requires_grad:
+        return project_gaussians_torch(means, covariances, M, V, (H, W), low_pass, near_plane)
+    means2d, conics, depths, cov2d, radii = _ProjectGaussians.apply(
+        means, covariances, M, V, H, W, low_pass, near_plane
+    )
+    return GaussianProjection(means2d, conics, radii, depths, cov2d)
+
+
+def check_projection_inputs(means, covariances, world_to_ndc, world_to_view, image_size, low_pass, near_plane, op):
+    """The arguments of ``project_gaussians``: returns (H, W, low_pass, near_plane) or raises a
+    ``P3DLabValueError`` naming the argument."""
+    if not (isinstance(image_size, (tuple, list)) and len(image_size) == 2):
+        raise P3DLabValueError(f"{op}: image_size must be (H, W), got {image_size!r}")
+    H, W = (check_count(x, "image_size", op) for x in image_size)
+    if H * W > 2**28:
+        raise P3DLabValueError(f"{op}: image_size must be at most 2^28 pixels, got {(H, W)}")
+    low_pass = check_finite_number(low_pass, "low_pass", op, 0.0)
+    near_plane = check_finite_number(near_plane, "near_plane", op)
+    if not isinstance(means, torch.Tensor) or means.ndim != 2 or means.shape[1] != 3:
+        got = tuple(means.shape) if isinstance(means, torch.Tensor) else type(means).__name__
+        raise P3DLabValueError(f"{op}: means must have shape (N, 3), got {got}")
+    n = means.shape[0]
+    shapes = {"covariances": (n, 3, 3), "world_to_ndc": (4, 4), "world_to_view": (4, 4)}
+    tensors = {"covariances": covariances, "world_to_ndc": world_to_ndc, "world_to_view": world_to_view}
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shapes[name]:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise P3DLabValueError(f"{op}: {name} must have shape {shapes[name]}, got {got}")
+        if t.device != means.device:
+            raise P3DLabValueError(f"{op}: {name} is on {t.device} but means on {means.device}")
+    check_kernel_dtype(means, "means", op)
+    if not means.is_floating_point():
+        raise P3DLabValueError(f"{op}: means must be float32 or float64, got {means.dtype}")
+    if covariances.dtype != means.dtype:
+        raise P3DLabValueError(f"{op}: covariances are {covariances.dtype} but means {means.dtype}")
+    for name, t in tensors.items():
+        if not (t.is_floating_point() and t.dtype not in (torch.float16, torch.bfloat16)):
+            raise P3DLabValueError(f"{op}: {name} must be float32 or float64, got {t.dtype}")
+    for name, t in {"means": means, **tensors}.items():
+        if not bool(torch.isfinite(t.detach().sum())) and not bool(torch.isfinite(t.detach()).all()):
+            raise P3DLabValueError(f"{op}: {name} holds NaN or inf")
+    return H, W, low_pass, near_plane
+
+
+class _ProjectGaussians(torch.autograd.Function):
+    """(means2d, conics, depths, cov2d, radii) of ``project_gaussians``; forward and backward in the
+    kernels, gradients for ``means`` and ``covariances`` (the camera is a constant here)."""
+
+    @staticmethod
+    def forward(ctx, means, covariances, M, V, H, W, low_pass, near_plane):
+        n, dt, dev = means.shape[0], means.dtype, means.device
+        inputs = [t.detach().contiguous() for t in (means, covariances, M, V)]
+        means2d = torch.empty((n, 2), dtype=dt, device=dev)
+        conics = torch.empty((n, 3), dtype=dt, device=dev)
+        depths = torch.empty((n,), dtype=dt, device=dev)
+        cov2d = torch.empty((n, 2, 2), dtype=dt, device=dev)
+        radii = torch.empty((n,), dtype=torch.int64, device=dev)
+        outputs = (means2d, conics, depths, cov2d, radii)
+        # looked up on the module, so that a test can swap the projection's launchers apart from the
+        # compositing's (tests/gpu_serial.py stands in for the latter only)
+        gpu = dispatch.cuda_kernels(means, "project_gaussians")
+        if gpu:
+            gpu.project_gaussians_cuda(*inputs, H, W, low_pass, near_plane, *outputs)
+        else:
+            from p3dlab.kernels.gaussian_project import project_gaussians_cpu
+
+            project_gaussians_cpu(*[t.numpy() for t in inputs], H, W, low_pass, near_plane,
+                                  *[t.numpy() for t in outputs])  # fmt: skip
+        ctx.save_for_backward(*inputs)
+        ctx.settings = (H, W, low_pass, near_plane)
+        ctx.mark_non_differentiable(radii)
+        return outputs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_means2d, grad_conics, grad_depths, grad_cov2d, _grad_radii):
+        means, covariances, M, V = ctx.saved_tensors
+        H, W, low_pass, near_plane = ctx.settings
+        n, dt = means.shape[0], means.dtype
+        upstream = []
+        for g, shape in ((grad_means2d, (n, 2)), (grad_conics, (n, 3)), (grad_depths, (n,)), (grad_cov2d, (n, 2, 2))):
+            upstream.append(means.new_zeros(shape) if g is None else g.to(dt).contiguous())
+        grad_means = torch.empty_like(means)
+        grad_covs = torch.empty_like(covariances)
+        gpu = dispatch.cuda_kernels(means, "project_gaussians (backward)")
+        if gpu:
+            gpu.project_gaussians_backward_cuda(
+                means, covariances, M, V, H, W, low_pass, near_plane, *upstream, grad_means, grad_covs
+            )
+        else:
+            from p3dlab.kernels.gaussian_project import project_gaussians_backward_cpu
+
+            arrays = [t.numpy() for t in (means, covariances, M, V)]
+            project_gaussians_backward_cpu(
+                *arrays, H, W, low_pass, near_plane, *[g.numpy() for g in upstream], grad_means.numpy(),
+                grad_covs.numpy(),
+            )  # fmt: skip
+        return grad_means, grad_covs, None, None, None, None, None, None
+
+
+def project_gaussians_torch(
+    means: torch.Tensor,
+    covariances: torch.Tensor,
+    world_to_ndc: torch.Tensor,
+    world_to_view: torch.Tensor,
+    image_size: Tuple[int, int],
+    low_pass: float = 0.3,
+    near_plane: float = 0.01,
+) -> GaussianProjection:
+    """Project 3D Gaussians (means (N, 3), covariances (N, 3, 3), world) to the screen, in torch: the
+    reference the kernels of ``project_gaussians`` are tested against, and its path when the camera's
+    matrices require grad (autograd differentiates everything here, the camera included). Unchecked.
 
     ``world_to_ndc`` (4, 4) and ``world_to_view`` (4, 4) are row-vector matrices (``[X, 1] @ M``): the
     camera's full projection to NDC (a projective map: ``x_ndc = h_0 / h_3``, ``y_ndc = h_1 / h_3``,
