@@ -8,6 +8,7 @@ from p3dlab.ops.knn import KNN, knn_gather, knn_points
 from p3dlab.ops.marching_cubes import marching_cubes
 from p3dlab.ops.mesh_ops import GraphConv, subdivide_faces, vert_align
 from p3dlab.ops.sample_points import sample_points_from_meshes
+from p3dlab.ops.silhouette import silhouette_alpha
 from p3dlab.ops.stratified import stratified_jitter
 from p3dlab.ops.volume_fit_loss import march_volumes_mse
 from p3dlab.ops.volume_sampling import march_volumes, sample_grid
@@ -29,6 +30,7 @@ __all__ = [
     "rasterize_gaussians_reference",
     "sample_grid",
     "sample_points_from_meshes",
+    "silhouette_alpha",
     "spherical_harmonics_colors",
     "stratified_jitter",
     "subdivide_faces",

@@ -1,5 +1,5 @@
-"""Turning K fragments per pixel into RGBA (docs/conventions.md#blending), all differentiable
-torch ops."""
+"""Turning K fragments per pixel into RGBA (docs/conventions.md#blending), all differentiable: torch
+ops, and the silhouette's alpha as one operation (``p3dlab.ops.silhouette_alpha``)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from p3dlab.errors import P3DLabValueError
+from p3dlab.ops.silhouette import silhouette_alpha
 
 _EPS = 1e-10
 
@@ -43,17 +43,12 @@ def hard_rgb_blend(colors: torch.Tensor, fragments, blend_params: BlendParams) -
     return torch.cat([rgb, (~empty)[..., None].to(colors.dtype)], -1)
 
 
-def _log_transmittance(fragments, sigma: float) -> torch.Tensor:
-    """``log(1 - A) = sum over valid slots of log(1 - sigmoid(-d/sigma)) = -sum softplus(-d/sigma)``."""
-    valid = fragments.pix_to_face >= 0
-    return torch.where(valid, F.logsigmoid(fragments.dists / sigma), torch.zeros_like(fragments.dists)).sum(-1)
-
-
 def sigmoid_alpha_blend(colors: torch.Tensor, fragments, blend_params: BlendParams) -> torch.Tensor:
     """Silhouette: ``A = 1 - prod_k (1 - sigmoid(-d_k / sigma))`` over valid slots (computed in log
-    space, stable for any sigma); RGB = colour of slot 0. (N, H, W, 4)."""
-    alpha = -torch.expm1(_log_transmittance(fragments, blend_params.sigma))
-    return torch.cat([colors[..., 0, :], alpha[..., None]], -1)
+    space, stable for any sigma; ``p3dlab.ops.silhouette_alpha``, a kernel on the CPU); RGB = colour
+    of slot 0. (N, H, W, 4)."""
+    alpha = silhouette_alpha(fragments.pix_to_face, fragments.dists, blend_params.sigma)
+    return torch.cat([colors[..., 0, :], alpha[..., None].to(colors.dtype)], -1)
 
 
 def softmax_rgb_blend(
@@ -66,7 +61,7 @@ def softmax_rgb_blend(
     valid = fragments.pix_to_face >= 0
     m = valid.to(colors.dtype)
     prob = torch.sigmoid(-fragments.dists / blend_params.sigma) * m
-    alpha = -torch.expm1(_log_transmittance(fragments, blend_params.sigma))
+    alpha = silhouette_alpha(fragments.pix_to_face, fragments.dists, blend_params.sigma).to(colors.dtype)
     znear = torch.as_tensor(znear, dtype=colors.dtype, device=colors.device)
     zfar = torch.as_tensor(zfar, dtype=colors.dtype, device=colors.device)
     if znear.ndim:

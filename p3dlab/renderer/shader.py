@@ -252,6 +252,8 @@ class SoftSilhouetteShader(ShaderBase):
             ones = torch.ones(d.shape[:-1] + (1, 3), dtype=d.dtype, device=d.device)  # only slot 0's colour is read
             return sigmoid_alpha_blend(ones, part, blend)
 
+        if fragments.dists.device.type == "cpu":  # the CPU's alpha kernel keeps no (N, H, W, K) intermediate
+            return shade(fragments)
         return shade_in_bands(shade, fragments)
 
 
