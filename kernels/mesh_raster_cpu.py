@@ -67,7 +67,9 @@ def face_pixel_box(fv, f, H, W, s, r, cull, out):
 
 @parallel_njit(cache=True)
 def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, persp, clip, cull, p2f, zbuf, bary, dists):
-    """Fill the K nearest faces of every pixel (outputs pre-filled with -1 by the caller).
+    """Fill the K nearest faces of every pixel; every slot without a face gets -1 in all four outputs
+    (each band task first sets its own rows to -1: the caller passes uninitialised outputs, and the
+    rows are written while they are in the task's cache rather than by a separate pass).
 
     Args:
         fv: (F, 3, 3) face vertices (x_ndc, y_ndc, Z_view).
@@ -87,6 +89,15 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
         i0 = (task % n_bands) * BAND
         i1 = min(i0 + BAND, H) - 1
         counts = np.zeros((BAND, W), np.int64)
+        for i in range(i0, i1 + 1):
+            for j in range(W):
+                for k in range(K):
+                    p2f[n, i, j, k] = -1
+                    zbuf[n, i, j, k] = -1.0
+                    dists[n, i, j, k] = -1.0
+                    bary[n, i, j, k, 0] = -1.0
+                    bary[n, i, j, k, 1] = -1.0
+                    bary[n, i, j, k, 2] = -1.0
         for f in range(face_first[n], face_first[n] + face_count[n]):
             lo = max(boxes[f, 0], i0)
             hi = min(boxes[f, 1], i1)

@@ -114,3 +114,25 @@ def test_non_finite_projected_vertices_are_refused():
 
     with pytest.raises(ValueError, match="vertex 4"):
         rasterize_meshes(Meshes([v], [m.faces_packed()]), image_size=8)
+
+
+def test_fragments_held_by_the_caller_are_never_reused():
+    """The CPU outputs come from a pool of earlier fragments' memory (p3dlab.runtime.recycled): a new
+    render must never write into fragments a caller still holds, and memory let go of is reused."""
+    first = rasterize_meshes(
+        random_projected_meshes(n_meshes=1, n_faces=(30,), seed=1), image_size=48, faces_per_pixel=3
+    )
+    kept = [t.clone() for t in first]
+    second = rasterize_meshes(
+        random_projected_meshes(n_meshes=1, n_faces=(30,), seed=2), image_size=48, faces_per_pixel=3
+    )
+    for a, b in zip(first, kept):
+        assert torch.equal(a, b)
+    assert not torch.equal(first[0], second[0])  # a different scene, in other memory
+    pointers = {t.data_ptr() for t in second}
+    del second
+    third = rasterize_meshes(
+        random_projected_meshes(n_meshes=1, n_faces=(30,), seed=3), image_size=48, faces_per_pixel=3
+    )
+    assert {t.data_ptr() for t in third} & pointers  # the memory let go of served again
+    assert torch.equal(third[0] < 0, (third[3] == -1) & (third[1] == -1))  # empty slots all -1 (reused, refilled)

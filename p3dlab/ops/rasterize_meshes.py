@@ -21,6 +21,7 @@ from p3dlab.ops.checks import check_index_range, check_kernel_dtype, check_packe
 from p3dlab.ops.dispatch import cuda_kernels
 from p3dlab.ops.gather import gather_rows
 from p3dlab.runtime import memory_budget
+from p3dlab.runtime.volume_scratch import reused_empty
 
 MAX_IMAGE_SIDE = 8192
 #: Upper bound on N * H * W * K fragment slots (28 bytes each): about 1.5 GB.
@@ -79,12 +80,21 @@ class _RasterizeFaces(torch.autograd.Function):
     def forward(ctx, face_verts, sibling, face_first, face_count, H, W, K, blur, persp, clip, cull):
         N = face_first.shape[0]
         dev, dt = face_verts.device, face_verts.dtype
-        p2f = torch.full((N, H, W, K), -1, dtype=torch.int64, device=dev)
-        zbuf = torch.full((N, H, W, K), -1.0, dtype=dt, device=dev)
-        bary = torch.full((N, H, W, K, 3), -1.0, dtype=dt, device=dev)
-        dists = torch.full((N, H, W, K), -1.0, dtype=dt, device=dev)
         args = (face_verts.detach().contiguous(), sibling, face_first, face_count)
         settings = (H, W, K, float(blur), bool(persp), bool(clip), bool(cull))
+        if dev.type == "cpu" and N > 0 and face_verts.shape[0] > 0:
+            # the CPU kernel writes -1 into the empty slots itself; the memory is that of earlier
+            # fragments nothing refers to any more, where there are some (fresh pages cost more to
+            # fault in than the kernel takes to fill them: docs/performance.md#fragments-memory)
+            p2f = reused_empty((N, H, W, K), torch.int64, dev)
+            zbuf = reused_empty((N, H, W, K), dt, dev)
+            bary = reused_empty((N, H, W, K, 3), dt, dev)
+            dists = reused_empty((N, H, W, K), dt, dev)
+        else:
+            p2f = torch.full((N, H, W, K), -1, dtype=torch.int64, device=dev)
+            zbuf = torch.full((N, H, W, K), -1.0, dtype=dt, device=dev)
+            bary = torch.full((N, H, W, K, 3), -1.0, dtype=dt, device=dev)
+            dists = torch.full((N, H, W, K), -1.0, dtype=dt, device=dev)
         if N > 0 and face_verts.shape[0] > 0:
             gpu = cuda_kernels(face_verts, "rasterize_meshes")
             if gpu:

@@ -17,6 +17,7 @@ from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
 from p3dlab.runtime.fork_safety import check_cpu_kernels
+from p3dlab.runtime.volume_scratch import reused_empty
 
 __all__ = ["silhouette_alpha"]
 
@@ -49,7 +50,7 @@ class _SilhouetteAlpha(torch.autograd.Function):
         from p3dlab.kernels.silhouette import silhouette_alpha_backward_cpu
 
         d, p2f, transmittance = ctx.saved_tensors
-        grad_dists = torch.empty_like(d)
+        grad_dists = reused_empty(d.shape, d.dtype, d.device)  # an earlier step's, if nothing holds it
         g = grad_alpha.to(d.dtype).contiguous().reshape(-1)
         silhouette_alpha_backward_cpu(
             p2f.numpy(), d.numpy(), 1.0 / ctx.sigma, transmittance.numpy(), g.numpy(), grad_dists.numpy()

@@ -29,7 +29,7 @@ import torch
 
 from p3dlab.runtime import huge_pages
 
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64}
 _POOL: List[np.ndarray] = []  # arrays under tensors this module handed out, least recent first
 _LOCK = threading.Lock()  # one thread at a time looks for an unused array and takes it
 
@@ -54,8 +54,8 @@ def in_use(i: int) -> bool:
 
 
 def empty(shape, dtype: torch.dtype, budget: int) -> torch.Tensor:
-    """An uninitialised CPU tensor of ``shape`` and ``dtype`` (float32 or float64; others come from
-    ``torch.empty``), on memory of an earlier one nothing uses any more when there is one (see the
+    """An uninitialised CPU tensor of ``shape`` and ``dtype`` (float32, float64 or int64; others come
+    from ``torch.empty``), on memory of an earlier one nothing uses any more when there is one (see the
     module docstring). Unused arrays beyond ``budget`` bytes in all are dropped."""
     shape = tuple(int(s) for s in shape)
     if dtype not in _NUMPY:
