@@ -56,17 +56,12 @@ from types import SimpleNamespace
 from numba import njit, prange
 
 from p3dlab.kernels.parallel_jit import parallel_njit
+from p3dlab.kernels.sh_constants import FRUSTUM_MARGIN, SH_C0, SH_C1, SH_C2, SH_C3
 
-FRUSTUM_MARGIN = 1.3  # a centre beyond 1.3 x the image's NDC extent is culled
-
-# Real spherical harmonics with the signs of 3DGS, (l, m) = (0, 0), (1, -1), (1, 0), (1, 1), (2, -2), ...
-SH_C0 = 0.28209479177387814  # 1 / (2 sqrt(pi))
-SH_C1 = 0.4886025119029199  # sqrt(3 / (4 pi))
-SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-SH_C3 = (
-    -0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
-    -0.4570457994644658, 1.445305721320277, -0.5900435899266435,
-)  # fmt: skip
+# Numba's cache checks the contents of the file that defines a kernel, not of the files whose
+# constants it compiles in: this line is the hash of sh_constants.py (tests/test_kernel_cache.py
+# enforces it), so cached kernels are rebuilt when the constants change.
+MATH_SOURCE_SHA256 = "02ef3dd12eb541f2"
 
 
 def build(jit):

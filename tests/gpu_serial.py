@@ -6,6 +6,7 @@ CUDA-equals-CPU tests run on the simulator and on this alike."""
 import numba
 import numpy as np
 
+from p3dlab.kernels import gaussian_project as gp
 from p3dlab.kernels import gaussian_splat as gs
 from p3dlab.kernels import gpu_threads
 from p3dlab.kernels import volume_math as vm
@@ -13,6 +14,7 @@ from p3dlab.kernels import volume_math as vm
 _jit = numba.njit(cache=True)
 _thread = gpu_threads.build(_jit, _jit(gpu_threads._add_serial))
 _gaussian = gs.build(_jit, _jit(gs._add_serial))
+_projection = gp.build(_jit)
 
 
 def _launch(body, n_threads, *args):
@@ -97,3 +99,24 @@ def composite_gaussians_backward_cuda(*args):
     args = _arrays(args)
     H, W = args[6], args[7]
     _launch(_gaussian.composite_backward_thread, H * W, *args)
+
+
+def _per_gaussian(body, args):
+    args = _arrays(args)
+    _launch(body, args[0].shape[0] + 3, *args)  # a partly-filled last block: threads past N do nothing
+
+
+def project_gaussians_cuda(*args):
+    _per_gaussian(_projection.project_thread, args)
+
+
+def project_gaussians_backward_cuda(*args):
+    _per_gaussian(_projection.project_backward_thread, args)
+
+
+def sh_colors_cuda(*args):
+    _per_gaussian(_projection.sh_color_thread, args)
+
+
+def sh_colors_backward_cuda(*args):
+    _per_gaussian(_projection.sh_color_backward_thread, args)

@@ -3,17 +3,12 @@ float64 torch path (``project_gaussians_torch``) on scenes with Gaussians behind
 frustum, degenerate and huge; gradcheck of the autograd function; the CUDA kernels (simulator and
 serial) against the CPU ones; the camera-gradient fallback; bad input."""
 
-import functools
-import types
-
-import numba
 import numpy as np
 import pytest
 import torch
 
 from p3dlab.errors import P3DLabValueError
 from p3dlab.kernels import gaussian_project as gp
-from p3dlab.ops import dispatch
 from p3dlab.ops import gaussian_splat as op
 from p3dlab.ops.gaussian_splat import (
     project_gaussians,
@@ -199,67 +194,9 @@ def test_sh_gradcheck():
 
 
 # ----------------------------------------------------------------------------- CUDA kernels against the CPU ones
-@functools.lru_cache(maxsize=None)
-def _serial_launchers():
-    """The CUDA launchers' stand-ins: the per-thread bodies compiled by ``numba.njit``, run in a loop."""
-    bodies = gp.build(numba.njit(cache=True))
-
-    def arrays(args):
-        return [a.detach().numpy() if hasattr(a, "detach") else a for a in args]
-
-    def project_gaussians_cuda(*args):
-        args = arrays(args)
-        for t in range(args[0].shape[0] + 3):  # a partly-filled last block: threads past N do nothing
-            bodies.project_thread(t, *args)
-
-    def project_gaussians_backward_cuda(*args):
-        args = arrays(args)
-        for t in range(args[0].shape[0] + 3):
-            bodies.project_backward_thread(t, *args)
-
-    def sh_colors_cuda(*args):
-        args = arrays(args)
-        for t in range(args[0].shape[0] + 3):
-            bodies.sh_color_thread(t, *args)
-
-    def sh_colors_backward_cuda(*args):
-        args = arrays(args)
-        for t in range(args[0].shape[0] + 3):
-            bodies.sh_color_backward_thread(t, *args)
-
-    return types.SimpleNamespace(
-        project_gaussians_cuda=project_gaussians_cuda,
-        project_gaussians_backward_cuda=project_gaussians_backward_cuda,
-        sh_colors_cuda=sh_colors_cuda,
-        sh_colors_backward_cuda=sh_colors_backward_cuda,
-    )
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(
-            "simulator",
-            marks=[
-                pytest.mark.cudasim,
-                pytest.mark.skipif(
-                    not numba.config.ENABLE_CUDASIM, reason="needs NUMBA_ENABLE_CUDASIM=1 (make cudasim)"
-                ),
-            ],
-        ),
-        "serial",
-    ]
-)
-def launchers(request):
-    if request.param == "simulator":
-        from p3dlab.kernels import cuda_adapter
-
-        return cuda_adapter
-    return _serial_launchers()
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cuda_projection_equals_cpu_forward_and_backward(dtype, launchers):
-    if not isinstance(launchers, types.ModuleType) and dtype == np.float32:
+def test_cuda_projection_equals_cpu_forward_and_backward(dtype, gpu):
+    if gpu.__name__ == "gpu_serial" and dtype == np.float32:
         pytest.skip("float32 runs on the simulator; the serial bodies' float64 build covers the mapping")
     H, W = 21, 35
     M, V = (t.numpy().astype(dtype) for t in _matrices((H, W)))
@@ -270,7 +207,7 @@ def test_cuda_projection_equals_cpu_forward_and_backward(dtype, launchers):
     results = []
     for launch, launch_backward in (
         (gp.project_gaussians_cpu, gp.project_gaussians_backward_cpu),
-        (launchers.project_gaussians_cuda, launchers.project_gaussians_backward_cuda),
+        (gpu.project_gaussians_cuda, gpu.project_gaussians_backward_cuda),
     ):
         outs = [np.zeros((n, 2), dtype), np.zeros((n, 3), dtype), np.zeros(n, dtype), np.zeros((n, 2, 2), dtype)]
         outs.append(np.zeros(n, np.int64))
@@ -286,15 +223,15 @@ def test_cuda_projection_equals_cpu_forward_and_backward(dtype, launchers):
         )
 
 
-def test_the_cuda_branch_of_the_operation_equals_the_cpu_one(launchers, monkeypatch):
-    """``project_gaussians`` through the autograd function's CUDA branch (the launchers, on CPU tensors),
+def test_the_cuda_branch_of_the_operation_equals_the_cpu_one(gpu, monkeypatch):
+    """``project_gaussians`` through the autograd function's CUDA branch (the gpu, on CPU tensors),
     forward and backward, against its CPU branch."""
     M, V = _matrices((20, 24))
     means, covs = _scene(50, seed=9, spread=3.0)
     results = []
     for branch in ("cpu", "gpu"):
         if branch == "gpu":
-            monkeypatch.setattr(dispatch, "cuda_kernels", lambda tensor, name: launchers)
+            monkeypatch.setattr(op, "cuda_kernels", lambda tensor, name: gpu)
         leaves = (means.clone().requires_grad_(), covs.clone().requires_grad_())
         p = project_gaussians(*leaves, M, V, (20, 24))
         grads = torch.autograd.grad(_loss(p, _weights(p, seed=10)), leaves)
@@ -303,12 +240,12 @@ def test_the_cuda_branch_of_the_operation_equals_the_cpu_one(launchers, monkeypa
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
 
 
-def test_cuda_sh_colors_equal_cpu(launchers, monkeypatch):
+def test_cuda_sh_colors_equal_cpu(gpu, monkeypatch):
     sh, d = _sh_scene(40, 16, seed=31)
     results = []
     for branch in ("cpu", "gpu"):
         if branch == "gpu":
-            monkeypatch.setattr(dispatch, "cuda_kernels", lambda tensor, name: launchers)
+            monkeypatch.setattr(op, "cuda_kernels", lambda tensor, name: gpu)
         leaves = (sh.clone().requires_grad_(), d.clone().requires_grad_())
         colours = spherical_harmonics_colors(*leaves, 3)
         grads = torch.autograd.grad((colours * torch.linspace(-1, 1, 3, dtype=DT)).sum(), leaves)

@@ -51,6 +51,7 @@ def test_numba_cache_ignores_inlined_files_unless_the_kernel_file_changes(tmp_pa
     [
         ("volume_cpu", ["volume_math", "volume_fast", "exp_neg", "simd4", "activations"]),
         ("mesh_raster_cpu", ["mesh_raster_math"]),
+        ("gaussian_project", ["sh_constants"]),
     ],
 )
 def test_kernel_files_carry_the_hash_of_the_code_they_inline(kernel, inlined):

@@ -25,7 +25,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from p3dlab.errors import P3DLabValueError
-from p3dlab.ops import dispatch
+from p3dlab.kernels.sh_constants import FRUSTUM_MARGIN, SH_C0, SH_C1, SH_C2, SH_C3
 from p3dlab.ops.checks import check_count, check_finite_number, check_kernel_dtype
 from p3dlab.ops.dispatch import cuda_kernels
 from p3dlab.runtime import memory_budget
@@ -43,16 +43,6 @@ __all__ = [
 TILE_SIZE = 16
 ALPHA_MAX = 0.99
 CUTOFF = 9.0  # q = d^T conic d <= 9: the 3-sigma ellipse
-FRUSTUM_MARGIN = 1.3  # a centre beyond 1.3 x the image's NDC extent is culled
-
-# Real spherical harmonics, in the order (l, m) = (0, 0), (1, -1), (1, 0), (1, 1), (2, -2), ...
-SH_C0 = 0.28209479177387814  # 1 / (2 sqrt(pi))
-SH_C1 = 0.4886025119029199  # sqrt(3 / (4 pi))
-SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-SH_C3 = (
-    -0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
-    -0.4570457994644658, 1.445305721320277, -0.5900435899266435,
-)  # fmt: skip
 
 
 def spherical_harmonics_colors(sh: torch.Tensor, directions: torch.Tensor, degree: int) -> torch.Tensor:
@@ -94,7 +84,7 @@ class _SphericalHarmonicsColors(torch.autograd.Function):
     def forward(ctx, sh, directions, n_basis):
         sh, directions = sh.detach().contiguous(), directions.detach().contiguous()
         colors = torch.empty((sh.shape[0], 3), dtype=sh.dtype, device=sh.device)
-        gpu = dispatch.cuda_kernels(sh, "spherical_harmonics_colors")
+        gpu = cuda_kernels(sh, "spherical_harmonics_colors")
         if gpu:
             gpu.sh_colors_cuda(sh, directions, n_basis, colors)
         else:
@@ -112,7 +102,7 @@ class _SphericalHarmonicsColors(torch.autograd.Function):
         grad_colors = grad_colors.to(sh.dtype).contiguous()
         grad_sh = torch.empty_like(sh)
         grad_directions = torch.empty_like(directions)
-        gpu = dispatch.cuda_kernels(sh, "spherical_harmonics_colors (backward)")
+        gpu = cuda_kernels(sh, "spherical_harmonics_colors (backward)")
         if gpu:
             gpu.sh_colors_backward_cuda(sh, directions, ctx.n_basis, grad_colors, grad_sh, grad_directions)
         else:
@@ -258,7 +248,7 @@ class _ProjectGaussians(torch.autograd.Function):
         outputs = (means2d, conics, depths, cov2d, radii)
         # looked up on the module, so that a test can swap the projection's launchers apart from the
         # compositing's (tests/gpu_serial.py stands in for the latter only)
-        gpu = dispatch.cuda_kernels(means, "project_gaussians")
+        gpu = cuda_kernels(means, "project_gaussians")
         if gpu:
             gpu.project_gaussians_cuda(*inputs, H, W, low_pass, near_plane, *outputs)
         else:
@@ -282,7 +272,7 @@ class _ProjectGaussians(torch.autograd.Function):
             upstream.append(means.new_zeros(shape) if g is None else g.to(dt).contiguous())
         grad_means = torch.empty_like(means)
         grad_covs = torch.empty_like(covariances)
-        gpu = dispatch.cuda_kernels(means, "project_gaussians (backward)")
+        gpu = cuda_kernels(means, "project_gaussians (backward)")
         if gpu:
             gpu.project_gaussians_backward_cuda(
                 means, covariances, M, V, H, W, low_pass, near_plane, *upstream, grad_means, grad_covs
