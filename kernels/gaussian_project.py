@@ -293,8 +293,8 @@ def build(jit):
 
     sh_basis = jit(sh_basis)
 
-    def sh_color(n, sh, directions, n_basis, colors):
-        """colour_n = max(0.5 + sum_{k < n_basis} Y_k(d_n) sh_nk, 0), per channel."""
+    def sh_sum(n, sh, directions, n_basis):
+        """The colour before the clamp, ``0.5 + sum_{k < n_basis} Y_k(d_n) sh_nk``, per channel."""
         x = directions[n, 0]
         y = directions[n, 1]
         z = directions[n, 2]
@@ -306,6 +306,13 @@ def build(jit):
             r += Y * sh[n, k, 0]
             g += Y * sh[n, k, 1]
             b += Y * sh[n, k, 2]
+        return r, g, b
+
+    sh_sum = jit(sh_sum)
+
+    def sh_color(n, sh, directions, n_basis, colors):
+        """colour_n = max(0.5 + sum_{k < n_basis} Y_k(d_n) sh_nk, 0), per channel."""
+        r, g, b = sh_sum(n, sh, directions, n_basis)
         colors[n, 0] = max(r, 0.0)
         colors[n, 1] = max(g, 0.0)
         colors[n, 2] = max(b, 0.0)
@@ -319,14 +326,7 @@ def build(jit):
         x = directions[n, 0]
         y = directions[n, 1]
         z = directions[n, 2]
-        r = 0.5
-        g = 0.5
-        b = 0.5
-        for k in range(n_basis):
-            Y, _, _, _ = sh_basis(k, x, y, z)
-            r += Y * sh[n, k, 0]
-            g += Y * sh[n, k, 1]
-            b += Y * sh[n, k, 2]
+        r, g, b = sh_sum(n, sh, directions, n_basis)
         gr = grad_colors[n, 0] if r >= 0.0 else 0.0
         gg = grad_colors[n, 1] if g >= 0.0 else 0.0
         gb = grad_colors[n, 2] if b >= 0.0 else 0.0
@@ -371,6 +371,7 @@ def build(jit):
 
     return SimpleNamespace(
         sh_basis=sh_basis,
+        sh_sum=sh_sum,
         sh_color=sh_color,
         sh_color_backward=sh_color_backward,
         sh_color_thread=sh_color_thread,
