@@ -20,10 +20,12 @@ from p3dlab.kernels.parallel_jit import parallel_njit
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line changes with mesh_raster_math.py (tests/test_kernel_cache.py enforces it), so
 # cached kernels are rebuilt when the math changes.
-MATH_SOURCE_SHA256 = "62f613b7303d8cfb"
+MATH_SOURCE_SHA256 = "8f68bef08bb5e6d8"
 
 _dev = rm.build(lambda fn: njit(cache=True)(fn))
 candidate = _dev.candidate
+face_setup = _dev.face_setup
+pixel_test = _dev.pixel_test
 insert = _dev.insert
 pixel_ndc = _dev.pixel_ndc
 rasterize_pixel = _dev.rasterize_pixel
@@ -65,11 +67,73 @@ def face_pixel_box(fv, f, H, W, s, r, cull, out):
     out[f, 2], out[f, 3] = _pixel_range(min(x0, x1, x2) - r, max(x0, x1, x2) + r, W, s)
 
 
+#: Band lists longer than this many entries per face (faces that span many bands) are not built: the
+#: band tasks then scan every face of their mesh instead, so memory stays O(F) for any input.
+MAX_BAND_ENTRIES_PER_FACE = 8
+
+
+@njit(cache=True)
+def band_face_lists(boxes, face_first, face_count, n_bands, out_first, out_faces):
+    """Counting sort of the faces into the row bands their boxes touch: band b of mesh n lists its
+    faces in ``out_faces[out_first[n * n_bands + b] : out_first[n * n_bands + b + 1]]``, in index
+    order. Returns False, having written nothing into ``out_faces``, when the lists would hold more
+    than ``out_faces.shape[0]`` entries."""
+    N = face_first.shape[0]
+    out_first[:] = 0
+    for n in range(N):
+        for f in range(face_first[n], face_first[n] + face_count[n]):
+            if boxes[f, 0] <= boxes[f, 1]:
+                for b in range(boxes[f, 0] // BAND, boxes[f, 1] // BAND + 1):
+                    out_first[n * n_bands + b + 1] += 1
+    for t in range(N * n_bands):
+        out_first[t + 1] += out_first[t]
+    if out_first[N * n_bands] > out_faces.shape[0]:
+        return False
+    fill = out_first[:-1].copy()
+    for n in range(N):
+        for f in range(face_first[n], face_first[n] + face_count[n]):
+            if boxes[f, 0] <= boxes[f, 1]:
+                for b in range(boxes[f, 0] // BAND, boxes[f, 1] // BAND + 1):
+                    out_faces[fill[n * n_bands + b]] = f
+                    fill[n * n_bands + b] += 1
+    return True
+
+
+@njit(cache=True, inline="always")
+def rasterize_face_in_band(
+    fv, sibling, f, boxes, n, i0, i1, H, W, K, blur, persp, clip, cull, s, counts, p2f, zbuf, bary, dists
+):
+    """Test face f at every pixel of its box within rows i0..i1 of image n and insert what it keeps:
+    ``candidate`` with the per-face part (``face_setup``) done once. Inlined into the band loop
+    (``inline="always"``): as a call it is slower (docs/performance.md#rasterizer-band-lists)."""
+    drawn, x0, y0, z0, x1, y1, z1, x2, y2, z2, x_lo, x_hi, y_lo, y_hi, a_hat = face_setup(fv, f, blur, cull)
+    if not drawn:
+        return
+    lo = max(boxes[f, 0], i0)
+    hi = min(boxes[f, 1], i1)
+    for i in range(lo, hi + 1):
+        py = pixel_ndc(i, H, s)
+        for j in range(boxes[f, 2], boxes[f, 3] + 1):
+            px = pixel_ndc(j, W, s)
+            c = counts[i - i0, j]
+            # a full list takes no face at or behind its last one (``insert``), unless it replaces its sibling
+            z_far = zbuf[n, i, j, K - 1] if c == K and sibling[f] < 0 else math.inf
+            status, z, sd, b0, b1, b2 = pixel_test(
+                px, py, x0, y0, z0, x1, y1, z1, x2, y2, z2, x_lo, x_hi, y_lo, y_hi, a_hat, blur, persp, clip, z_far
+            )
+            if status == KEEP:
+                counts[i - i0, j] = insert(p2f, zbuf, bary, dists, n, i, j, c, K, f, sibling[f], z, sd, b0, b1, b2)
+
+
 @parallel_njit(cache=True)
 def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, persp, clip, cull, p2f, zbuf, bary, dists):
     """Fill the K nearest faces of every pixel; every slot without a face gets -1 in all four outputs
     (each band task first sets its own rows to -1: the caller passes uninitialised outputs, and the
     rows are written while they are in the task's cache rather than by a separate pass).
+
+    Each band task visits the faces whose boxes reach its rows, in index order: from the band lists
+    (``band_face_lists``), or, where those would be too long, by scanning all faces of its mesh.
+    Either way the same faces reach each pixel in the same order, so the outputs are identical.
 
     Args:
         fv: (F, 3, 3) face vertices (x_ndc, y_ndc, Z_view).
@@ -78,12 +142,16 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
         p2f (N, H, W, K) int64, zbuf (N, H, W, K), bary (N, H, W, K, 3), dists (N, H, W, K): outputs.
     """
     N = face_first.shape[0]
+    F = fv.shape[0]
     s = float(min(H, W))
     r = math.sqrt(blur)
-    boxes = np.empty((fv.shape[0], 4), np.int64)
-    for f in prange(fv.shape[0]):
+    boxes = np.empty((F, 4), np.int64)
+    for f in prange(F):
         face_pixel_box(fv, f, H, W, s, r, cull, boxes)
     n_bands = (H + BAND - 1) // BAND
+    list_first = np.empty(N * n_bands + 1, np.int64)
+    list_faces = np.empty(MAX_BAND_ENTRIES_PER_FACE * F + n_bands, np.int32)
+    listed = band_face_lists(boxes, face_first, face_count, n_bands, list_first, list_faces)
     for task in prange(N * n_bands):
         n = task // n_bands
         i0 = (task % n_bands) * BAND
@@ -98,19 +166,56 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
                     bary[n, i, j, k, 0] = -1.0
                     bary[n, i, j, k, 1] = -1.0
                     bary[n, i, j, k, 2] = -1.0
-        for f in range(face_first[n], face_first[n] + face_count[n]):
-            lo = max(boxes[f, 0], i0)
-            hi = min(boxes[f, 1], i1)
-            for i in range(lo, hi + 1):
-                py = pixel_ndc(i, H, s)
-                for j in range(boxes[f, 2], boxes[f, 3] + 1):
-                    px = pixel_ndc(j, W, s)
-                    status, z, sd, b0, b1, b2 = candidate(fv, f, px, py, blur, persp, clip, cull)
-                    if status == KEEP:
-                        c = counts[i - i0, j]
-                        counts[i - i0, j] = insert(
-                            p2f, zbuf, bary, dists, n, i, j, c, K, f, sibling[f], z, sd, b0, b1, b2
-                        )
+        if listed:
+            for e in range(list_first[task], list_first[task + 1]):
+                f = list_faces[e]
+                rasterize_face_in_band(
+                    fv,
+                    sibling,
+                    f,
+                    boxes,
+                    n,
+                    i0,
+                    i1,
+                    H,
+                    W,
+                    K,
+                    blur,
+                    persp,
+                    clip,
+                    cull,
+                    s,
+                    counts,
+                    p2f,
+                    zbuf,
+                    bary,
+                    dists,
+                )
+        else:
+            for f in range(face_first[n], face_first[n] + face_count[n]):
+                if boxes[f, 0] <= i1 and boxes[f, 1] >= i0:
+                    rasterize_face_in_band(
+                        fv,
+                        sibling,
+                        f,
+                        boxes,
+                        n,
+                        i0,
+                        i1,
+                        H,
+                        W,
+                        K,
+                        blur,
+                        persp,
+                        clip,
+                        cull,
+                        s,
+                        counts,
+                        p2f,
+                        zbuf,
+                        bary,
+                        dists,
+                    )
 
 
 @parallel_njit(cache=True)

@@ -11,6 +11,7 @@ Edge function ``E(p; a, b) = (p_x - a_x)(b_y - a_y) - (p_y - a_y)(b_x - a_x)``.
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 # Candidate status codes returned by ``candidate``.
@@ -52,32 +53,42 @@ def build(jit):
     edge_dist2 = jit(_edge_dist2)
     pixel_ndc = jit(_pixel_ndc)
 
-    def candidate(fv, f, px, py, blur, persp, clip, cull):
-        """Test face f at pixel centre (px, py) (docs/kernels.md#per-pixel-test, steps 1-9).
-
-        ``fv`` is the (F, 3, 3) array of (x_ndc, y_ndc, Z_view) per face vertex.
-        Returns (status, z, signed_dist2, b0, b1, b2).
-        """
+    def face_setup(fv, f, blur, cull):
+        """The per-face part of ``candidate`` (steps 1-2 without the pixel): face f's vertices, the
+        bounds of its box grown by r = sqrt(blur), and a_hat. Returns (drawn, x0, y0, z0, x1, y1, z1,
+        x2, y2, z2, x_lo, x_hi, y_lo, y_hi, a_hat); drawn is False for a face no pixel keeps
+        (back-facing when culling, degenerate, or touching or behind the camera)."""
         x0, y0, z0 = fv[f, 0, 0], fv[f, 0, 1], fv[f, 0, 2]
         x1, y1, z1 = fv[f, 1, 0], fv[f, 1, 1], fv[f, 1, 2]
         x2, y2, z2 = fv[f, 2, 0], fv[f, 2, 1], fv[f, 2, 2]
         # 1. orientation / degenerate faces
         area = edge(x0, y0, x1, y1, x2, y2)
-        if (cull and area < 0.0) or abs(area) <= 1e-8:
-            return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
-        # 2. grown bounding box, faces touching or behind the camera
         r = blur**0.5
-        if px < min(x0, x1, x2) - r or px > max(x0, x1, x2) + r:
-            return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
-        if py < min(y0, y1, y2) - r or py > max(y0, y1, y2) + r:
-            return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
+        drawn = not ((cull and area < 0.0) or abs(area) <= 1e-8)
+        # 2. faces touching or behind the camera
         if min(z0, z1, z2) < 1e-8:
+            drawn = False
+        x_lo, x_hi = min(x0, x1, x2) - r, max(x0, x1, x2) + r
+        y_lo, y_hi = min(y0, y1, y2) - r, max(y0, y1, y2) + r
+        a_hat = edge(x2, y2, x0, y0, x1, y1) + 1e-8
+        return drawn, x0, y0, z0, x1, y1, z1, x2, y2, z2, x_lo, x_hi, y_lo, y_hi, a_hat
+
+    face_setup = jit(face_setup)
+
+    def pixel_test(px, py, x0, y0, z0, x1, y1, z1, x2, y2, z2, x_lo, x_hi, y_lo, y_hi, a_hat, blur, persp, clip, z_far):
+        """The per-pixel part of ``candidate`` (steps 2-9) for a drawn face given by ``face_setup``.
+        ``z_far``: a depth the caller would not keep (the last of a full K-list; inf for any depth)."""
+        # 2. grown bounding box
+        if px < x_lo or px > x_hi or py < y_lo or py > y_hi:
             return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
         # 3. screen-space barycentrics lambda_i = E(p; v_j, v_k) / (E(v2; v0, v1) + 1e-8)
-        a_hat = edge(x2, y2, x0, y0, x1, y1) + 1e-8
         l0 = edge(px, py, x1, y1, x2, y2) / a_hat
         l1 = edge(px, py, x2, y2, x0, y0) / a_hat
         l2 = edge(px, py, x0, y0, x1, y1) / a_hat
+        # without a blur band only inside pixels are kept (step 9: d2 >= 0 = blur), and the inside
+        # test of step 5 fails wherever some lambda_i <= 0: lambda'_i has lambda_i's sign (Z_i > 0)
+        if blur <= 0.0 and not (l0 > 0.0 and l1 > 0.0 and l2 > 0.0):
+            return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
         # 4. perspective correction lambda'_i = (lambda_i / Z_i) / sum_k (lambda_k / Z_k)
         if persp:
             t0 = l0 * z1 * z2
@@ -96,7 +107,7 @@ def build(jit):
             l0, l1, l2 = m0 / s, m1 / s, m2 / s
         # 7. interpolated view depth
         z = l0 * z0 + l1 * z1 + l2 * z2
-        if z < 0.0:
+        if z < 0.0 or z >= z_far:
             return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
         # 8. squared distance to the boundary, edges (v0,v1), (v0,v2), (v1,v2)
         d2 = min(
@@ -109,6 +120,19 @@ def build(jit):
             return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
         sd = -d2 if inside else d2
         return KEEP, z, sd, l0, l1, l2
+
+    pixel_test = jit(pixel_test)
+
+    def candidate(fv, f, px, py, blur, persp, clip, cull):
+        """Test face f at pixel centre (px, py) (docs/kernels.md#per-pixel-test, steps 1-9):
+        ``face_setup`` then ``pixel_test``. ``fv`` is the (F, 3, 3) array of (x_ndc, y_ndc, Z_view)
+        per face vertex. Returns (status, z, signed_dist2, b0, b1, b2)."""
+        drawn, x0, y0, z0, x1, y1, z1, x2, y2, z2, x_lo, x_hi, y_lo, y_hi, a_hat = face_setup(fv, f, blur, cull)
+        if not drawn:
+            return SKIP, 0.0, 0.0, 0.0, 0.0, 0.0
+        return pixel_test(
+            px, py, x0, y0, z0, x1, y1, z1, x2, y2, z2, x_lo, x_hi, y_lo, y_hi, a_hat, blur, persp, clip, math.inf
+        )
 
     candidate = jit(candidate)
 
@@ -283,6 +307,8 @@ def build(jit):
         edge=edge,
         edge_dist2=edge_dist2,
         pixel_ndc=pixel_ndc,
+        face_setup=face_setup,
+        pixel_test=pixel_test,
         candidate=candidate,
         insert=insert,
         rasterize_pixel=rasterize_pixel,

@@ -54,23 +54,50 @@ def test_kernel_matches_float64_reference(K, blur, persp, clip, cull):
     assert torch.allclose(out32[1][inside].double(), ref32[1][inside], atol=1e-5, rtol=0)
 
 
-def test_band_kernel_equals_per_pixel_loop():
+def _band_lists_built(fv, first, count, H, W, blur):
+    """Whether ``rasterize_meshes_cpu`` lists each band's faces for this scene (else it scans them)."""
+    import math
+
+    import numpy as np
+
+    from p3dlab.kernels import mesh_raster_cpu as mrc
+
+    boxes = np.empty((fv.shape[0], 4), np.int64)
+    for f in range(fv.shape[0]):
+        mrc.face_pixel_box(fv, f, H, W, float(min(H, W)), math.sqrt(blur), False, boxes)
+    n_bands = -(-H // mrc.BAND)
+    list_first = np.empty(len(first) * n_bands + 1, np.int64)
+    list_faces = np.empty(mrc.MAX_BAND_ENTRIES_PER_FACE * fv.shape[0] + n_bands, np.int32)
+    return mrc.band_face_lists(boxes, first, count, n_bands, list_first, list_faces)
+
+
+@pytest.mark.parametrize(
+    "H, W, K, blur, xy, listed",
+    [
+        (21, 19, 4, 0.01, 1.2, True),  # random faces spanning up to 3 bands: listed
+        (61, 37, 3, 0.0, 0.4, True),  # smaller faces, 8 bands, no blur
+        (96, 40, 2, 0.02, 3.0, False),  # faces spanning all 12 bands: the lists would be too long
+    ],
+)
+def test_band_kernel_equals_per_pixel_loop(H, W, K, blur, xy, listed):
     import numpy as np
 
     from p3dlab.kernels.mesh_raster_cpu import rasterize_meshes_cpu, rasterize_meshes_cpu_naive
 
-    meshes = random_projected_meshes(n_meshes=2, n_faces=(40, 25), seed=5)
+    meshes = random_projected_meshes(n_meshes=2, n_faces=(40, 25), seed=5, xy=xy)
     fv = meshes.verts_packed()[meshes.faces_packed()].numpy()
     first = meshes.mesh_to_faces_packed_first_idx().numpy()
     count = meshes.num_faces_per_mesh().numpy()
+    assert _band_lists_built(fv, first, count, H, W, blur) == listed
     sib = np.full(fv.shape[0], -1, np.int64)
     outs = []
-    for fn in (rasterize_meshes_cpu, rasterize_meshes_cpu_naive):
-        o = [np.full((2, 21, 19, 4), -1, np.int64)] + [
-            np.full(s, -1.0) for s in [(2, 21, 19, 4), (2, 21, 19, 4, 3), (2, 21, 19, 4)]
-        ]
-        fn(fv, sib, first, count, 21, 19, 4, 0.01, True, True, False, o[0], o[1], o[2], o[3])
+    # the band kernel writes -1 into empty slots itself: its outputs start as garbage
+    for fn, fill in ((rasterize_meshes_cpu, 7), (rasterize_meshes_cpu_naive, -1)):
+        o = [np.full((2, H, W, K), fill, np.int64)]
+        o += [np.full(s, float(fill)) for s in [(2, H, W, K), (2, H, W, K, 3), (2, H, W, K)]]
+        fn(fv, sib, first, count, H, W, K, blur, True, blur > 0, False, o[0], o[1], o[2], o[3])
         outs.append(o)
+    assert (outs[0][0] >= 0).sum() > 100  # the scene covers pixels
     for a, b in zip(*outs):
         assert np.array_equal(a, b)
 
