@@ -20,7 +20,7 @@ from p3dlab.kernels.parallel_jit import parallel_njit
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line changes with mesh_raster_math.py (tests/test_kernel_cache.py enforces it), so
 # cached kernels are rebuilt when the math changes.
-MATH_SOURCE_SHA256 = "8f68bef08bb5e6d8"
+MATH_SOURCE_SHA256 = "0558bb9b6b686799"
 
 _dev = rm.build(lambda fn: njit(cache=True)(fn))
 candidate = _dev.candidate
@@ -99,13 +99,64 @@ def band_face_lists(boxes, face_first, face_count, n_bands, out_first, out_faces
     return True
 
 
+@njit(cache=True)
+def append_slot(p2f, zbuf, bary, dists, n, i, j, c, f, z, sd, b0, b1, b2):
+    """Write a kept face into slot c of pixel (n, i, j), unsorted (``sort_slots`` orders them)."""
+    p2f[n, i, j, c] = f
+    zbuf[n, i, j, c] = z
+    dists[n, i, j, c] = sd
+    bary[n, i, j, c, 0] = b0
+    bary[n, i, j, c, 1] = b1
+    bary[n, i, j, c, 2] = b2
+
+
+@njit(cache=True)
+def sort_slots(p2f, zbuf, bary, dists, n, i, j, count, key, order, scratch, scratch_f):
+    """Order the first ``count`` slots of pixel (n, i, j), written in the order their faces arrived,
+    as ``insert`` would have: an insertion sort that moves each slot in turn before the earlier
+    ones with a greater z, done on (z, slot) pairs and applied to the four outputs once.
+    ``key``, ``order`` (K,), ``scratch`` (K, 5) and ``scratch_f`` (K,) are the task's scratch."""
+    for a in range(count):
+        z = zbuf[n, i, j, a]
+        pos = a
+        while pos > 0 and key[pos - 1] > z:
+            key[pos] = key[pos - 1]
+            order[pos] = order[pos - 1]
+            pos -= 1
+        key[pos] = z
+        order[pos] = a
+    moved = False
+    for a in range(count):
+        moved = moved or order[a] != a
+    if not moved:
+        return
+    for a in range(count):
+        o = order[a]
+        scratch_f[a] = p2f[n, i, j, o]
+        scratch[a, 0] = dists[n, i, j, o]
+        scratch[a, 1] = bary[n, i, j, o, 0]
+        scratch[a, 2] = bary[n, i, j, o, 1]
+        scratch[a, 3] = bary[n, i, j, o, 2]
+    for a in range(count):
+        p2f[n, i, j, a] = scratch_f[a]
+        zbuf[n, i, j, a] = key[a]
+        dists[n, i, j, a] = scratch[a, 0]
+        bary[n, i, j, a, 0] = scratch[a, 1]
+        bary[n, i, j, a, 1] = scratch[a, 2]
+        bary[n, i, j, a, 2] = scratch[a, 3]
+
+
 @njit(cache=True, inline="always")
 def rasterize_face_in_band(
-    fv, sibling, f, boxes, n, i0, i1, H, W, K, blur, persp, clip, cull, s, counts, p2f, zbuf, bary, dists
+    fv, sibling, f, boxes, n, i0, i1, H, W, K, blur, persp, clip, cull, s, lists, p2f, zbuf, bary, dists, scratch
 ):
-    """Test face f at every pixel of its box within rows i0..i1 of image n and insert what it keeps:
+    """Test face f at every pixel of its box within rows i0..i1 of image n and keep what it keeps:
     ``candidate`` with the per-face part (``face_setup``) done once. Inlined into the band loop
-    (``inline="always"``): as a call it is slower (docs/performance.md#rasterizer-band-lists)."""
+    (``inline="always"``): as a call it is slower (docs/performance.md#rasterizer-band-lists).
+
+    ``lists`` is the band's state: a pixel's count of kept faces, plus ``UNSORTED`` while its slots
+    are in arrival order (``deferred_order``): kept faces are then appended, and the slots are
+    sorted once, when a K+1-th face arrives or when the band is done. ``scratch``: ``sort_slots``'s."""
     drawn, x0, y0, z0, x1, y1, z1, x2, y2, z2, x_lo, x_hi, y_lo, y_hi, a_hat = face_setup(fv, f, blur, cull)
     if not drawn:
         return
@@ -115,14 +166,26 @@ def rasterize_face_in_band(
         py = pixel_ndc(i, H, s)
         for j in range(boxes[f, 2], boxes[f, 3] + 1):
             px = pixel_ndc(j, W, s)
-            c = counts[i - i0, j]
-            # a full list takes no face at or behind its last one (``insert``), unless it replaces its sibling
+            c = lists[i - i0, j]
+            # a full, sorted list takes no face at or behind its last one (``insert``), unless it
+            # replaces its sibling
             z_far = zbuf[n, i, j, K - 1] if c == K and sibling[f] < 0 else math.inf
             status, z, sd, b0, b1, b2 = pixel_test(
                 px, py, x0, y0, z0, x1, y1, z1, x2, y2, z2, x_lo, x_hi, y_lo, y_hi, a_hat, blur, persp, clip, z_far
             )
             if status == KEEP:
-                counts[i - i0, j] = insert(p2f, zbuf, bary, dists, n, i, j, c, K, f, sibling[f], z, sd, b0, b1, b2)
+                if c >= UNSORTED:
+                    c -= UNSORTED
+                    if c < K:
+                        append_slot(p2f, zbuf, bary, dists, n, i, j, c, f, z, sd, b0, b1, b2)
+                        lists[i - i0, j] = UNSORTED + c + 1
+                        continue
+                    sort_slots(p2f, zbuf, bary, dists, n, i, j, c, scratch[0], scratch[1], scratch[2], scratch[3])
+                lists[i - i0, j] = insert(p2f, zbuf, bary, dists, n, i, j, c, K, f, sibling[f], z, sd, b0, b1, b2)
+
+
+#: Added to a pixel's count in a band's ``lists`` while its slots are in arrival order.
+UNSORTED = 1 << 40
 
 
 @parallel_njit(cache=True)
@@ -134,6 +197,12 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
     Each band task visits the faces whose boxes reach its rows, in index order: from the band lists
     (``band_face_lists``), or, where those would be too long, by scanning all faces of its mesh.
     Either way the same faces reach each pixel in the same order, so the outputs are identical.
+
+    Deferred order (K > 1, no z-clip siblings): a pixel's kept faces are appended in arrival order
+    and sorted once (``sort_slots``), which gives exactly the lists that inserting each face in turn
+    (``insert``) gives, with fewer moves; a pixel that gets more than K faces is sorted then and
+    inserts from there on. Siblings replace each other in place, which depends on the order at the
+    time, so meshes with z-clipped faces insert throughout.
 
     Args:
         fv: (F, 3, 3) face vertices (x_ndc, y_ndc, Z_view).
@@ -148,6 +217,11 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
     boxes = np.empty((F, 4), np.int64)
     for f in prange(F):
         face_pixel_box(fv, f, H, W, s, r, cull, boxes)
+    deferred_order = K > 1
+    for f in range(F):
+        if sibling[f] >= 0:
+            deferred_order = False
+            break
     n_bands = (H + BAND - 1) // BAND
     list_first = np.empty(N * n_bands + 1, np.int64)
     list_faces = np.empty(MAX_BAND_ENTRIES_PER_FACE * F + n_bands, np.int32)
@@ -156,7 +230,8 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
         n = task // n_bands
         i0 = (task % n_bands) * BAND
         i1 = min(i0 + BAND, H) - 1
-        counts = np.zeros((BAND, W), np.int64)
+        lists = np.full((BAND, W), UNSORTED if deferred_order else 0, np.int64)
+        scratch = (np.empty(K, zbuf.dtype), np.empty(K, np.int64), np.empty((K, 4), zbuf.dtype), np.empty(K, np.int64))
         for i in range(i0, i1 + 1):
             for j in range(W):
                 for k in range(K):
@@ -185,11 +260,12 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
                     clip,
                     cull,
                     s,
-                    counts,
+                    lists,
                     p2f,
                     zbuf,
                     bary,
                     dists,
+                    scratch,
                 )
         else:
             for f in range(face_first[n], face_first[n] + face_count[n]):
@@ -210,12 +286,18 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
                         clip,
                         cull,
                         s,
-                        counts,
+                        lists,
                         p2f,
                         zbuf,
                         bary,
                         dists,
+                        scratch,
                     )
+        for i in range(i0, i1 + 1):
+            for j in range(W):
+                c = lists[i - i0, j] - UNSORTED
+                if c > 1:
+                    sort_slots(p2f, zbuf, bary, dists, n, i, j, c, scratch[0], scratch[1], scratch[2], scratch[3])
 
 
 @parallel_njit(cache=True)
@@ -247,6 +329,10 @@ def rasterize_meshes_backward_cpu(
     Pixels are split into one contiguous block of rows per task; each task accumulates into its
     own (F, 3, 3) buffer (no races), and the buffers are summed in a fixed order (deterministic
     for a given ``n_threads``, normally ``numba.get_num_threads()``).
+
+    ``p2f`` is the forward's: each pixel's faces fill its first slots and -1 the rest, so a pixel's
+    slots are read up to its first -1. An index outside [-1, F) is never used: the kernel returns
+    one such value (the fragments were changed after the forward pass), or -1 when there is none.
     """
     N, _, _, K = p2f.shape
     F = fv.shape[0]
@@ -254,6 +340,7 @@ def rasterize_meshes_backward_cpu(
     n_tasks = max(min(n_threads, N * H), 1)
     rows = N * H
     buffers = np.zeros((n_tasks, F, 3, 3), grad_fv.dtype)
+    bad_index = np.full(n_tasks, -1, np.int64)
     for task in prange(n_tasks):
         r0 = rows * task // n_tasks
         r1 = rows * (task + 1) // n_tasks
@@ -266,8 +353,10 @@ def rasterize_meshes_backward_cpu(
                 px = pixel_ndc(j, W, s)
                 for k in range(K):
                     f = p2f[n, i, j, k]
-                    if f < 0:
-                        continue
+                    if f < 0 or f >= F:
+                        if f != -1:
+                            bad_index[task] = f
+                        break
                     gz = grad_zbuf[n, i, j, k] if grad_zbuf.size else 0.0
                     gb0 = gb1 = gb2 = 0.0
                     if grad_bary.size:
@@ -275,9 +364,21 @@ def rasterize_meshes_backward_cpu(
                     gd = grad_dists[n, i, j, k] if grad_dists.size else 0.0
                     if gz == 0.0 and gb0 == 0.0 and gb1 == 0.0 and gb2 == 0.0 and gd == 0.0:
                         continue
-                    g = slot_backward(fv, f, px, py, blur, persp, clip, gz, gb0, gb1, gb2, gd)
-                    for v in range(3):
-                        for c in range(3):
-                            buf[f, v, c] += g[3 * v + c]
+                    gx0, gy0, gZ0, gx1, gy1, gZ1, gx2, gy2, gZ2 = slot_backward(
+                        fv, f, px, py, blur, persp, clip, gz, gb0, gb1, gb2, gd
+                    )
+                    buf[f, 0, 0] += gx0
+                    buf[f, 0, 1] += gy0
+                    buf[f, 0, 2] += gZ0
+                    buf[f, 1, 0] += gx1
+                    buf[f, 1, 1] += gy1
+                    buf[f, 1, 2] += gZ1
+                    buf[f, 2, 0] += gx2
+                    buf[f, 2, 1] += gy2
+                    buf[f, 2, 2] += gZ2
     for task in range(n_tasks):
         grad_fv += buffers[task]
+    for task in range(n_tasks):
+        if bad_index[task] != -1:
+            return bad_index[task]
+    return -1

@@ -139,7 +139,8 @@ def build(jit):
     def insert(p2f, zbuf, bary, dists, n, i, j, count, K, f, sibling, z, sd, b0, b1, b2):
         """Insert (z, f) into pixel (n, i, j)'s list of ``count`` entries sorted by (z, f).
 
-        Faces arrive in increasing index order, so an equal z keeps the earlier (lower) face first.
+        Faces arrive in increasing index order, so an equal z (compared as stored, in the output's
+        precision) keeps the earlier (lower) face first.
         If the z-clip sibling of f is already listed, the entry with the smaller |distance| is kept
         in place instead. Returns the new count.
         """
@@ -154,8 +155,18 @@ def build(jit):
                         bary[n, i, j, k, 1] = b1
                         bary[n, i, j, k, 2] = b2
                     return count
-        if count == K and z >= zbuf[n, i, j, K - 1]:
-            return count
+        # ties are judged on the depth as stored (rounded to the output's precision), so that equal
+        # stored depths keep the lower face first: store z in the slot it may take, read it back
+        if count < K:
+            zbuf[n, i, j, count] = z
+            z = zbuf[n, i, j, count]
+        else:
+            last = zbuf[n, i, j, K - 1]
+            zbuf[n, i, j, K - 1] = z
+            z = zbuf[n, i, j, K - 1]
+            zbuf[n, i, j, K - 1] = last
+            if z >= last:
+                return count
         pos = count if count < K else K - 1
         while pos > 0 and zbuf[n, i, j, pos - 1] > z:  # shift later entries down one slot
             p2f[n, i, j, pos] = p2f[n, i, j, pos - 1]
@@ -257,6 +268,9 @@ def build(jit):
             else:
                 gx1, gy1, gx2, gy2 = gx1 + ga_x, gy1 + ga_y, gx2 + gb_x, gy2 + gb_y
 
+        # steps 2-5 carry the barycentrics' and depth's gradients: none (a silhouette loss), no terms
+        if gz == 0.0 and gb0 == 0.0 and gb1 == 0.0 and gb2 == 0.0:
+            return gx0, gy0, gZ0, gx1, gy1, gZ1, gx2, gy2, gZ2
         # 2. bary upstream, including zbuf = sum_i bary_i Z_i
         g0, g1, g2 = gb0 + gz * z0, gb1 + gz * z1, gb2 + gz * z2
         gZ0, gZ1, gZ2 = gZ0 + gz * lc0, gZ1 + gz * lc1, gZ2 + gz * lc2

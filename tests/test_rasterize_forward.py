@@ -102,6 +102,58 @@ def test_band_kernel_equals_per_pixel_loop(H, W, K, blur, xy, listed):
         assert np.array_equal(a, b)
 
 
+def test_ties_are_judged_on_the_stored_depth():
+    """float32 fragments: two depths that differ in float64 but round to one float32 value are a tie,
+    so the lower face stays first (it was the later, nearer-by-1e-9 face before)."""
+    import numpy as np
+
+    from p3dlab.kernels.mesh_raster_cpu import insert
+
+    stored = float(np.float32(3.169013))
+    ulp = float(np.spacing(np.float32(stored)))
+    first, second = stored + ulp / 8, stored - ulp / 8  # both round to `stored`
+    assert np.float32(first) == np.float32(second) and second < first
+    for K in (2, 1):
+        p2f = np.full((1, 1, 1, K), -1, np.int64)
+        zbuf, dists = np.full((1, 1, 1, K), -1, np.float32), np.full((1, 1, 1, K), -1, np.float32)
+        bary = np.full((1, 1, 1, K, 3), -1, np.float32)
+        count = insert(p2f, zbuf, bary, dists, 0, 0, 0, 0, K, 0, -1, first, -0.1, 0.2, 0.3, 0.5)
+        count = insert(p2f, zbuf, bary, dists, 0, 0, 0, count, K, 1, -1, second, -0.1, 0.2, 0.3, 0.5)
+        assert p2f[0, 0, 0].tolist() == [0, 1][:K]
+        assert (zbuf[0, 0, 0] == np.float32(stored)).all()
+
+
+def test_deferred_order_equals_inserting_each_face_on_a_real_mesh():
+    """Shared edges and vertices give many equal depths in float32: the band kernel's deferred sort
+    must order them exactly as inserting each face in turn (the per-pixel loop) does, also where a
+    pixel overflows K."""
+    import numpy as np
+
+    from p3dlab import data
+    from p3dlab.kernels.mesh_raster_cpu import rasterize_meshes_cpu, rasterize_meshes_cpu_naive
+
+    sphere = data.ico_sphere(3)
+    v = sphere.verts_packed().to(torch.float32)
+    v = torch.cat([v[:, :2] * 0.9, v[:, 2:] + 3.0], 1)  # seen from 3 units away: (x, y, Z)
+    fv = v[sphere.faces_packed()].numpy()
+    first, count = np.zeros(1, np.int64), np.array([fv.shape[0]], np.int64)
+    sib = np.full(fv.shape[0], -1, np.int64)
+    H, W = 24, 20
+    for K in (5, 30):
+        outs = []
+        for fn, fill in ((rasterize_meshes_cpu, 7), (rasterize_meshes_cpu_naive, -1)):
+            o = [np.full((1, H, W, K), fill, np.int64)]
+            o += [np.full(s, float(fill), np.float32) for s in [(1, H, W, K), (1, H, W, K, 3), (1, H, W, K)]]
+            fn(fv, sib, first, count, H, W, K, 0.01, True, True, False, *o)
+            outs.append(o)
+        kept = (outs[1][0] >= 0).sum(-1)
+        assert kept.max() == K and (kept > 1).sum() > H * W // 2  # full lists and sorted lists
+        z = outs[1][1]
+        assert ((z[..., 1:] == z[..., :-1]) & (outs[1][0][..., 1:] >= 0)).any()  # ties happen
+        for a, b in zip(*outs):
+            assert np.array_equal(a, b)
+
+
 def test_ties_in_depth_keep_the_lower_face_first():
     # two identical triangles at the same depth, listed as faces 0 and 1
     v = torch.tensor([[0.5, 0.5, 2.0], [-0.5, 0.5, 2.0], [0.0, -0.5, 2.0]], dtype=torch.float64)

@@ -104,23 +104,29 @@ def check_packed_ranges(first: torch.Tensor, counts: torch.Tensor, total: int, n
         )
 
 
-def check_saved_indices(idx: torch.Tensor, high: int, shape, name: str, op: str) -> None:
+def check_saved_indices(idx: torch.Tensor, high: int, shape, name: str, op: str, values: bool = True) -> None:
     """Before a backward kernel reads the indices its forward saved: an integer tensor of the
     forward's ``shape`` with every value in ``[-1, high)``. Anything else means the forward's output
     was changed in place behind autograd's back (through ``.data``, which skips the version check),
-    and the kernel would read outside its arrays."""
+    and the kernel would read outside its arrays. ``values=False`` checks the dtype and shape only,
+    for a kernel that checks each index it reads itself (``saved_index_error`` reports what it found)."""
     problem = None
     if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
         problem = f"{name} is {idx.dtype}"
     elif tuple(idx.shape) != tuple(shape):
         problem = f"{name} has shape {tuple(idx.shape)}, not {tuple(shape)}"
-    else:
+    elif values:
         bounds = index_bounds(idx)
         if bounds is not None and (bounds[0] < -1 or bounds[1] >= high):
             bad = bounds[0] if bounds[0] < -1 else bounds[1]
             problem = f"{name} holds {bad}, outside [-1, {high - 1}]"
     if problem:
-        raise P3DLabValueError(
-            f"{op} (backward): the saved fragments were modified after the forward pass: {problem}. "
-            "Do not write into the fragments (e.g. through .data); clone them first"
-        )
+        raise saved_index_error(problem, op)
+
+
+def saved_index_error(problem: str, op: str) -> P3DLabValueError:
+    """The error for saved indices changed after the forward pass (``check_saved_indices``)."""
+    return P3DLabValueError(
+        f"{op} (backward): the saved fragments were modified after the forward pass: {problem}. "
+        "Do not write into the fragments (e.g. through .data); clone them first"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from p3dlab.ops.checks import check_saved_indices
+from p3dlab.ops.checks import check_saved_indices, saved_index_error
 from p3dlab.ops.dispatch import cuda_kernels
 
 
@@ -14,12 +14,16 @@ def rasterize_faces_backward(face_verts, p2f, grad_zbuf, grad_bary, grad_dists, 
     Missing upstream gradients count as zero; incoming gradients are made contiguous and cast
     to the dtype of the face vertices before reaching the kernel (docs/kernels.md#how-the-kernels-are-built, rule 3).
     Zero-size arrays stand for "no gradient" and are skipped by the kernels. ``p2f`` is checked
-    first (shape, dtype, indices within the faces): the kernel indexes ``face_verts`` with it.
+    (shape, dtype, indices within the faces): the kernel indexes ``face_verts`` with it. On the CPU
+    the kernel checks each index before it uses one, and the error is raised after it returns.
     """
     dt, dev = face_verts.dtype, face_verts.device
     grad = torch.zeros_like(face_verts)
     shape = next((g.shape[:4] for g in (grad_zbuf, grad_dists, grad_bary) if g is not None), p2f.shape)
-    check_saved_indices(p2f, face_verts.shape[0], (*shape[:1], H, W, K), "pix_to_face", "rasterize_meshes")
+    on_cpu = dev.type == "cpu"  # the CPU kernel checks the indices it reads (one pass over them, not two)
+    check_saved_indices(
+        p2f, face_verts.shape[0], (*shape[:1], H, W, K), "pix_to_face", "rasterize_meshes", values=not on_cpu
+    )
     if face_verts.shape[0] == 0 or p2f.numel() == 0:
         return grad
 
@@ -41,5 +45,8 @@ def rasterize_faces_backward(face_verts, p2f, grad_zbuf, grad_bary, grad_dists, 
         from p3dlab.kernels.mesh_raster_cpu import rasterize_meshes_backward_cpu
 
         arrays = [t.numpy() for t in (fv, p2f, gz, gb, gd)]
-        rasterize_meshes_backward_cpu(*arrays, H, W, blur, persp, clip, grad.numpy(), numba.get_num_threads())
+        bad = rasterize_meshes_backward_cpu(*arrays, H, W, blur, persp, clip, grad.numpy(), numba.get_num_threads())
+        if bad != -1:
+            n_faces = face_verts.shape[0]
+            raise saved_index_error(f"pix_to_face holds {bad}, outside [-1, {n_faces - 1}]", "rasterize_meshes")
     return grad
