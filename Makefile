@@ -19,11 +19,12 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 BROWSER_FLAG := $(if $(NO_BROWSER),--no-browser,)
 
 # Numba's default threading layer (GNU OpenMP) runs p3dlab's kernels; torch brings its own copy of
-# libgomp, so a process has two OpenMP pools, and idle threads must sleep rather than spin against
-# each other. p3dlab sets OMP_WAIT_POLICY=PASSIVE when it is imported (p3dlab/runtime/threads.py),
-# which reaches torch's pool only when torch loads after p3dlab: `make lab` sets it for its kernels,
-# whose lessons import torch first. Forked workers run serial builds of the kernels
-# (kernels/parallel_jit.py).
+# libgomp, so a process has two OpenMP pools, and idle threads must soon sleep rather than spin
+# against each other. p3dlab sets GOMP_SPINCOUNT=1000 and OMP_WAIT_POLICY=PASSIVE when it is
+# imported (p3dlab/runtime/threads.py), which reaches torch's pool only when torch loads after
+# p3dlab: `make lab` sets them for its kernels, whose lessons import torch first, unless either is
+# in the environment already. Forked workers run serial builds of the kernels (kernels/parallel_jit.py).
+WAIT_ENV := $(if $(OMP_WAIT_POLICY)$(GOMP_SPINCOUNT),,OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=1000)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup lab-setup torch lab test lint unit cudasim lessons course release browser binder hub book bench fuzz gpu-check clean
@@ -59,7 +60,7 @@ $(DEV_STAMP): pyproject.toml $(LAB_STAMP)
 ## Start JupyterLab on the lessons: it opens a browser, or prints its address with a login token
 ## (http://127.0.0.1:$(PORT)/lab?token=...) with NO_BROWSER=1.
 lab: lab-setup
-	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=lessons $(BROWSER_FLAG) $(ROOT_FLAG)
+	$(WAIT_ENV) $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=lessons $(BROWSER_FLAG) $(ROOT_FLAG)
 
 ## Lint, unit tests, CUDA-simulator kernel tests, the lessons in fast mode through nbgrader's round
 ## trip, the widgets in a real Chromium (skipped when /usr/bin/chromium is missing) and the Binder
@@ -76,7 +77,7 @@ lint: setup
 ## core. Tests are handed out one by one (--dist load; its groups do not work with pytest 9).
 ## UNIT_WORKERS=0 runs them in this process.
 unit: setup
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n $(UNIT_WORKERS) --dist load \
+	$(WAIT_ENV) $(PY) -m pytest -q -n $(UNIT_WORKERS) --dist load \
 	  -m "not cudasim and not browser and not binder and not course and not hub" tests
 
 ## Only the files with simulator tests (the cudasim mark, or the conftest's ``gpu`` fixture):

@@ -83,11 +83,13 @@ def roundtrip(source: Path, workdir: Path) -> dict:
     shutil.copy(source, course / "source" / lesson / source.name)
     # nbgrader runs `alembic` from PATH: the interpreter's own bin folder first
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    # OMP_WAIT_POLICY=PASSIVE: torch's and Numba's OpenMP pools do not spin against each other in
-    # the grading kernels (on a loaded 2-core machine a spinning pair stalled one run for minutes).
-    # ``import p3dlab`` sets it too, but the lessons import torch first: torch's pool needs it here.
+    # GOMP_SPINCOUNT=1000, OMP_WAIT_POLICY=PASSIVE: torch's and Numba's OpenMP pools do not spin
+    # against each other in the grading kernels (on a loaded 2-core machine a spinning pair stalled
+    # one run for minutes). ``import p3dlab`` sets them too, but the lessons import torch first:
+    # torch's pool needs them here.
     env = dict(os.environ, P3DLAB_FAST="1", PYTHONWARNINGS="ignore", PATH=path)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
+        env.update(OMP_WAIT_POLICY="PASSIVE", GOMP_SPINCOUNT="1000")
     t0 = time.perf_counter()
     _nbgrader(["generate_assignment", lesson, "--force"], course, env)
     generate_s = time.perf_counter() - t0

@@ -70,9 +70,11 @@ def test_binder_files_build_an_environment_that_runs_a_lesson(tmp_path):
     _run([py, "-m", "pip", "install", "-q", "pytest", "nbval"], repo, env)
     env["P3DLAB_FAST"] = "1"
     env.pop("OMP_WAIT_POLICY", None)
+    env.pop("GOMP_SPINCOUNT", None)
     # binder/start runs before the server: its kernels inherit what it exports
-    res = _run(["bash", "binder/start", py, "-c", "import os; print(os.environ['OMP_WAIT_POLICY'])"], repo, env)
-    assert res.stdout.strip() == "PASSIVE"
+    show = "import os; print(os.environ['OMP_WAIT_POLICY'], os.environ['GOMP_SPINCOUNT'])"
+    res = _run(["bash", "binder/start", py, "-c", show], repo, env)
+    assert res.stdout.strip() == "PASSIVE 1000"
     res = _run(
         [
             "bash",

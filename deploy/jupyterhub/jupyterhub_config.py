@@ -117,6 +117,7 @@ c.Spawner.environment = {
     "OMP_NUM_THREADS": threads,
     "NUMBA_NUM_THREADS": threads,
     "OMP_WAIT_POLICY": "PASSIVE",
+    "GOMP_SPINCOUNT": "1000",  # GNU OpenMP: spin about 15 us, then sleep (docs/performance.md)
     # nbgrader in the students' servers: the exchange and the course id (student_config/nbgrader_config.py)
     "JUPYTER_CONFIG_PATH": str(STUDENT_CONFIG),
     "P3DLAB_EXCHANGE": ENV("P3DLAB_EXCHANGE", "/srv/nbgrader/exchange"),

@@ -7,9 +7,13 @@ layer asks the loader for the other file name). By default a GNU OpenMP thread t
 share spins for a while (``GOMP_SPINCOUNT``, 300000 pauses) before it sleeps, so each pool burns the
 cores the other one is about to compute on; on a loaded machine a spinning barrier can wait for a
 descheduled thread for a whole time slice (measured in the README's "Threads"). p3dlab sets
-``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once) in ``os.environ``, unless the environment
-already has ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``. Each runtime reads the variable once, when it
-is loaded:
+``GOMP_SPINCOUNT=1000`` (an idle thread spins about 15 microseconds, then sleeps) and
+``OMP_WAIT_POLICY=PASSIVE`` (for OpenMP runtimes other than GNU's, which do not read the spin count;
+GNU's reads it in place of the policy) in ``os.environ``, unless the environment already has
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``. Sleeping at once (spin count 0) made every small torch
+operation that uses threads pay for waking them: a (642 x 4) @ (4 x 4) ``bmm`` took 95 microseconds
+against 4-5 with the short spin, and whole rows of ``make bench`` ran 10-35 % slower
+(docs/performance.md#the-spin-count). Each runtime reads the variables once, when it is loaded:
 
 - Numba's is loaded after ``import p3dlab`` in any case: it always follows the setting;
 - torch's is loaded by ``import torch``: it follows only when p3dlab was imported first (or the
@@ -37,7 +41,7 @@ cgroup's CPU quota (a container or a systemd unit limited to 1.5 CPUs gets 2 thr
   have chosen fewer: those stay), or imports torch itself to do so when the budget is smaller than
   the affinity mask (a quota); ``P3DLAB_NUM_THREADS`` sets torch's count exactly.
 
-Numba's ``NUMBA_NUM_THREADS``, like ``OMP_WAIT_POLICY``, stays in ``os.environ`` (Numba reads it
+Numba's ``NUMBA_NUM_THREADS``, like the wait policy, stays in ``os.environ`` (Numba reads it
 again at each compilation), so child processes inherit it as if the user had set it: a child meant
 to run on other CPUs than its parent is best started with the parent's variables removed.
 """
@@ -53,6 +57,8 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 from p3dlab.errors import P3DLabValueError
 
 OVERRIDE = "P3DLAB_NUM_THREADS"
+#: What ``import p3dlab`` puts in the environment when neither variable is there.
+WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}
 _CGROUP = Path("/sys/fs/cgroup")
 _PROC_CGROUP = Path("/proc/self/cgroup")
 
@@ -69,6 +75,7 @@ class ThreadSetup(NamedTuple):
 
     budget: CpuBudget
     wait_policy: Optional[str]  # OMP_WAIT_POLICY as the runtimes loaded from now on read it
+    spin_count: Optional[str]  # GOMP_SPINCOUNT as GNU OpenMP runtimes loaded from now on read it
     torch_missed_policy: bool  # torch's OpenMP runtime was loaded before p3dlab set the policy: it spins
     torch_threads: Optional[int]  # what torch.set_num_threads was given; None: left alone
     numba_threads: Optional[int]  # the count p3dlab gave Numba; None: left alone
@@ -219,11 +226,12 @@ def apply_thread_policy(environ=None) -> ThreadSetup:
     torch_loaded = "torch" in sys.modules
     policy_given = "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ
     if not policy_given:
-        environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        environ.update(WAIT_POLICY)
     budget = cpu_budget(environ)
     _setup = ThreadSetup(
         budget=budget,
         wait_policy=environ.get("OMP_WAIT_POLICY"),
+        spin_count=environ.get("GOMP_SPINCOUNT"),
         torch_missed_policy=torch_loaded and not policy_given,
         torch_threads=_torch_threads(budget, environ),
         numba_threads=_numba_threads(budget, environ),
