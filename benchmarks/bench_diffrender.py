@@ -65,7 +65,7 @@ def bench_soft_silhouette():
                 ].sum().backward()
 
             base_name, base = "dense torch", median_time(dense, repeats=3)
-        target = "<= 0.3 s" if size == 256 else ""
+        target = "<= 40 ms" if size == 256 else ""  # seed 001's step: PyTorch3D 7.97 s (issue 32)
         out.append(
             Result(
                 f"soft silhouette fwd+bwd teapot {int(teapot.num_faces_per_mesh())} faces {size}^2 K=100",

@@ -22,7 +22,9 @@ from p3dlab.renderer import (
 )
 from p3dlab.structures import TexturesVertex
 
-TARGETS = {(5, 256, 1): "<= 10 ms", (6, 512, 1): "<= 40 ms"}
+#: issue 32: the software-OpenGL (Mesa llvmpipe) figures measured on the development VM were 5.3 and
+#: 20.4 ms; absolute, so they hold on that machine's speed (the table prints it)
+TARGETS = {(5, 256, 1): "<= 6 ms", (6, 512, 1): "<= 25 ms"}
 
 
 def _camera():

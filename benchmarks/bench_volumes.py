@@ -77,7 +77,8 @@ def bench_ea_render():
         if keep:
             name += f" (keep_samples: {image * image * P * 4 * 4 / 2**20:.0f} MB)"
         t_ours, t_base = paired_median_times(lambda keep=keep: ours(keep), baseline, repeats=PAIRS)
-        results.append(Result(name, t_ours, "grid_sample + cumprod (torch)", t_base, ">= 10x"))
+        target = ">= 10x" if fast_mode() else ">= 10x, <= 90 ms"  # 90 ms: 10x PyTorch3D's 0.91 s (issue 32)
+        results.append(Result(name, t_ours, "grid_sample + cumprod (torch)", t_base, target))
     return results
 
 
