@@ -20,13 +20,14 @@ from p3dlab.kernels.parallel_jit import parallel_njit
 # Numba's cache checks the contents of the file that defines a kernel, not of the files it inlines
 # code from: this line changes with mesh_raster_math.py (tests/test_kernel_cache.py enforces it), so
 # cached kernels are rebuilt when the math changes.
-MATH_SOURCE_SHA256 = "0558bb9b6b686799"
+MATH_SOURCE_SHA256 = "bce714e3dfd08c92"
 
 _dev = rm.build(lambda fn: njit(cache=True)(fn))
 candidate = _dev.candidate
 face_setup = _dev.face_setup
 pixel_test = _dev.pixel_test
 insert = _dev.insert
+write_slot = _dev.write_slot
 pixel_ndc = _dev.pixel_ndc
 rasterize_pixel = _dev.rasterize_pixel
 KEEP = rm.KEEP
@@ -100,17 +101,6 @@ def band_face_lists(boxes, face_first, face_count, n_bands, out_first, out_faces
 
 
 @njit(cache=True)
-def append_slot(p2f, zbuf, bary, dists, n, i, j, c, f, z, sd, b0, b1, b2):
-    """Write a kept face into slot c of pixel (n, i, j), unsorted (``sort_slots`` orders them)."""
-    p2f[n, i, j, c] = f
-    zbuf[n, i, j, c] = z
-    dists[n, i, j, c] = sd
-    bary[n, i, j, c, 0] = b0
-    bary[n, i, j, c, 1] = b1
-    bary[n, i, j, c, 2] = b2
-
-
-@njit(cache=True)
 def sort_slots(p2f, zbuf, bary, dists, n, i, j, count, key, order, scratch, scratch_f):
     """Order the first ``count`` slots of pixel (n, i, j), written in the order their faces arrived,
     as ``insert`` would have: an insertion sort that moves each slot in turn before the earlier
@@ -177,7 +167,7 @@ def rasterize_face_in_band(
                 if c >= UNSORTED:
                     c -= UNSORTED
                     if c < K:
-                        append_slot(p2f, zbuf, bary, dists, n, i, j, c, f, z, sd, b0, b1, b2)
+                        write_slot(p2f, zbuf, bary, dists, n, i, j, c, f, z, sd, b0, b1, b2)
                         lists[i - i0, j] = UNSORTED + c + 1
                         continue
                     sort_slots(p2f, zbuf, bary, dists, n, i, j, c, scratch[0], scratch[1], scratch[2], scratch[3])
@@ -241,9 +231,11 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
                     bary[n, i, j, k, 0] = -1.0
                     bary[n, i, j, k, 1] = -1.0
                     bary[n, i, j, k, 2] = -1.0
-        if listed:
-            for e in range(list_first[task], list_first[task + 1]):
-                f = list_faces[e]
+        # this band's faces: its list, or every face of the mesh whose box reaches its rows
+        n_faces = list_first[task + 1] - list_first[task] if listed else face_count[n]
+        for e in range(n_faces):
+            f = list_faces[list_first[task] + e] if listed else face_first[n] + e
+            if boxes[f, 0] <= i1 and boxes[f, 1] >= i0:
                 rasterize_face_in_band(
                     fv,
                     sibling,
@@ -267,32 +259,6 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
                     dists,
                     scratch,
                 )
-        else:
-            for f in range(face_first[n], face_first[n] + face_count[n]):
-                if boxes[f, 0] <= i1 and boxes[f, 1] >= i0:
-                    rasterize_face_in_band(
-                        fv,
-                        sibling,
-                        f,
-                        boxes,
-                        n,
-                        i0,
-                        i1,
-                        H,
-                        W,
-                        K,
-                        blur,
-                        persp,
-                        clip,
-                        cull,
-                        s,
-                        lists,
-                        p2f,
-                        zbuf,
-                        bary,
-                        dists,
-                        scratch,
-                    )
         for i in range(i0, i1 + 1):
             for j in range(W):
                 c = lists[i - i0, j] - UNSORTED

@@ -136,6 +136,17 @@ def build(jit):
 
     candidate = jit(candidate)
 
+    def write_slot(p2f, zbuf, bary, dists, n, i, j, k, f, z, sd, b0, b1, b2):
+        """Slot k of pixel (n, i, j) := face f with depth z, signed distance sd, barycentrics b."""
+        p2f[n, i, j, k] = f
+        zbuf[n, i, j, k] = z
+        dists[n, i, j, k] = sd
+        bary[n, i, j, k, 0] = b0
+        bary[n, i, j, k, 1] = b1
+        bary[n, i, j, k, 2] = b2
+
+    write_slot = jit(write_slot)
+
     def insert(p2f, zbuf, bary, dists, n, i, j, count, K, f, sibling, z, sd, b0, b1, b2):
         """Insert (z, f) into pixel (n, i, j)'s list of ``count`` entries sorted by (z, f).
 
@@ -148,12 +159,7 @@ def build(jit):
             for k in range(count):
                 if p2f[n, i, j, k] == sibling:
                     if abs(sd) < abs(dists[n, i, j, k]):
-                        p2f[n, i, j, k] = f
-                        zbuf[n, i, j, k] = z
-                        dists[n, i, j, k] = sd
-                        bary[n, i, j, k, 0] = b0
-                        bary[n, i, j, k, 1] = b1
-                        bary[n, i, j, k, 2] = b2
+                        write_slot(p2f, zbuf, bary, dists, n, i, j, k, f, z, sd, b0, b1, b2)
                     return count
         # ties are judged on the depth as stored (rounded to the output's precision), so that equal
         # stored depths keep the lower face first: store z in the slot it may take, read it back
@@ -176,12 +182,7 @@ def build(jit):
             bary[n, i, j, pos, 1] = bary[n, i, j, pos - 1, 1]
             bary[n, i, j, pos, 2] = bary[n, i, j, pos - 1, 2]
             pos -= 1
-        p2f[n, i, j, pos] = f
-        zbuf[n, i, j, pos] = z
-        dists[n, i, j, pos] = sd
-        bary[n, i, j, pos, 0] = b0
-        bary[n, i, j, pos, 1] = b1
-        bary[n, i, j, pos, 2] = b2
+        write_slot(p2f, zbuf, bary, dists, n, i, j, pos, f, z, sd, b0, b1, b2)
         return count + 1 if count < K else K
 
     insert = jit(insert)
@@ -321,6 +322,7 @@ def build(jit):
         edge=edge,
         edge_dist2=edge_dist2,
         pixel_ndc=pixel_ndc,
+        write_slot=write_slot,
         face_setup=face_setup,
         pixel_test=pixel_test,
         candidate=candidate,
