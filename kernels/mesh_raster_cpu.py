@@ -105,7 +105,8 @@ def sort_slots(p2f, zbuf, bary, dists, n, i, j, count, key, order, scratch, scra
     """Order the first ``count`` slots of pixel (n, i, j), written in the order their faces arrived,
     as ``insert`` would have: an insertion sort that moves each slot in turn before the earlier
     ones with a greater z, done on (z, slot) pairs and applied to the four outputs once.
-    ``key``, ``order`` (K,), ``scratch`` (K, 5) and ``scratch_f`` (K,) are the task's scratch."""
+    ``key``, ``order`` (m,), ``scratch`` (m, 4) and ``scratch_f`` (m,), m >= ``count``, are the
+    task's scratch."""
     for a in range(count):
         z = zbuf[n, i, j, a]
         pos = a
@@ -214,14 +215,16 @@ def rasterize_meshes_cpu(fv, sibling, face_first, face_count, H, W, K, blur, per
             break
     n_bands = (H + BAND - 1) // BAND
     list_first = np.empty(N * n_bands + 1, np.int64)
-    list_faces = np.empty(MAX_BAND_ENTRIES_PER_FACE * F + n_bands, np.int32)
+    list_faces = np.empty(MAX_BAND_ENTRIES_PER_FACE * F + n_bands, np.int64)
     listed = band_face_lists(boxes, face_first, face_count, n_bands, list_first, list_faces)
     for task in prange(N * n_bands):
         n = task // n_bands
         i0 = (task % n_bands) * BAND
         i1 = min(i0 + BAND, H) - 1
         lists = np.full((BAND, W), UNSORTED if deferred_order else 0, np.int64)
-        scratch = (np.empty(K, zbuf.dtype), np.empty(K, np.int64), np.empty((K, 4), zbuf.dtype), np.empty(K, np.int64))
+        # ``sort_slots``'s scratch: a pixel keeps at most min(K, F) faces (K alone may be huge)
+        m = min(K, F)
+        scratch = (np.empty(m, zbuf.dtype), np.empty(m, np.int64), np.empty((m, 4), zbuf.dtype), np.empty(m, np.int64))
         for i in range(i0, i1 + 1):
             for j in range(W):
                 for k in range(K):
